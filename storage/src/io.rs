@@ -1,0 +1,181 @@
+//! The disk I/O layer: a small async trait with owned buffers handed in and handed back, so
+//! that a completion-based backend (io_uring) and a blocking one share one contract.
+//!
+//! Backends:
+//! - [`StdFs`] (default): `std::fs` calls run on tokio's blocking pool, never on the async
+//!   worker threads.
+//! - `UringFs` (cargo feature `io-uring`): tokio-uring on a thread of its own. [`backend_from_env`]
+//!   probes it at start-up and falls back to [`StdFs`] when io_uring is refused.
+//! - [`FaultyFs`]: wraps another backend and fails a chosen call, for fault-injection tests.
+//!
+//! What an implementer must guarantee:
+//! - `write_all_at` writes every byte or returns an error; a short write is never reported as
+//!   success.
+//! - `sync_data` returns `Ok` only when the file's data written so far is durable
+//!   (`fdatasync`); an error is returned as is and never retried inside the backend, because
+//!   after a failed `fdatasync` Linux may already have dropped the dirty pages.
+//! - `read_at` fills the buffer until it is full or the file ends, and returns the count.
+//! - `sync_dir` makes renames, creations and removals in the directory durable.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+mod faulty;
+mod std_fs;
+#[cfg(feature = "io-uring")]
+mod uring;
+
+pub use faulty::{FaultKind, FaultyFs};
+pub use std_fs::StdFs;
+#[cfg(feature = "io-uring")]
+pub use uring::UringFs;
+
+/// A boxed future, so that the traits stay object safe.
+pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file is created if missing and never truncated.
+    ReadWrite,
+    /// Read and write; the file must not exist yet.
+    CreateNew,
+}
+
+/// An open file. Positional reads and writes only: there is no shared cursor.
+pub trait FileHandle: Send + Sync + Debug {
+    /// Reads into `buf` from `offset` until `buf` is full or the file ends. Returns the byte
+    /// count and the buffer.
+    fn read_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, (Result<usize>, Vec<u8>)>;
+    /// Writes all of `buf` at `offset` and hands the buffer back.
+    fn write_all_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, (Result<()>, Vec<u8>)>;
+    /// `fdatasync`.
+    fn sync_data(&self) -> IoFuture<'_, Result<()>>;
+    /// Current length in bytes.
+    fn len(&self) -> IoFuture<'_, Result<u64>>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> IoFuture<'_, Result<()>>;
+    /// The path the file was opened at (for error messages).
+    fn path(&self) -> &Path;
+}
+
+/// A file system: opens files and changes directories.
+pub trait Fs: Send + Sync + Debug + 'static {
+    fn open(&self, path: &Path, mode: OpenMode) -> IoFuture<'_, Result<Arc<dyn FileHandle>>>;
+    fn create_dir_all(&self, path: &Path) -> IoFuture<'_, Result<()>>;
+    /// Names (not paths) of the entries of a directory, sorted.
+    fn list_dir(&self, path: &Path) -> IoFuture<'_, Result<Vec<String>>>;
+    /// Atomic rename; not durable until [`Fs::sync_dir`] on the parent.
+    fn rename(&self, from: &Path, to: &Path) -> IoFuture<'_, Result<()>>;
+    fn remove_file(&self, path: &Path) -> IoFuture<'_, Result<()>>;
+    fn remove_dir_all(&self, path: &Path) -> IoFuture<'_, Result<()>>;
+    /// `fsync` of a directory.
+    fn sync_dir(&self, path: &Path) -> IoFuture<'_, Result<()>>;
+    /// Whether a path exists.
+    fn exists(&self, path: &Path) -> IoFuture<'_, Result<bool>>;
+    /// A short name for logs and benchmark tables.
+    fn name(&self) -> &'static str;
+}
+
+/// The shared handle every store holds.
+pub type SharedFs = Arc<dyn Fs>;
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Std,
+    Uring,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "std" | "blocking" | "" => Ok(Backend::Std),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown I/O backend {other:?}: use \"std\" or \"uring\""
+            ))),
+        }
+    }
+}
+
+/// Opens the requested backend. `Uring` is probed first; when the kernel or a seccomp filter
+/// refuses io_uring (or the crate was built without the feature) the blocking backend is used
+/// and a warning says so.
+pub fn open_backend(backend: Backend) -> SharedFs {
+    match backend {
+        Backend::Std => Arc::new(StdFs::new()),
+        Backend::Uring => {
+            #[cfg(feature = "io-uring")]
+            {
+                match UringFs::start() {
+                    Ok(fs) => return Arc::new(fs),
+                    Err(e) => {
+                        tracing::warn!("io_uring is not available ({e}); using the blocking I/O backend")
+                    }
+                }
+            }
+            #[cfg(not(feature = "io-uring"))]
+            tracing::warn!("built without the io-uring feature; using the blocking I/O backend");
+            Arc::new(StdFs::new())
+        }
+    }
+}
+
+/// The backend named by `BRAID_IO_BACKEND` (`std` when unset). Tests use this so that the same
+/// suite runs on every backend.
+pub fn backend_from_env() -> Result<SharedFs> {
+    let choice = std::env::var("BRAID_IO_BACKEND").unwrap_or_default();
+    Ok(open_backend(choice.parse()?))
+}
+
+/// Durable replace: write `bytes` to a temporary file beside `path`, `fdatasync` it, rename it
+/// over `path` and `fsync` the directory. A crash leaves either the old or the new file.
+pub async fn write_file_atomic(fs: &dyn Fs, path: &Path, bytes: Vec<u8>) -> Result<()> {
+    let tmp = tmp_path(path);
+    if fs.exists(&tmp).await? {
+        fs.remove_file(&tmp).await?;
+    }
+    let file = fs.open(&tmp, OpenMode::CreateNew).await?;
+    let (res, _) = file.write_all_at(bytes, 0).await;
+    res?;
+    file.sync_data().await?;
+    drop(file);
+    fs.rename(&tmp, path).await?;
+    let dir = parent_dir(path);
+    fs.sync_dir(&dir).await
+}
+
+/// Reads a whole file.
+pub async fn read_file(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read).await?;
+    let len = file.len().await?;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corruption(path, 0, "file is larger than memory can hold"))?;
+    let (res, mut buf) = file.read_at(vec![0; len], 0).await;
+    let n = res?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The temporary name used by [`write_file_atomic`].
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

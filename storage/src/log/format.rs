@@ -1,0 +1,577 @@
+//! Byte layouts of every LogCore file, in one place: record batches (`.log`), the offset index
+//! (`.idx`), the time index (`.timeindex`) and producer snapshots (`.snapshot`). Every file or
+//! batch starts with a magic number and a version byte that are checked on read. All integers
+//! are little-endian.
+//!
+//! Record batch (the unit of writing, checksumming and idempotence):
+//! ```text
+//!  0  base_offset        u64   offset of the first record (written by the partition writer)
+//!  8  batch_len          u32   bytes of the whole batch, header included
+//! 12  magic              [4]   "BRDB"
+//! 16  version            u8    1
+//! 17  attributes         u8    0 (reserved)
+//! 18  reserved           u16   0
+//! 20  crc32c             u32   over bytes 24..batch_len
+//! 24  last_offset_delta  u32   offset of the last record minus base_offset
+//! 28  record_count       u32   >= 1
+//! 32  first_timestamp    i64   µs since the Unix epoch
+//! 40  max_timestamp      i64
+//! 48  producer_id        u64   0 = not idempotent
+//! 56  producer_seq       u64
+//! 64  records…
+//! ```
+//! The checksum leaves out `base_offset` and `batch_len` so that a batch can be encoded and
+//! checksummed by the appending task and only stamped with its offset by the writer (Kafka does
+//! the same). Those two fields are still checked: offsets must follow on from the previous
+//! batch and the length must land on the next batch or the end of the file.
+//!
+//! Record:
+//! ```text
+//! record_len u32 (bytes after this field) | offset_delta u32 | timestamp i64 |
+//! key_len i32 (-1 = null) | key | value_len i32 (-1 = null) | value |
+//! header_count u16 | { name_len u16 | name (UTF-8) | value_len i32 | value }*
+//! ```
+
+use bytes::Bytes;
+
+use super::ProducerSeq;
+
+pub const BATCH_MAGIC: [u8; 4] = *b"BRDB";
+pub const BATCH_VERSION: u8 = 1;
+pub const BATCH_HEADER_LEN: usize = 64;
+/// First byte covered by the batch checksum.
+pub const BATCH_CRC_START: usize = 24;
+const RECORD_FIXED_LEN: usize = 4 + 4 + 8 + 4 + 4 + 2;
+
+/// Offset and time index files: a 16-byte header, then fixed-size entries.
+/// ```text
+/// magic "BRDI" | version u8 = 1 | kind u8 (1 = offset, 2 = time) | reserved [10]
+/// offset entry: relative_offset u32 | position u32
+/// time entry:   timestamp i64 | relative_offset u32
+/// ```
+pub const INDEX_MAGIC: [u8; 4] = *b"BRDI";
+pub const INDEX_VERSION: u8 = 1;
+pub const INDEX_HEADER_LEN: usize = 16;
+pub const INDEX_KIND_OFFSET: u8 = 1;
+pub const INDEX_KIND_TIME: u8 = 2;
+pub const OFFSET_ENTRY_LEN: usize = 8;
+pub const TIME_ENTRY_LEN: usize = 12;
+
+/// Producer snapshot: the idempotence state as of the segment base offset in the file name.
+/// ```text
+/// magic "BRDP" | version u8 = 1 | reserved [3] | entry_count u32 |
+/// { producer_id u64 | batch_count u8 | { sequence u64 | base_offset u64 | last_offset u64 }* }* |
+/// crc32c u32 over everything before it
+/// ```
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"BRDP";
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// A record header (Kafka-style): a name and an optional value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// A record to append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// µs since the Unix epoch; `None` takes the time of the append.
+    pub timestamp: Option<i64>,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone for compacted topics.
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// A record with just a value.
+    pub fn value(v: impl Into<Bytes>) -> Self {
+        Record {
+            value: Some(v.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A record with a key and a value.
+    pub fn keyed(k: impl Into<Bytes>, v: impl Into<Bytes>) -> Self {
+        Record {
+            key: Some(k.into()),
+            value: Some(v.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// Why bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("incomplete: {needed} bytes needed, {available} available")]
+    Incomplete { needed: usize, available: usize },
+    #[error("bad magic number")]
+    BadMagic,
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u8),
+    #[error("bad batch length {0}")]
+    BadLength(u32),
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// The fixed part of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub batch_len: u32,
+    pub crc: u32,
+    pub last_offset_delta: u32,
+    pub record_count: u32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: u64,
+    pub producer_seq: u64,
+}
+
+impl BatchHeader {
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+
+    pub fn producer(&self) -> Option<ProducerSeq> {
+        (self.producer_id != 0).then_some(ProducerSeq {
+            producer_id: self.producer_id,
+            sequence: self.producer_seq,
+        })
+    }
+
+    /// Parses and checks the header at the start of `buf` (not the checksum: see
+    /// [`verify_crc`]). `batch_bytes_max` bounds `batch_len` so that a damaged length cannot
+    /// make a reader allocate gigabytes.
+    pub fn parse(buf: &[u8], batch_bytes_max: u32) -> Result<BatchHeader, DecodeError> {
+        if buf.len() < BATCH_HEADER_LEN {
+            return Err(DecodeError::Incomplete {
+                needed: BATCH_HEADER_LEN,
+                available: buf.len(),
+            });
+        }
+        let mut c = Cursor::new(buf);
+        let base_offset = c.u64()?;
+        let batch_len = c.u32()?;
+        if c.take(4)? != BATCH_MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = c.u8()?;
+        if version != BATCH_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let _attributes = c.u8()?;
+        let _reserved = c.u16()?;
+        let crc = c.u32()?;
+        let last_offset_delta = c.u32()?;
+        let record_count = c.u32()?;
+        let first_timestamp = c.i64()?;
+        let max_timestamp = c.i64()?;
+        let producer_id = c.u64()?;
+        let producer_seq = c.u64()?;
+        if (batch_len as usize) < BATCH_HEADER_LEN + RECORD_FIXED_LEN || batch_len > batch_bytes_max
+        {
+            return Err(DecodeError::BadLength(batch_len));
+        }
+        if record_count == 0 || last_offset_delta < record_count - 1 {
+            return Err(DecodeError::Malformed("record count does not fit the offset range"));
+        }
+        if base_offset.checked_add(u64::from(last_offset_delta) + 1).is_none() {
+            return Err(DecodeError::Malformed("offset overflows"));
+        }
+        Ok(BatchHeader {
+            base_offset,
+            batch_len,
+            crc,
+            last_offset_delta,
+            record_count,
+            first_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_seq,
+        })
+    }
+}
+
+/// Checks the checksum of a complete batch (`buf` is exactly `batch_len` bytes).
+pub fn verify_crc(header: &BatchHeader, buf: &[u8]) -> Result<(), DecodeError> {
+    let Some(covered) = buf.get(BATCH_CRC_START..header.batch_len as usize) else {
+        return Err(DecodeError::Incomplete {
+            needed: header.batch_len as usize,
+            available: buf.len(),
+        });
+    };
+    let computed = crc32c::crc32c(covered);
+    if computed != header.crc {
+        return Err(DecodeError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a whole batch: header, checksum and every record. `batch` must start at the batch
+/// and hold at least `batch_len` bytes.
+pub fn decode_batch(
+    batch: &Bytes,
+    batch_bytes_max: u32,
+) -> Result<(BatchHeader, Vec<LogRecord>), DecodeError> {
+    let header = BatchHeader::parse(batch, batch_bytes_max)?;
+    verify_crc(&header, batch)?;
+    let records = decode_records(&header, &batch.slice(..header.batch_len as usize))?;
+    Ok((header, records))
+}
+
+/// Decodes the records of a batch whose header and checksum were already checked.
+pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogRecord>, DecodeError> {
+    let body = batch.slice(BATCH_HEADER_LEN..header.batch_len as usize);
+    let mut c = Cursor::new(&body);
+    let mut records = Vec::with_capacity(header.record_count.min(1 << 16) as usize);
+    let mut prev_delta: Option<u32> = None;
+    for _ in 0..header.record_count {
+        let record_len = c.u32()? as usize;
+        let start = c.pos;
+        let end = start
+            .checked_add(record_len)
+            .filter(|&e| e <= body.len())
+            .ok_or(DecodeError::Malformed("record runs past the batch"))?;
+        let offset_delta = c.u32()?;
+        if prev_delta.is_some_and(|p| offset_delta <= p) || offset_delta > header.last_offset_delta {
+            return Err(DecodeError::Malformed("record offsets out of order"));
+        }
+        prev_delta = Some(offset_delta);
+        let timestamp = c.i64()?;
+        let key = c.opt_bytes(&body)?;
+        let value = c.opt_bytes(&body)?;
+        let header_count = c.u16()?;
+        let mut headers = Vec::with_capacity(usize::from(header_count).min(64));
+        for _ in 0..header_count {
+            let name_len = usize::from(c.u16()?);
+            let name = std::str::from_utf8(c.take(name_len)?)
+                .map_err(|_| DecodeError::Malformed("header name is not UTF-8"))?
+                .to_string();
+            let value = c.opt_bytes(&body)?;
+            headers.push(Header { key: name, value });
+        }
+        if c.pos != end {
+            return Err(DecodeError::Malformed("record length does not match its fields"));
+        }
+        records.push(LogRecord {
+            offset: header.base_offset + u64::from(offset_delta),
+            timestamp,
+            key,
+            value,
+            headers,
+        });
+    }
+    if c.pos != body.len() {
+        return Err(DecodeError::Malformed("bytes left after the last record"));
+    }
+    if prev_delta != Some(header.last_offset_delta) {
+        return Err(DecodeError::Malformed("last record does not carry the last offset"));
+    }
+    Ok(records)
+}
+
+/// A batch encoded and checksummed by the appender, waiting for its base offset.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) record_count: u32,
+    pub(crate) last_offset_delta: u32,
+    pub(crate) max_timestamp: i64,
+    pub(crate) producer: Option<ProducerSeq>,
+    pub(crate) has_null_key: bool,
+}
+
+impl EncodedBatch {
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    /// The encoded bytes (base offset still 0 until the writer stamps it).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+fn encoded_record_len(key: Option<&Bytes>, value: Option<&Bytes>, headers: &[Header]) -> usize {
+    RECORD_FIXED_LEN
+        + key.map_or(0, |k| k.len())
+        + value.map_or(0, |v| v.len())
+        + headers
+            .iter()
+            .map(|h| 2 + h.key.len() + 4 + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>()
+}
+
+fn len_i32(n: usize, what: &str) -> Result<i32, String> {
+    i32::try_from(n).map_err(|_| format!("{what} of {n} bytes is too large"))
+}
+
+fn put_opt(buf: &mut Vec<u8>, v: Option<&Bytes>, what: &str) -> Result<(), String> {
+    match v {
+        None => buf.extend_from_slice(&(-1i32).to_le_bytes()),
+        Some(b) => {
+            buf.extend_from_slice(&len_i32(b.len(), what)?.to_le_bytes());
+            buf.extend_from_slice(b);
+        }
+    }
+    Ok(())
+}
+
+fn put_record(
+    buf: &mut Vec<u8>,
+    offset_delta: u32,
+    timestamp: i64,
+    key: Option<&Bytes>,
+    value: Option<&Bytes>,
+    headers: &[Header],
+) -> Result<(), String> {
+    let len = encoded_record_len(key, value, headers) - 4;
+    let len = u32::try_from(len).map_err(|_| format!("record of {len} bytes is too large"))?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&offset_delta.to_le_bytes());
+    buf.extend_from_slice(&timestamp.to_le_bytes());
+    put_opt(buf, key, "key")?;
+    put_opt(buf, value, "value")?;
+    let n = u16::try_from(headers.len()).map_err(|_| "more than 65535 headers".to_string())?;
+    buf.extend_from_slice(&n.to_le_bytes());
+    for h in headers {
+        let name_len =
+            u16::try_from(h.key.len()).map_err(|_| "header name longer than 65535 bytes".to_string())?;
+        buf.extend_from_slice(&name_len.to_le_bytes());
+        buf.extend_from_slice(h.key.as_bytes());
+        put_opt(buf, h.value.as_ref(), "header value")?;
+    }
+    Ok(())
+}
+
+/// Writes the header around records already in `buf[BATCH_HEADER_LEN..]` and checksums it.
+fn finish_header(
+    buf: &mut [u8],
+    base_offset: u64,
+    last_offset_delta: u32,
+    record_count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer: Option<ProducerSeq>,
+) -> Result<(), String> {
+    let batch_len =
+        u32::try_from(buf.len()).map_err(|_| format!("batch of {} bytes is too large", buf.len()))?;
+    let (pid, seq) = producer.map_or((0, 0), |p| (p.producer_id, p.sequence));
+    let mut h = Vec::with_capacity(BATCH_HEADER_LEN);
+    h.extend_from_slice(&base_offset.to_le_bytes());
+    h.extend_from_slice(&batch_len.to_le_bytes());
+    h.extend_from_slice(&BATCH_MAGIC);
+    h.push(BATCH_VERSION);
+    h.push(0);
+    h.extend_from_slice(&0u16.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
+    h.extend_from_slice(&last_offset_delta.to_le_bytes());
+    h.extend_from_slice(&record_count.to_le_bytes());
+    h.extend_from_slice(&first_timestamp.to_le_bytes());
+    h.extend_from_slice(&max_timestamp.to_le_bytes());
+    h.extend_from_slice(&pid.to_le_bytes());
+    h.extend_from_slice(&seq.to_le_bytes());
+    debug_assert_eq!(h.len(), BATCH_HEADER_LEN);
+    buf[..BATCH_HEADER_LEN].copy_from_slice(&h);
+    let crc = crc32c::crc32c(&buf[BATCH_CRC_START..]);
+    buf[20..24].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Encodes `records` as one batch with dense offsets (base offset 0 until stamped).
+/// Records without a timestamp get `now_us`.
+pub fn encode_batch(
+    records: &[Record],
+    producer: Option<ProducerSeq>,
+    now_us: i64,
+) -> Result<EncodedBatch, String> {
+    if records.is_empty() {
+        return Err("a batch needs at least one record".into());
+    }
+    let count = u32::try_from(records.len()).map_err(|_| "too many records in one batch".to_string())?;
+    let body: usize = records
+        .iter()
+        .map(|r| encoded_record_len(r.key.as_ref(), r.value.as_ref(), &r.headers))
+        .sum();
+    let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + body);
+    buf.resize(BATCH_HEADER_LEN, 0);
+    let first_ts = records[0].timestamp.unwrap_or(now_us);
+    let mut max_ts = i64::MIN;
+    let mut has_null_key = false;
+    for (i, r) in records.iter().enumerate() {
+        let ts = r.timestamp.unwrap_or(now_us);
+        max_ts = max_ts.max(ts);
+        has_null_key |= r.key.is_none();
+        put_record(&mut buf, i as u32, ts, r.key.as_ref(), r.value.as_ref(), &r.headers)?;
+    }
+    finish_header(&mut buf, 0, count - 1, count, first_ts, max_ts, producer)?;
+    Ok(EncodedBatch {
+        buf,
+        record_count: count,
+        last_offset_delta: count - 1,
+        max_timestamp: max_ts,
+        producer,
+        has_null_key,
+    })
+}
+
+/// Encodes records that keep their own offsets (compaction output). `records` must be sorted by
+/// offset, non-empty, and span less than 2^32 offsets.
+pub(crate) fn encode_batch_at_offsets(records: &[&LogRecord]) -> Result<Vec<u8>, String> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Err("a batch needs at least one record".into());
+    };
+    let base = first.offset;
+    let delta = |o: u64| u32::try_from(o - base).map_err(|_| "offset span too large".to_string());
+    let mut buf = vec![0u8; BATCH_HEADER_LEN];
+    let mut max_ts = i64::MIN;
+    for r in records {
+        max_ts = max_ts.max(r.timestamp);
+        put_record(&mut buf, delta(r.offset)?, r.timestamp, r.key.as_ref(), r.value.as_ref(), &r.headers)?;
+    }
+    let count = u32::try_from(records.len()).map_err(|_| "too many records".to_string())?;
+    finish_header(&mut buf, base, delta(last.offset)?, count, first.timestamp, max_ts, None)?;
+    Ok(buf)
+}
+
+/// Stamps the base offset into an encoded batch (outside the checksum).
+pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
+    batch[..8].copy_from_slice(&base_offset.to_le_bytes());
+}
+
+/// A bounds-checked little-endian reader: every read returns an error instead of panicking.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(
+            DecodeError::Incomplete {
+                needed: self.pos.saturating_add(n),
+                available: self.buf.len(),
+            },
+        )?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// A length-prefixed optional byte string, sliced out of `whole` without copying
+    /// (`whole` must be the buffer this cursor reads).
+    fn opt_bytes(&mut self, whole: &Bytes) -> Result<Option<Bytes>, DecodeError> {
+        let len = self.i32()?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| DecodeError::Malformed("negative length"))?;
+        let start = self.pos;
+        self.take(len)?;
+        Ok(Some(whole.slice(start..start + len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_then_decode() {
+        let recs = vec![
+            Record::keyed("k", "v"),
+            Record {
+                timestamp: Some(42),
+                key: None,
+                value: None,
+                headers: vec![Header {
+                    key: "h".into(),
+                    value: Some(Bytes::from_static(b"x")),
+                }],
+            },
+        ];
+        let mut b = encode_batch(&recs, None, 7).expect("encode");
+        set_base_offset(&mut b.buf, 100);
+        let (h, out) = decode_batch(&Bytes::from(b.buf), u32::MAX).expect("decode");
+        assert_eq!(h.base_offset, 100);
+        assert_eq!(h.next_offset(), 102);
+        assert_eq!(out[0].offset, 100);
+        assert_eq!(out[0].timestamp, 7);
+        assert_eq!(out[1].offset, 101);
+        assert_eq!(out[1].timestamp, 42);
+        assert_eq!(out[1].value, None);
+        assert_eq!(out[1].headers[0].key, "h");
+    }
+
+    #[test]
+    fn flipped_bit_is_a_crc_mismatch() {
+        let b = encode_batch(&[Record::value("hello")], None, 1).expect("encode");
+        let mut buf = b.buf;
+        let last = buf.len() - 1;
+        buf[last] ^= 1;
+        let err = decode_batch(&Bytes::from(buf), u32::MAX).expect_err("must fail");
+        assert!(matches!(err, DecodeError::CrcMismatch { .. }), "{err:?}");
+    }
+}

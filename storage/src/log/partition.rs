@@ -1,0 +1,804 @@
+//! One partition: recovery from disk, the writer task (group commit, rolling, idempotence,
+//! failure handling) and reads (by offset, by timestamp, and follow mode).
+//!
+//! All appends to a partition go through one writer task. Appenders encode and checksum their
+//! batch on their own task, then queue it; the writer drains whatever is queued (bounded by
+//! `group_bytes_max`), stamps offsets, writes it with as few calls as it can, runs one
+//! `fdatasync`, and only then publishes the new durable end and answers every appender. Readers
+//! never read past the published durable end, so they never see a record that could still be
+//! lost.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::format::{self, EncodedBatch, LogRecord, Record};
+use super::index::IndexBuilder;
+use super::producer::{Check, ProducerState};
+use super::segment::{open_segment, parse_segment_name, segment_file, write_index_files, Segment};
+use super::{now_micros, Appended, Cleanup, Durability, ProducerSeq, ReadResult, TopicConfig};
+use crate::error::{Error, Result};
+use crate::io::{self, OpenMode, SharedFs};
+
+/// Batches at least this big are written from their own buffer instead of being copied into
+/// the group's buffer.
+const WRITE_ALONE_BYTES: usize = 256 << 10;
+
+/// State shared by the writer, the readers and maintenance.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub id: u32,
+    pub dir: PathBuf,
+    pub fs: SharedFs,
+    pub config: TopicConfig,
+    /// Segments by base offset; the last one is the active segment.
+    pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// One past the last durable offset.
+    pub durable: watch::Sender<u64>,
+    /// Why the partition refuses writes, while it does.
+    pub failed: Mutex<Option<String>>,
+    /// Serialises retention and compaction.
+    pub maintenance: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn start_offset(&self) -> u64 {
+        self.segments.read().keys().next().copied().unwrap_or(0)
+    }
+
+    pub fn end_offset(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    fn segment_at(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        segs.range(..=offset)
+            .next_back()
+            .or_else(|| segs.iter().next())
+            .map(|(_, s)| s.clone())
+    }
+
+    fn segment_after(&self, base: u64) -> Option<Arc<Segment>> {
+        self.segments
+            .read()
+            .range(base + 1..)
+            .next()
+            .map(|(_, s)| s.clone())
+    }
+
+    pub async fn ensure_index(&self, seg: &Segment) -> Result<()> {
+        seg.ensure_index(
+            &*self.fs,
+            self.config.index_interval_bytes,
+            self.config.batch_bytes_max,
+        )
+        .await
+    }
+
+    /// Reads from `from`, up to about `max_bytes` of batches, never past the durable end.
+    pub async fn read(&self, from: u64, max_bytes: usize) -> Result<ReadResult> {
+        let end = self.end_offset();
+        let start = self.start_offset();
+        if from < start || from > end {
+            return Err(Error::OffsetOutOfRange {
+                requested: from,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        let mut cur = from;
+        while cur < end {
+            let Some(seg) = self.segment_at(cur) else { break };
+            if seg.base > cur {
+                // Retention removed the segment holding `cur` while we read.
+                cur = seg.base;
+            }
+            self.ensure_index(&seg).await?;
+            let pos = seg.position_for(cur);
+            let (records, next) = seg
+                .read(pos, cur, end, max_bytes, self.config.batch_bytes_max)
+                .await?;
+            match next {
+                Some(n) if !records.is_empty() => {
+                    return Ok(ReadResult {
+                        records,
+                        next_offset: n,
+                    })
+                }
+                Some(n) if n > cur => cur = n,
+                _ => match self.segment_after(seg.base) {
+                    Some(s) => cur = s.base.max(cur),
+                    None => break,
+                },
+            }
+        }
+        Ok(ReadResult {
+            records: Vec::new(),
+            next_offset: cur.max(from),
+        })
+    }
+
+    /// The first offset whose record has a timestamp at or after `ts`, if any.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let segs: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let end = self.end_offset();
+        for seg in segs {
+            self.ensure_index(&seg).await?;
+            if seg.max_timestamp() < ts {
+                continue;
+            }
+            let mut from = seg.offset_for_timestamp_hint(ts).max(seg.base);
+            loop {
+                let pos = seg.position_for(from);
+                let (records, next) = seg
+                    .read(pos, from, end, 1 << 20, self.config.batch_bytes_max)
+                    .await?;
+                if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
+                    return Ok(Some(r.offset));
+                }
+                match next {
+                    Some(n) if n > from => from = n,
+                    _ => break,
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct Pending {
+    batch: EncodedBatch,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+enum Request {
+    Append(Pending),
+    Close(oneshot::Sender<()>),
+}
+
+/// What the writer owns between groups.
+#[derive(Debug)]
+struct WriterState {
+    active: Arc<Segment>,
+    builder: IndexBuilder,
+    next_offset: u64,
+    producers: ProducerState,
+    active_since: Instant,
+}
+
+/// One partition of a topic.
+#[derive(Debug)]
+pub struct Partition {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Request>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Append(p) => write!(f, "Append({} bytes)", p.batch.len()),
+            Request::Close(_) => write!(f, "Close"),
+        }
+    }
+}
+
+impl Partition {
+    /// Opens (creating if needed) the partition in `dir`, recovering it from disk.
+    pub(crate) async fn open(id: u32, dir: PathBuf, fs: SharedFs, config: TopicConfig) -> Result<Partition> {
+        let (durable, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            id,
+            dir,
+            fs,
+            config,
+            segments: RwLock::new(BTreeMap::new()),
+            durable,
+            failed: Mutex::new(None),
+            maintenance: tokio::sync::Mutex::new(()),
+        });
+        let state = recover(&shared).await?;
+        let (tx, rx) = mpsc::channel(shared.config.queue_depth_max);
+        let writer = Writer {
+            shared: shared.clone(),
+            state: Some(state),
+        };
+        let handle = tokio::spawn(writer.run(rx));
+        Ok(Partition {
+            shared,
+            tx,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends records as one batch; returns once they are durable.
+    pub async fn append(&self, records: Vec<Record>) -> Result<Appended> {
+        self.append_batch(&records, None).await
+    }
+
+    /// Appends as an idempotent producer: a retry of a sequence already written returns the
+    /// first write's offsets with `duplicate = true` and writes nothing.
+    pub async fn append_idempotent(&self, records: Vec<Record>, producer: ProducerSeq) -> Result<Appended> {
+        if producer.producer_id == 0 {
+            return Err(Error::InvalidArgument("producer id 0 is reserved".into()));
+        }
+        self.append_batch(&records, Some(producer)).await
+    }
+
+    async fn append_batch(&self, records: &[Record], producer: Option<ProducerSeq>) -> Result<Appended> {
+        let batch = format::encode_batch(records, producer, now_micros()).map_err(Error::InvalidArgument)?;
+        self.append_encoded(batch).await
+    }
+
+    /// Appends a batch the caller already encoded with [`format::encode_batch`].
+    pub async fn append_encoded(&self, batch: EncodedBatch) -> Result<Appended> {
+        if batch.len() > self.shared.config.batch_bytes_max as usize {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {} bytes is larger than batch_bytes_max ({})",
+                batch.len(),
+                self.shared.config.batch_bytes_max
+            )));
+        }
+        if self.shared.config.cleanup == Cleanup::Compact && batch.has_null_key {
+            return Err(Error::InvalidArgument(
+                "records appended to a compacted topic need a key".into(),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Append(Pending { batch, reply }))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// See [`Shared::read`].
+    pub async fn read(&self, from: u64, max_bytes: usize) -> Result<ReadResult> {
+        self.shared.read(from, max_bytes).await
+    }
+
+    /// The first offset still held (older ones were removed by retention).
+    pub fn start_offset(&self) -> u64 {
+        self.shared.start_offset()
+    }
+
+    /// One past the last durable offset: the offset the next append gets.
+    pub fn end_offset(&self) -> u64 {
+        self.shared.end_offset()
+    }
+
+    /// The first offset whose record has a timestamp (µs) at or after `ts`.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        self.shared.offset_for_timestamp(ts).await
+    }
+
+    /// Follows the partition from `from`: [`Follower::next`] returns the next records as soon
+    /// as they are durable, waiting (without polling) when there are none.
+    pub fn follow(&self, from: u64) -> Follower {
+        Follower {
+            shared: self.shared.clone(),
+            rx: self.shared.durable.subscribe(),
+            next: from,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    /// Bytes on disk in `.log` files.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.segments.read().values().map(|s| s.len()).sum()
+    }
+
+    /// Base offsets of the segments, oldest first (the last is active).
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.shared.segments.read().keys().copied().collect()
+    }
+
+    /// Why the partition refuses writes, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.lock().clone()
+    }
+
+    /// Applies retention or compaction now (`now_us` = the current time in µs).
+    pub async fn run_maintenance(&self, now_us: i64) -> Result<()> {
+        super::maintenance::run(&self.shared, now_us).await
+    }
+
+    /// Stops the writer after the queued appends; later appends fail with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        Ok(())
+    }
+}
+
+/// Follow mode. See [`Partition::follow`].
+#[derive(Debug)]
+pub struct Follower {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<u64>,
+    next: u64,
+    max_bytes: usize,
+}
+
+impl Follower {
+    /// The offset the next call starts at.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Waits for and returns the next durable records (never an empty batch).
+    pub async fn next(&mut self) -> Result<Vec<LogRecord>> {
+        loop {
+            let end = *self.rx.borrow_and_update();
+            if self.next < end {
+                let r = self.shared.read(self.next, self.max_bytes).await?;
+                self.next = r.next_offset.max(self.next);
+                if !r.records.is_empty() {
+                    return Ok(r.records);
+                }
+                if self.next < end {
+                    continue;
+                }
+            }
+            self.rx.changed().await.map_err(|_| Error::Closed)?;
+        }
+    }
+}
+
+/// Rebuilds the partition's in-memory state from its directory: sealed segments are trusted
+/// (their indexes load lazily), the active one is scanned and checked batch by batch, a torn
+/// tail is cut off, and the producer state is reloaded.
+async fn recover(shared: &Shared) -> Result<WriterState> {
+    let fs = &*shared.fs;
+    let dir = &shared.dir;
+    fs.create_dir_all(dir).await?;
+    let names = fs.list_dir(dir).await?;
+    for name in &names {
+        // Leftovers of an interrupted atomic replace or compaction.
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+            fs.remove_file(&dir.join(name)).await?;
+        }
+    }
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_name(n, "log"))
+        .collect();
+    bases.sort_unstable();
+    if bases.is_empty() {
+        let path = segment_file(dir, 0, "log");
+        fs.open(&path, OpenMode::CreateNew).await?;
+        fs.sync_dir(dir).await?;
+        bases.push(0);
+    }
+    let Some((&active_base, sealed)) = bases.split_last() else {
+        return Err(Error::InvalidArgument("no segments".into()));
+    };
+    let mut segments = BTreeMap::new();
+    for &base in sealed {
+        let seg = open_segment(fs, dir, base, true).await?;
+        segments.insert(base, Arc::new(seg));
+    }
+    let active = open_segment(fs, dir, active_base, false).await?;
+    let file_len = active.len();
+    let mut seen = Vec::new();
+    let end = active
+        .scan(
+            file_len,
+            true,
+            shared.config.index_interval_bytes,
+            shared.config.batch_bytes_max,
+            |h| {
+                if let Some(p) = h.producer() {
+                    seen.push((p, h.base_offset, h.last_offset()));
+                }
+            },
+        )
+        .await?;
+    if end.torn_bytes > 0 {
+        tracing::warn!(
+            segment = %active.path.display(),
+            valid_bytes = end.valid_len,
+            torn_bytes = end.torn_bytes,
+            "truncating a torn tail"
+        );
+        active.file.set_len(end.valid_len).await?;
+        active.file.sync_data().await?;
+    }
+    active.len.store(end.valid_len, Ordering::Release);
+    active.max_ts.store(end.builder.max_ts, Ordering::Release);
+    *active.index.write() = Some(end.builder.index.clone());
+
+    let snap_path = segment_file(dir, active_base, "snapshot");
+    let mut producers = if fs.exists(&snap_path).await? {
+        match ProducerState::decode(&io::read_file(fs, &snap_path).await?) {
+            Ok(s) => s,
+            Err(reason) => {
+                tracing::warn!(path = %snap_path.display(), "ignoring producer snapshot: {reason}");
+                ProducerState::default()
+            }
+        }
+    } else {
+        ProducerState::default()
+    };
+    for (p, base, last) in seen {
+        producers.record(p, base, last);
+    }
+    let next_offset = active_base + end.builder.next_rel;
+    let active = Arc::new(active);
+    segments.insert(active_base, active.clone());
+    *shared.segments.write() = segments;
+    shared.durable.send_replace(next_offset);
+    Ok(WriterState {
+        active,
+        builder: end.builder,
+        next_offset,
+        producers,
+        active_since: Instant::now(),
+    })
+}
+
+/// A batch stamped with its offsets, waiting to be written.
+struct Staged {
+    reply: oneshot::Sender<Result<Appended>>,
+    buf: Vec<u8>,
+    base_offset: u64,
+    last_offset: u64,
+    max_ts: i64,
+    producer: Option<ProducerSeq>,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    /// `None` while the partition is failed and could not be reopened.
+    state: Option<WriterState>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let cfg = self.shared.config.clone();
+        let mut closing = None;
+        while closing.is_none() {
+            let Some(first) = rx.recv().await else { break };
+            let mut group = Vec::new();
+            let mut bytes = 0usize;
+            let take = |req: Request, group: &mut Vec<Pending>, bytes: &mut usize| match req {
+                Request::Append(p) => {
+                    *bytes += p.batch.len();
+                    group.push(p);
+                    None
+                }
+                Request::Close(tx) => Some(tx),
+            };
+            closing = take(first, &mut group, &mut bytes);
+            if let (Durability::Group { max_wait_us }, None) = (cfg.durability, &closing) {
+                if max_wait_us > 0 {
+                    let deadline = tokio::time::Instant::now() + Duration::from_micros(max_wait_us);
+                    while closing.is_none() && bytes < cfg.group_bytes_max {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(r)) => closing = take(r, &mut group, &mut bytes),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            while closing.is_none() && bytes < cfg.group_bytes_max {
+                match rx.try_recv() {
+                    Ok(r) => closing = take(r, &mut group, &mut bytes),
+                    Err(_) => break,
+                }
+            }
+            self.handle(group).await;
+        }
+        rx.close();
+        // Answer whatever raced with the close.
+        while let Ok(req) = rx.try_recv() {
+            if let Request::Append(p) = req {
+                let _ = p.reply.send(Err(Error::Closed));
+            }
+        }
+        if let Some(tx) = closing {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn handle(&mut self, group: Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        if self.state.is_none() {
+            self.reopen().await;
+        }
+        let Some(state) = self.state.as_mut() else {
+            let cause = self.shared.failed.lock().clone().unwrap_or_default();
+            for p in group {
+                let _ = p.reply.send(Err(Error::PartitionFailed {
+                    path: self.shared.dir.clone(),
+                    cause: cause.clone(),
+                }));
+            }
+            return;
+        };
+        let cfg = &self.shared.config;
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut staged_bytes = 0u64;
+        let mut in_group: Vec<(ProducerSeq, u64, u64)> = Vec::new();
+        let mut iter = group.into_iter();
+        while let Some(p) = iter.next() {
+            if let Some(ps) = p.batch.producer {
+                match check_producer(&state.producers, &in_group, ps) {
+                    Ok(Check::Write) => {}
+                    Ok(Check::Duplicate(a)) => {
+                        let _ = p.reply.send(Ok(a));
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = p.reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
+            let size = p.batch.len() as u64;
+            let used = state.active.len() + staged_bytes;
+            let too_big = used > 0 && used + size > cfg.segment_bytes_max;
+            let too_old = used > 0
+                && cfg
+                    .segment_age_max
+                    .is_some_and(|age| state.active_since.elapsed() >= age);
+            if too_big || too_old {
+                let res = match flush(&self.shared, state, std::mem::take(&mut staged)).await {
+                    Ok(()) => roll(&self.shared, state).await,
+                    Err(e) => Err(e),
+                };
+                staged_bytes = 0;
+                in_group.clear();
+                if let Err(e) = res {
+                    let rest: Vec<Pending> = std::iter::once(p).chain(iter).collect();
+                    for q in rest {
+                        let _ = q.reply.send(Err(failed_error(&self.shared.dir, &e)));
+                    }
+                    self.fail(e).await;
+                    return;
+                }
+            }
+            let mut buf = p.batch.buf;
+            let base = state.next_offset;
+            format::set_base_offset(&mut buf, base);
+            let last = base + u64::from(p.batch.last_offset_delta);
+            state.next_offset = last + 1;
+            if let Some(ps) = p.batch.producer {
+                in_group.push((ps, base, last));
+            }
+            staged_bytes += size;
+            staged.push(Staged {
+                reply: p.reply,
+                buf,
+                base_offset: base,
+                last_offset: last,
+                max_ts: p.batch.max_timestamp,
+                producer: p.batch.producer,
+            });
+        }
+        if let Err(e) = flush(&self.shared, state, staged).await {
+            self.fail(e).await;
+        }
+    }
+
+    /// A write, sync or roll failed. Nothing of the failed batches was acknowledged; cut the
+    /// file back to its last durable length so no unacknowledged byte survives, then reopen
+    /// from disk. While either step fails the partition stays failed.
+    async fn fail(&mut self, err: Error) {
+        tracing::error!(partition = %self.shared.dir.display(), "write failed, reopening from disk: {err}");
+        *self.shared.failed.lock() = Some(err.to_string());
+        if let Some(state) = self.state.take() {
+            let durable = state.active.len();
+            let cut = async {
+                state.active.file.set_len(durable).await?;
+                state.active.file.sync_data().await
+            };
+            if let Err(e) = cut.await {
+                tracing::error!(partition = %self.shared.dir.display(), "could not cut back to the durable length: {e}");
+                return;
+            }
+        }
+        self.reopen().await;
+    }
+
+    async fn reopen(&mut self) {
+        match recover(&self.shared).await {
+            Ok(state) => {
+                tracing::info!(partition = %self.shared.dir.display(), "reopened after a failed write");
+                self.state = Some(state);
+                *self.shared.failed.lock() = None;
+            }
+            Err(e) => {
+                tracing::error!(partition = %self.shared.dir.display(), "reopen failed: {e}");
+                *self.shared.failed.lock() = Some(e.to_string());
+            }
+        }
+    }
+}
+
+fn check_producer(
+    state: &ProducerState,
+    in_group: &[(ProducerSeq, u64, u64)],
+    ps: ProducerSeq,
+) -> Result<Check> {
+    // A batch of this group not yet written counts as the producer's latest.
+    if let Some(&(prev, base, last)) = in_group.iter().rev().find(|(p, _, _)| p.producer_id == ps.producer_id) {
+        if ps.sequence == prev.sequence {
+            return Ok(Check::Duplicate(Appended {
+                base_offset: base,
+                last_offset: last,
+                duplicate: true,
+            }));
+        }
+        if ps.sequence == prev.sequence.wrapping_add(1) {
+            return Ok(Check::Write);
+        }
+        if let Some(&(_, b, l)) = in_group.iter().find(|(p, _, _)| *p == ps) {
+            return Ok(Check::Duplicate(Appended {
+                base_offset: b,
+                last_offset: l,
+                duplicate: true,
+            }));
+        }
+        return Err(Error::OutOfOrderSequence {
+            producer_id: ps.producer_id,
+            expected: prev.sequence.wrapping_add(1),
+            got: ps.sequence,
+        });
+    }
+    state.check(ps)
+}
+
+/// An error for the other appenders of a group that failed (the first cause is logged).
+fn failed_error(dir: &Path, e: &Error) -> Error {
+    match e {
+        Error::DiskFull { op, path } => Error::DiskFull {
+            op,
+            path: path.clone(),
+        },
+        other => Error::PartitionFailed {
+            path: dir.to_path_buf(),
+            cause: other.to_string(),
+        },
+    }
+}
+
+/// Writes staged batches at the end of the active segment, syncs, then publishes and answers.
+async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) -> Result<()> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let start = state.active.len();
+    let mut pos = start;
+    let mut writes: Vec<Vec<u8>> = Vec::new();
+    let mut small: Vec<u8> = Vec::new();
+    let mut positions = Vec::with_capacity(staged.len());
+    let mut replies = Vec::with_capacity(staged.len());
+    for s in staged {
+        positions.push((pos, s.base_offset, s.last_offset, s.max_ts, s.producer));
+        pos += s.buf.len() as u64;
+        replies.push((s.reply, s.base_offset, s.last_offset));
+        if s.buf.len() >= WRITE_ALONE_BYTES {
+            if !small.is_empty() {
+                writes.push(std::mem::take(&mut small));
+            }
+            writes.push(s.buf);
+        } else if small.is_empty() {
+            small = s.buf;
+        } else {
+            small.extend_from_slice(&s.buf);
+        }
+    }
+    if !small.is_empty() {
+        writes.push(small);
+    }
+    let result = async {
+        let mut at = start;
+        for buf in writes {
+            let n = buf.len() as u64;
+            let (res, _) = state.active.file.write_all_at(buf, at).await;
+            res?;
+            at += n;
+        }
+        if shared.config.durability != Durability::None {
+            state.active.file.sync_data().await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        for (reply, _, _) in replies {
+            let _ = reply.send(Err(failed_error(&shared.dir, &e)));
+        }
+        return Err(e);
+    }
+    let base = state.active.base;
+    let before = state.builder.index.offsets.len();
+    let before_t = state.builder.index.times.len();
+    for (p, first, last, max_ts, producer) in positions {
+        state.builder.add_batch(p, first - base, last - base, max_ts);
+        if let Some(ps) = producer {
+            state.producers.record(ps, first, last);
+        }
+    }
+    if state.builder.index.offsets.len() > before || state.builder.index.times.len() > before_t {
+        let mut idx = state.active.index.write();
+        if let Some(idx) = idx.as_mut() {
+            idx.offsets
+                .extend_from_slice(&state.builder.index.offsets[before..]);
+            idx.times.extend_from_slice(&state.builder.index.times[before_t..]);
+        }
+    }
+    state.active.max_ts.store(state.builder.max_ts, Ordering::Release);
+    state.active.len.store(pos, Ordering::Release);
+    shared.durable.send_replace(state.next_offset);
+    for (reply, b, l) in replies {
+        let _ = reply.send(Ok(Appended {
+            base_offset: b,
+            last_offset: l,
+            duplicate: false,
+        }));
+    }
+    Ok(())
+}
+
+/// Seals the active segment and starts a new one at the next offset.
+async fn roll(shared: &Shared, state: &mut WriterState) -> Result<()> {
+    let fs = &*shared.fs;
+    let dir = &shared.dir;
+    let old = state.active.clone();
+    if old.len() == 0 {
+        return Ok(());
+    }
+    if shared.config.durability == Durability::None {
+        old.file.sync_data().await?;
+    }
+    let sealed = state.builder.sealed();
+    write_index_files(fs, dir, old.base, &sealed).await?;
+    *old.index.write() = Some(sealed);
+    old.sealed.store(true, Ordering::Release);
+    let base = state.next_offset;
+    io::write_file_atomic(fs, &segment_file(dir, base, "snapshot"), state.producers.encode()).await?;
+    let path = segment_file(dir, base, "log");
+    let file = fs.open(&path, OpenMode::CreateNew).await?;
+    fs.sync_dir(dir).await?;
+    let seg = Segment::new(base, path, file, 0, false);
+    *seg.index.write() = Some(Default::default());
+    let seg = Arc::new(seg);
+    shared.segments.write().insert(base, seg.clone());
+    state.active = seg;
+    state.builder = IndexBuilder::new(shared.config.index_interval_bytes);
+    state.active_since = Instant::now();
+    // Snapshots older than the previous segment's are never read again.
+    if let Ok(names) = fs.list_dir(dir).await {
+        for n in names {
+            if let Some(b) = parse_segment_name(&n, "snapshot") {
+                if b < old.base {
+                    let _ = fs.remove_file(&dir.join(n)).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
