@@ -131,10 +131,18 @@ pub fn open_backend(backend: Backend) -> SharedFs {
 }
 
 /// The backend named by `BRAID_IO_BACKEND` (`std` when unset). Tests use this so that the same
-/// suite runs on every backend.
+/// suite runs on every backend. With `BRAID_REQUIRE_URING=1` a refused io_uring is an error
+/// instead of a fallback, so that CI cannot pass on the blocking backend by accident.
 pub fn backend_from_env() -> Result<SharedFs> {
-    let choice = std::env::var("BRAID_IO_BACKEND").unwrap_or_default();
-    Ok(open_backend(choice.parse()?))
+    let choice: Backend = std::env::var("BRAID_IO_BACKEND").unwrap_or_default().parse()?;
+    let fs = open_backend(choice);
+    let required = std::env::var("BRAID_REQUIRE_URING").is_ok_and(|v| v == "1");
+    if choice == Backend::Uring && required && fs.name() != "uring" {
+        return Err(Error::InvalidArgument(
+            "BRAID_REQUIRE_URING=1 but io_uring is not available".into(),
+        ));
+    }
+    Ok(fs)
 }
 
 /// Durable replace: write `bytes` to a temporary file beside `path`, `fdatasync` it, rename it

@@ -20,6 +20,9 @@
 //! assumptions about the disk.
 
 pub mod format;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod maintenance;
 mod partition;

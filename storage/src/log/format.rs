@@ -39,6 +39,10 @@ use super::ProducerSeq;
 pub const BATCH_MAGIC: [u8; 4] = *b"BRDB";
 pub const BATCH_VERSION: u8 = 1;
 pub const BATCH_HEADER_LEN: usize = 64;
+/// Largest batch a reader accepts. Appends are bounded by the topic's (smaller, changeable)
+/// `batch_bytes_max`; reads use this fixed bound so that lowering the setting never makes
+/// existing data look damaged.
+pub const BATCH_DECODE_BYTES_MAX: u32 = 1 << 30;
 /// First byte covered by the batch checksum.
 pub const BATCH_CRC_START: usize = 24;
 const RECORD_FIXED_LEN: usize = 4 + 4 + 8 + 4 + 4 + 2;

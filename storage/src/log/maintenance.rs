@@ -97,7 +97,7 @@ async fn compact(shared: &Shared, now_us: i64) -> Result<()> {
     }
     let end = shared.end_offset();
     let all: Vec<Arc<Segment>> = shared.segments.read().values().cloned().collect();
-    let bmax = shared.config.batch_bytes_max;
+    let bmax = format::BATCH_DECODE_BYTES_MAX;
     // Pass 1: the last offset of every key, over the whole partition.
     let mut latest: HashMap<Bytes, u64> = HashMap::new();
     for seg in &all {
@@ -185,7 +185,7 @@ async fn rewrite_segment(shared: &Shared, seg: &Segment, keep: &[&LogRecord]) ->
     fs.sync_dir(dir).await?;
     let new = open_segment(fs, dir, seg.base, true).await?;
     let end = new
-        .scan(new.len(), false, shared.config.index_interval_bytes, shared.config.batch_bytes_max, |_| {})
+        .scan(new.len(), false, shared.config.index_interval_bytes, format::BATCH_DECODE_BYTES_MAX, |_| {})
         .await?;
     let idx = end.builder.sealed();
     write_index_files(fs, dir, seg.base, &idx).await?;

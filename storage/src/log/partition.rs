@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub failed: Mutex<Option<String>>,
     /// Serialises retention and compaction.
     pub maintenance: tokio::sync::Mutex<()>,
+    /// Set when the writer has stopped; followers end instead of waiting forever.
+    pub closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -75,7 +77,7 @@ impl Shared {
         seg.ensure_index(
             &*self.fs,
             self.config.index_interval_bytes,
-            self.config.batch_bytes_max,
+            format::BATCH_DECODE_BYTES_MAX,
         )
         .await
     }
@@ -101,7 +103,7 @@ impl Shared {
             self.ensure_index(&seg).await?;
             let pos = seg.position_for(cur);
             let (records, next) = seg
-                .read(pos, cur, end, max_bytes, self.config.batch_bytes_max)
+                .read(pos, cur, end, max_bytes, format::BATCH_DECODE_BYTES_MAX)
                 .await?;
             match next {
                 Some(n) if !records.is_empty() => {
@@ -136,7 +138,7 @@ impl Shared {
             loop {
                 let pos = seg.position_for(from);
                 let (records, next) = seg
-                    .read(pos, from, end, 1 << 20, self.config.batch_bytes_max)
+                    .read(pos, from, end, 1 << 20, format::BATCH_DECODE_BYTES_MAX)
                     .await?;
                 if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
                     return Ok(Some(r.offset));
@@ -201,6 +203,7 @@ impl Partition {
             durable,
             failed: Mutex::new(None),
             maintenance: tokio::sync::Mutex::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let state = recover(&shared).await?;
         let (tx, rx) = mpsc::channel(shared.config.queue_depth_max);
@@ -345,10 +348,14 @@ impl Follower {
         self.next
     }
 
-    /// Waits for and returns the next durable records (never an empty batch).
+    /// Waits for and returns the next durable records (never an empty batch). Once the
+    /// partition is closed and everything durable was returned, fails with [`Error::Closed`].
     pub async fn next(&mut self) -> Result<Vec<LogRecord>> {
         loop {
             let end = *self.rx.borrow_and_update();
+            if self.next >= end && self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
             if self.next < end {
                 let r = self.shared.read(self.next, self.max_bytes).await?;
                 self.next = r.next_offset.max(self.next);
@@ -405,7 +412,7 @@ async fn recover(shared: &Shared) -> Result<WriterState> {
             file_len,
             true,
             shared.config.index_interval_bytes,
-            shared.config.batch_bytes_max,
+            format::BATCH_DECODE_BYTES_MAX,
             |h| {
                 if let Some(p) = h.producer() {
                     seen.push((p, h.base_offset, h.last_offset()));
@@ -515,6 +522,9 @@ impl Writer {
                 let _ = p.reply.send(Err(Error::Closed));
             }
         }
+        self.shared.closed.store(true, Ordering::Release);
+        // Wake followers so they see the close.
+        self.shared.durable.send_modify(|_| {});
         if let Some(tx) = closing {
             let _ = tx.send(());
         }
