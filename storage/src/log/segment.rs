@@ -113,8 +113,7 @@ impl Segment {
                 continue;
             }
             let here = &buf[rel..];
-            let torn = |this: &Self, builder: IndexBuilder| -> Result<ScanEnd> {
-                let _ = this;
+            let torn = |builder: IndexBuilder| -> Result<ScanEnd> {
                 Ok(ScanEnd {
                     valid_len: pos,
                     torn_bytes: file_len - pos,
@@ -123,17 +122,17 @@ impl Segment {
             };
             let header = match BatchHeader::parse(here, batch_bytes_max) {
                 Ok(h) => h,
-                Err(DecodeError::Incomplete { .. }) => return torn(self, builder),
+                Err(DecodeError::Incomplete { .. }) => return torn(builder),
                 Err(e) => {
                     if self.zeros_to_end(pos, file_len).await? {
-                        return torn(self, builder);
+                        return torn(builder);
                     }
                     return Err(self.corruption(pos, e));
                 }
             };
             let end = pos + u64::from(header.batch_len);
             if end > file_len {
-                return torn(self, builder);
+                return torn(builder);
             }
             if (dense && header.base_offset != expected) || header.base_offset < expected {
                 return Err(Error::corruption(
@@ -151,7 +150,7 @@ impl Segment {
                 buf = self.read_chunk(pos, batch_len.max(SCAN_CHUNK_BYTES), file_len).await?;
                 buf_pos = pos;
                 if buf.len() < batch_len {
-                    return torn(self, builder);
+                    return torn(builder);
                 }
             }
             let rel = (pos - buf_pos) as usize;
@@ -160,7 +159,7 @@ impl Segment {
                 // The last batch of a file with its tail still zero is a write that never
                 // reached the disk, not damage.
                 if end == file_len && batch.iter().rev().take_while(|&&b| b == 0).count() >= 512.min(batch_len - BATCH_HEADER_LEN) {
-                    return torn(self, builder);
+                    return torn(builder);
                 }
                 return Err(self.corruption(pos, e));
             }
