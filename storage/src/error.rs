@@ -66,6 +66,12 @@ pub enum Error {
     #[error("partition {path} is not accepting writes after a failed write: {cause}")]
     PartitionFailed { path: PathBuf, cause: String },
 
+    /// An LSM tree stopped accepting writes after a background flush or manifest write failed;
+    /// it must be reopened from disk (the caller then replays its log from the durable
+    /// position). `cause` is the original failure.
+    #[error("LSM tree {path} is not accepting writes after a failed flush: {cause}")]
+    LsmFailed { path: PathBuf, cause: String },
+
     /// The partition or topic was closed.
     #[error("the log is closed")]
     Closed,

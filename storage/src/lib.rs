@@ -10,5 +10,6 @@
 pub mod error;
 pub mod io;
 pub mod log;
+pub mod lsm;
 
 pub use error::{Error, Result};

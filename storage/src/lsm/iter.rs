@@ -1,0 +1,408 @@
+//! Iterators: one per source (memtable, table, level of tables), a merge over them in internal
+//! key order, and [`Scan`], the user-facing range scan that keeps the newest version at or
+//! below its read sequence number and hides tombstones.
+//!
+//! What must stay true: sources are listed newest first (active memtable, immutable memtables
+//! newest first, level-0 tables newest first, then levels 1, 2, …), and when two sources hold
+//! the same (user key, seqno) the earlier one wins; versions of one user key come out newest
+//! first.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::cache::BlockCache;
+use super::format::{push_internal_key, split_internal_key, user_key, Kind, SEQNO_MAX};
+use super::memtable::{MemKey, Memtable};
+use super::table::{Table, TableIter};
+use crate::error::Result;
+
+/// Smallest and largest memtable chunk copied per refill: start small so that a short scan
+/// copies little, grow so that a long scan touches the skip list rarely.
+const MEM_CHUNK_MIN: usize = 16;
+const MEM_CHUNK_MAX: usize = 1024;
+
+/// One version as a source currently shows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Current<'a> {
+    pub user: &'a [u8],
+    pub seqno: u64,
+    pub kind: Kind,
+}
+
+/// Walks one memtable in chunks, so no borrow of the skip list lives across an `.await`.
+pub(crate) struct MemIter {
+    mem: Arc<Memtable>,
+    buf: VecDeque<(MemKey, Option<Bytes>)>,
+    last: Option<MemKey>,
+    end: Bound<Bytes>,
+    chunk: usize,
+    done: bool,
+}
+
+impl MemIter {
+    pub fn new(mem: Arc<Memtable>, end: Bound<Bytes>) -> Self {
+        MemIter {
+            mem,
+            buf: VecDeque::new(),
+            last: None,
+            end,
+            chunk: MEM_CHUNK_MIN,
+            done: false,
+        }
+    }
+
+    fn refill(&mut self, from: Bound<&MemKey>) {
+        let before = self.buf.len();
+        self.mem
+            .chunk(from, self.end.as_ref(), self.chunk, &mut self.buf);
+        if self.buf.len() - before < self.chunk {
+            self.done = true;
+        }
+        self.chunk = (self.chunk * 2).min(MEM_CHUNK_MAX);
+    }
+
+    fn seek(&mut self, from: Option<MemKey>) {
+        self.buf.clear();
+        self.done = false;
+        self.chunk = MEM_CHUNK_MIN;
+        match &from {
+            Some(k) => self.refill(Bound::Included(k)),
+            None => self.refill(Bound::Unbounded),
+        }
+        self.last = None;
+    }
+
+    fn next(&mut self) {
+        if let Some((k, _)) = self.buf.pop_front() {
+            self.last = Some(k);
+        }
+        if self.buf.is_empty() && !self.done {
+            if let Some(last) = self.last.take() {
+                self.refill(Bound::Excluded(&last));
+                self.last = Some(last);
+            }
+        }
+    }
+
+    fn current(&self) -> Option<(Current<'_>, Bytes)> {
+        self.buf.front().map(|(k, v)| {
+            let kind = if v.is_some() { Kind::Put } else { Kind::Delete };
+            (
+                Current {
+                    user: &k.user,
+                    seqno: k.seqno,
+                    kind,
+                },
+                v.clone().unwrap_or_default(),
+            )
+        })
+    }
+}
+
+/// The tables of one level ≥ 1 (sorted, disjoint) walked as one sequence, opening each table
+/// only when the walk reaches it.
+pub(crate) struct LevelIter {
+    tables: Vec<Arc<Table>>,
+    next_table: usize,
+    cur: Option<TableIter>,
+    cache: Option<Arc<BlockCache>>,
+}
+
+impl LevelIter {
+    pub fn new(tables: Vec<Arc<Table>>, cache: Option<Arc<BlockCache>>) -> Self {
+        LevelIter {
+            tables,
+            next_table: 0,
+            cur: None,
+            cache,
+        }
+    }
+
+    async fn open_next(&mut self) -> Result<()> {
+        while !self.cur.as_ref().is_some_and(|t| t.valid()) {
+            let Some(t) = self.tables.get(self.next_table) else {
+                self.cur = None;
+                return Ok(());
+            };
+            self.next_table += 1;
+            let mut it = TableIter::new(t.clone(), self.cache.clone());
+            it.seek_to_first().await?;
+            self.cur = Some(it);
+        }
+        Ok(())
+    }
+
+    async fn seek(&mut self, target: Option<&[u8]>) -> Result<()> {
+        let Some(target) = target else {
+            self.next_table = 0;
+            self.cur = None;
+            return self.open_next().await;
+        };
+        let user = user_key(target);
+        let i = self
+            .tables
+            .partition_point(|t| t.meta.largest.as_ref() < user);
+        self.cur = None;
+        self.next_table = i + 1;
+        if let Some(t) = self.tables.get(i) {
+            let mut it = TableIter::new(t.clone(), self.cache.clone());
+            it.seek(target).await?;
+            self.cur = Some(it);
+        }
+        self.open_next().await
+    }
+
+    async fn next(&mut self) -> Result<()> {
+        if let Some(t) = &mut self.cur {
+            t.next().await?;
+        }
+        self.open_next().await
+    }
+}
+
+/// A source of versions in internal-key order.
+pub(crate) enum Source {
+    Mem(MemIter),
+    Table(TableIter),
+    Level(LevelIter),
+}
+
+impl Source {
+    fn current(&self) -> Option<(Current<'_>, Bytes)> {
+        fn table_current(t: &TableIter) -> Option<(Current<'_>, Bytes)> {
+            t.entry().and_then(|(k, b)| {
+                split_internal_key(k)
+                    .map(|(user, seqno, kind)| (Current { user, seqno, kind }, b.value()))
+            })
+        }
+        match self {
+            Source::Mem(m) => m.current(),
+            Source::Table(t) => table_current(t),
+            Source::Level(l) => l.cur.as_ref().and_then(table_current),
+        }
+    }
+
+    fn current_key(&self) -> Option<(&[u8], u64)> {
+        match self {
+            Source::Mem(m) => m.buf.front().map(|(k, _)| (k.user.as_ref(), k.seqno)),
+            Source::Table(t) => t
+                .entry()
+                .and_then(|(k, _)| split_internal_key(k))
+                .map(|(u, s, _)| (u, s)),
+            Source::Level(l) => l
+                .cur
+                .as_ref()
+                .and_then(|t| t.entry())
+                .and_then(|(k, _)| split_internal_key(k))
+                .map(|(u, s, _)| (u, s)),
+        }
+    }
+
+    /// Positions at the first version with internal key `>= (user, seqno)`, or at the start.
+    async fn seek(&mut self, target: Option<(&[u8], u64)>) -> Result<()> {
+        match self {
+            Source::Mem(m) => {
+                m.seek(target.map(|(u, s)| MemKey {
+                    user: Bytes::copy_from_slice(u),
+                    seqno: s,
+                }));
+                Ok(())
+            }
+            Source::Table(t) => match target {
+                Some((u, s)) => t.seek(&ikey(u, s)).await,
+                None => t.seek_to_first().await,
+            },
+            Source::Level(l) => match target {
+                Some((u, s)) => l.seek(Some(&ikey(u, s))).await,
+                None => l.seek(None).await,
+            },
+        }
+    }
+
+    async fn next(&mut self) -> Result<()> {
+        match self {
+            Source::Mem(m) => {
+                m.next();
+                Ok(())
+            }
+            Source::Table(t) => t.next().await,
+            Source::Level(l) => l.next().await,
+        }
+    }
+}
+
+fn ikey(user: &[u8], seqno: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 8);
+    push_internal_key(&mut k, user, seqno, Kind::Put);
+    k
+}
+
+fn cmp_version(a: (&[u8], u64), b: (&[u8], u64)) -> Ordering {
+    a.0.cmp(b.0).then_with(|| b.1.cmp(&a.1))
+}
+
+/// Merges sources (newest first) into one internal-key-ordered sequence. A linear pick over
+/// the sources: there are few (memtables + level-0 tables + one per level), so a heap would
+/// save little and cost an owned key per entry.
+pub(crate) struct MergeIter {
+    sources: Vec<Source>,
+    cur: Option<usize>,
+}
+
+impl MergeIter {
+    pub fn new(sources: Vec<Source>) -> Self {
+        MergeIter { sources, cur: None }
+    }
+
+    fn pick(&mut self) {
+        let mut best: Option<(usize, (&[u8], u64))> = None;
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Some(k) = s.current_key() {
+                if best.is_none_or(|(_, b)| cmp_version(k, b) == Ordering::Less) {
+                    best = Some((i, k));
+                }
+            }
+        }
+        self.cur = best.map(|(i, _)| i);
+    }
+
+    pub async fn seek(&mut self, target: Option<(&[u8], u64)>) -> Result<()> {
+        for s in &mut self.sources {
+            s.seek(target).await?;
+        }
+        self.pick();
+        Ok(())
+    }
+
+    pub fn current(&self) -> Option<(Current<'_>, Bytes)> {
+        self.cur
+            .and_then(|i| self.sources.get(i))
+            .and_then(|s| s.current())
+    }
+
+    /// Steps past the current version; a later source holding the very same version (which
+    /// should not happen, but costs nothing to tolerate) is stepped past too.
+    pub async fn next(&mut self) -> Result<()> {
+        let Some(i) = self.cur else { return Ok(()) };
+        let key = match self.sources.get(i).and_then(|s| s.current_key()) {
+            Some((u, s)) => (u.to_vec(), s),
+            None => return Ok(()),
+        };
+        for s in self.sources.iter_mut().skip(i) {
+            if s.current_key()
+                .is_some_and(|k| cmp_version(k, (&key.0, key.1)) == Ordering::Equal)
+            {
+                s.next().await?;
+            }
+        }
+        self.pick();
+        Ok(())
+    }
+}
+
+/// A range scan at one read sequence number: yields `(key, value)` for the newest version of
+/// each key at or below `read_seq`, skipping keys whose newest such version is a tombstone.
+/// Holds the tables and memtables it started with, so compaction and flush do not disturb it.
+pub struct Scan {
+    merge: MergeIter,
+    read_seq: u64,
+    start: Bound<Bytes>,
+    end: Bound<Bytes>,
+    last_user: Option<Vec<u8>>,
+    started: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for Scan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scan")
+            .field("read_seq", &self.read_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scan {
+    pub(crate) fn new(
+        sources: Vec<Source>,
+        read_seq: u64,
+        start: Bound<Bytes>,
+        end: Bound<Bytes>,
+    ) -> Self {
+        Scan {
+            merge: MergeIter::new(sources),
+            read_seq,
+            start,
+            end,
+            last_user: None,
+            started: false,
+            done: false,
+        }
+    }
+
+    /// The next `(key, value)` in key order, or `None` at the end of the range.
+    pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.started {
+            self.started = true;
+            match &self.start {
+                Bound::Unbounded => self.merge.seek(None).await?,
+                Bound::Included(k) => self.merge.seek(Some((k, SEQNO_MAX))).await?,
+                Bound::Excluded(k) => {
+                    // Every version of `k` counts as already seen.
+                    self.last_user = Some(k.to_vec());
+                    self.merge.seek(Some((k, SEQNO_MAX))).await?
+                }
+            }
+        }
+        loop {
+            let Some((cur, value)) = self.merge.current() else {
+                self.done = true;
+                return Ok(None);
+            };
+            let past_end = match &self.end {
+                Bound::Included(e) => cur.user > e.as_ref(),
+                Bound::Excluded(e) => cur.user >= e.as_ref(),
+                Bound::Unbounded => false,
+            };
+            if past_end {
+                self.done = true;
+                return Ok(None);
+            }
+            let seen = self.last_user.as_deref() == Some(cur.user);
+            let out = if cur.seqno > self.read_seq || seen {
+                None
+            } else {
+                let l = self.last_user.get_or_insert_with(Vec::new);
+                l.clear();
+                l.extend_from_slice(cur.user);
+                (cur.kind == Kind::Put).then(|| (Bytes::copy_from_slice(cur.user), value))
+            };
+            self.merge.next().await?;
+            if let Some(kv) = out {
+                return Ok(Some(kv));
+            }
+        }
+    }
+
+    /// Drains the rest of the scan into a vector.
+    pub async fn collect(mut self) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut out = Vec::new();
+        while let Some(kv) = self.next().await? {
+            out.push(kv);
+        }
+        Ok(out)
+    }
+
+    /// The scan as a `futures::Stream`.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<(Bytes, Bytes)>> {
+        futures::stream::try_unfold(self, |mut s| async move {
+            Ok(s.next().await?.map(|kv| (kv, s)))
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The memtable: every applied version not yet in an SSTable, ordered like an SSTable
+//! (user key ascending, sequence number descending).
+//!
+//! Why a lock-free skip list (crossbeam-skiplist) and not a `BTreeMap` behind a lock: there is
+//! one writer (batches are applied in commit order) and many readers; with the skip list a
+//! point lookup or a scan never waits for the writer and the writer never waits for a long
+//! scan, and a scan can walk the live table without copying it.
+//!
+//! What must stay true: a memtable only grows while it is active; once it is immutable (queued
+//! for flush) it never changes, so a flush and any reader see the same contents.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
+
+use bytes::Bytes;
+use crossbeam_skiplist::SkipMap;
+
+/// A memtable key: user key ascending, then seqno descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemKey {
+    pub user: Bytes,
+    pub seqno: u64,
+}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.user
+            .cmp(&other.user)
+            .then_with(|| other.seqno.cmp(&self.seqno))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A borrowed view of a memtable key, so that a point lookup can probe the skip list with the
+/// caller's `&[u8]` instead of allocating a `MemKey` (the map accepts any `Q` its key borrows
+/// as, and `dyn KeyView` orders exactly like `MemKey`).
+pub(crate) trait KeyView {
+    fn user(&self) -> &[u8];
+    fn seqno(&self) -> u64;
+}
+
+impl KeyView for MemKey {
+    fn user(&self) -> &[u8] {
+        &self.user
+    }
+    fn seqno(&self) -> u64 {
+        self.seqno
+    }
+}
+
+impl KeyView for (&[u8], u64) {
+    fn user(&self) -> &[u8] {
+        self.0
+    }
+    fn seqno(&self) -> u64 {
+        self.1
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.user() == other.user() && self.seqno() == other.seqno()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.user()
+            .cmp(other.user())
+            .then_with(|| other.seqno().cmp(&self.seqno()))
+    }
+}
+
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for MemKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+/// Bytes charged per entry on top of key and value (skip-list node, `Bytes` headers).
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Memtable {
+    /// Increasing id, to tell memtables apart in flush bookkeeping.
+    pub id: u64,
+    map: SkipMap<MemKey, Option<Bytes>>,
+    bytes: AtomicUsize,
+    /// Highest log position applied to this memtable (0 = none).
+    max_log_position: AtomicU64,
+    max_seqno: AtomicU64,
+}
+
+impl Memtable {
+    pub fn new(id: u64) -> Self {
+        Memtable {
+            id,
+            map: SkipMap::new(),
+            bytes: AtomicUsize::new(0),
+            max_log_position: AtomicU64::new(0),
+            max_seqno: AtomicU64::new(0),
+        }
+    }
+
+    /// Only the single writer calls this (under the LSM's write lock).
+    pub fn insert(&self, user: Bytes, seqno: u64, value: Option<Bytes>) {
+        let charge = user.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
+        self.map.insert(MemKey { user, seqno }, value);
+        self.bytes.fetch_add(charge, AtOrd::Relaxed);
+    }
+
+    /// Records that a whole batch (possibly empty) was applied: a flush of this memtable makes
+    /// the log durable up to `log_position` and the tree up to `seqno`.
+    pub fn note_batch(&self, seqno: u64, log_position: u64) {
+        self.max_seqno.fetch_max(seqno, AtOrd::Relaxed);
+        self.max_log_position
+            .fetch_max(log_position, AtOrd::Relaxed);
+    }
+
+    pub fn approximate_bytes(&self) -> usize {
+        self.bytes.load(AtOrd::Relaxed)
+    }
+
+    pub fn max_log_position(&self) -> u64 {
+        self.max_log_position.load(AtOrd::Relaxed)
+    }
+
+    pub fn max_seqno(&self) -> u64 {
+        self.max_seqno.load(AtOrd::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The newest version of `user` with seqno <= `read_seq`: `Some(None)` is a tombstone.
+    pub fn get(&self, user: &[u8], read_seq: u64) -> Option<Option<Bytes>> {
+        let probe: (&[u8], u64) = (user, read_seq);
+        let e = self
+            .map
+            .lower_bound(Bound::Included(&probe as &dyn KeyView))?;
+        if e.key().user != user {
+            return None;
+        }
+        Some(e.value().clone())
+    }
+
+    /// Up to `max` entries after `after` (or from `start` when `after` is None), in order,
+    /// stopping past `end`. Used by scans and flushes to walk the table in chunks without
+    /// holding a borrow across `.await`.
+    pub fn chunk(
+        &self,
+        from: Bound<&MemKey>,
+        end: Bound<&Bytes>,
+        max: usize,
+        out: &mut std::collections::VecDeque<(MemKey, Option<Bytes>)>,
+    ) {
+        for e in self
+            .map
+            .range::<MemKey, _>((from, Bound::Unbounded))
+            .take(max)
+        {
+            let past = match end {
+                Bound::Included(k) => e.key().user > *k,
+                Bound::Excluded(k) => e.key().user >= *k,
+                Bound::Unbounded => false,
+            };
+            if past {
+                break;
+            }
+            out.push_back((e.key().clone(), e.value().clone()));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared by the LSM scenario tests: the I/O backend named by `BRAID_IO_BACKEND`, options small
+//! enough that a few hundred keys make several blocks and tables, and batch helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use braid_storage::io::{backend_from_env, SharedFs};
+use braid_storage::lsm::{Lsm, LsmOptions, WriteBatch};
+use bytes::Bytes;
+
+pub fn fs() -> SharedFs {
+    backend_from_env().expect("BRAID_IO_BACKEND names a backend")
+}
+
+/// Small blocks and memtables, no background compaction (tests call `compact*` themselves).
+pub fn small() -> LsmOptions {
+    LsmOptions {
+        memtable_bytes_max: 1 << 20,
+        block_bytes: 512,
+        block_cache_bytes: 1 << 20,
+        table_bytes_max: 16 << 10,
+        background_compaction: false,
+        ..LsmOptions::default()
+    }
+}
+
+pub async fn open(fs: &SharedFs, dir: &Path, opts: LsmOptions) -> Lsm {
+    Lsm::open(fs.clone(), dir, opts).await.expect("open lsm")
+}
+
+pub fn key(i: u64) -> Vec<u8> {
+    format!("key{i:06}").into_bytes()
+}
+
+pub fn put(k: impl Into<Bytes>, v: impl Into<Bytes>) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.put(k, v);
+    b
+}
+
+pub fn del(k: impl Into<Bytes>) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.delete(k);
+    b
+}
+
+pub async fn get_str(lsm: &Lsm, k: &[u8], seq: u64) -> Option<String> {
+    lsm.get(k, seq)
+        .await
+        .expect("get")
+        .map(|v| String::from_utf8(v.to_vec()).expect("utf8"))
+}
+
+pub async fn scan_all(lsm: &Lsm, seq: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    lsm.scan(.., seq)
+        .expect("scan")
+        .collect()
+        .await
+        .expect("scan collect")
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
