@@ -82,6 +82,34 @@ impl FileHandle for StdFile {
         })
     }
 
+    fn write_all_and_sync(
+        &self,
+        bufs: Vec<Vec<u8>>,
+        offset: u64,
+        sync: bool,
+    ) -> IoFuture<'_, (Result<()>, Vec<Vec<u8>>)> {
+        let file = self.file.clone();
+        Box::pin(async move {
+            let (res, bufs) = blocking(move || {
+                let mut at = offset;
+                for buf in &bufs {
+                    if let Err(e) = file.write_all_at(buf, at) {
+                        return (Err(("write", e)), bufs);
+                    }
+                    at += buf.len() as u64;
+                }
+                if sync {
+                    if let Err(e) = file.sync_data() {
+                        return (Err(("fdatasync", e)), bufs);
+                    }
+                }
+                (Ok(()), bufs)
+            })
+            .await;
+            (res.map_err(|(op, e)| Error::io(op, &self.path, e)), bufs)
+        })
+    }
+
     fn len(&self) -> IoFuture<'_, Result<u64>> {
         let file = self.file.clone();
         Box::pin(async move {

@@ -95,6 +95,15 @@ enum Command {
         id: u64,
         reply: Reply<io::Result<()>>,
     },
+    /// Writes the buffers back to back, then `fdatasync` when `sync`: a group commit in one
+    /// round trip to the ring thread. The error names the call that failed.
+    WriteAllSync {
+        id: u64,
+        bufs: Vec<Vec<u8>>,
+        offset: u64,
+        sync: bool,
+        reply: Reply<(std::result::Result<(), (&'static str, io::Error)>, Vec<Vec<u8>>)>,
+    },
     Len {
         id: u64,
         reply: Reply<io::Result<u64>>,
@@ -359,6 +368,23 @@ async fn serve(mut commands: mpsc::UnboundedReceiver<Command>) {
                     let _ = reply.send(Err(not_open(id)));
                 }
             },
+            Command::WriteAllSync {
+                id,
+                bufs,
+                offset,
+                sync,
+                reply,
+            } => match files.get(&id) {
+                Some(file) => {
+                    let file = Rc::clone(file);
+                    tokio_uring::spawn(async move {
+                        let _ = reply.send(write_all_then_sync(&file, bufs, offset, sync).await);
+                    });
+                }
+                None => {
+                    let _ = reply.send((Err(("write", not_open(id))), bufs));
+                }
+            },
             Command::Len { id, reply } => match files.get(&id) {
                 Some(file) => {
                     let file = Rc::clone(file);
@@ -457,6 +483,35 @@ async fn write_all_at(
     (Ok(()), buf)
 }
 
+/// Writes each buffer after the previous one, then syncs; stops at the first error.
+async fn write_all_then_sync(
+    file: &tokio_uring::fs::File,
+    bufs: Vec<Vec<u8>>,
+    offset: u64,
+    sync: bool,
+) -> (std::result::Result<(), (&'static str, io::Error)>, Vec<Vec<u8>>) {
+    let mut back = Vec::with_capacity(bufs.len());
+    let mut at = offset;
+    let mut rest = bufs.into_iter();
+    while let Some(buf) = rest.next() {
+        let n = buf.len() as u64;
+        let (res, buf) = write_all_at(file, buf, at).await;
+        back.push(buf);
+        if let Err(e) = res {
+            back.extend(rest);
+            return (Err(("write", e)), back);
+        }
+        at += n;
+    }
+    if sync {
+        // Never retried: after a failed fdatasync the pages may be gone.
+        if let Err(e) = file.sync_data().await {
+            return (Err(("fdatasync", e)), back);
+        }
+    }
+    (Ok(()), back)
+}
+
 /// A file open on the ring thread, seen from any thread.
 #[derive(Debug)]
 struct UringFile {
@@ -504,6 +559,36 @@ impl FileHandle for UringFile {
                 })
                 .await;
             (res.map_err(|e| Error::io("write", &self.path, e)), buf)
+        })
+    }
+
+    fn write_all_and_sync(
+        &self,
+        bufs: Vec<Vec<u8>>,
+        offset: u64,
+        sync: bool,
+    ) -> IoFuture<'_, (Result<()>, Vec<Vec<u8>>)> {
+        let id = self.id;
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let cmd = Command::WriteAllSync {
+                id,
+                bufs,
+                offset,
+                sync,
+                reply,
+            };
+            if let Err(cmd) = self.ring.send(cmd) {
+                let bufs = match cmd {
+                    Command::WriteAllSync { bufs, .. } => bufs,
+                    _ => Vec::new(),
+                };
+                return (Err(Error::io("write", &self.path, ring_stopped())), bufs);
+            }
+            match answer.await {
+                Ok((res, bufs)) => (res.map_err(|(op, e)| Error::io(op, &self.path, e)), bufs),
+                Err(_) => (Err(Error::io("write", &self.path, ring_stopped())), Vec::new()),
+            }
         })
     }
 

@@ -363,10 +363,20 @@ fn put_record(
 ) -> Result<(), String> {
     let len = encoded_record_len(key, value, headers) - 4;
     let len = u32::try_from(len).map_err(|_| format!("record of {len} bytes is too large"))?;
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&offset_delta.to_le_bytes());
-    buf.extend_from_slice(&timestamp.to_le_bytes());
-    put_opt(buf, key, "key")?;
+    // The fixed fields go in with one copy: encoding is on the append path of every record.
+    let mut fixed = [0u8; 20];
+    fixed[..4].copy_from_slice(&len.to_le_bytes());
+    fixed[4..8].copy_from_slice(&offset_delta.to_le_bytes());
+    fixed[8..16].copy_from_slice(&timestamp.to_le_bytes());
+    let key_len = match key {
+        None => -1,
+        Some(k) => len_i32(k.len(), "key")?,
+    };
+    fixed[16..20].copy_from_slice(&key_len.to_le_bytes());
+    buf.extend_from_slice(&fixed);
+    if let Some(k) = key {
+        buf.extend_from_slice(k);
+    }
     put_opt(buf, value, "value")?;
     let n = u16::try_from(headers.len()).map_err(|_| "more than 65535 headers".to_string())?;
     buf.extend_from_slice(&n.to_le_bytes());

@@ -723,20 +723,8 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
     if !small.is_empty() {
         writes.push(small);
     }
-    let result = async {
-        let mut at = start;
-        for buf in writes {
-            let n = buf.len() as u64;
-            let (res, _) = state.active.file.write_all_at(buf, at).await;
-            res?;
-            at += n;
-        }
-        if shared.config.durability != Durability::None {
-            state.active.file.sync_data().await?;
-        }
-        Ok::<(), Error>(())
-    }
-    .await;
+    let sync = shared.config.durability != Durability::None;
+    let (result, _) = state.active.file.write_all_and_sync(writes, start, sync).await;
     if let Err(e) = result {
         for (reply, _, _) in replies {
             let _ = reply.send(Err(failed_error(&shared.dir, &e)));
