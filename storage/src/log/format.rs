@@ -390,6 +390,38 @@ fn put_record(
     Ok(())
 }
 
+/// How much encoded data is folded into the checksum at a time (fits in L1/L2).
+const CRC_STRETCH_BYTES: usize = 16 << 10;
+
+/// Writes every header field except the checksum into `buf[..BATCH_HEADER_LEN]`.
+#[allow(clippy::too_many_arguments)]
+fn write_header(
+    buf: &mut [u8],
+    base_offset: u64,
+    batch_len: u32,
+    last_offset_delta: u32,
+    record_count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer: Option<ProducerSeq>,
+) {
+    let (pid, seq) = producer.map_or((0, 0), |p| (p.producer_id, p.sequence));
+    let h = &mut buf[..BATCH_HEADER_LEN];
+    h[0..8].copy_from_slice(&base_offset.to_le_bytes());
+    h[8..12].copy_from_slice(&batch_len.to_le_bytes());
+    h[12..16].copy_from_slice(&BATCH_MAGIC);
+    h[16] = BATCH_VERSION;
+    h[17] = 0;
+    h[18..20].copy_from_slice(&0u16.to_le_bytes());
+    h[20..24].copy_from_slice(&0u32.to_le_bytes());
+    h[24..28].copy_from_slice(&last_offset_delta.to_le_bytes());
+    h[28..32].copy_from_slice(&record_count.to_le_bytes());
+    h[32..40].copy_from_slice(&first_timestamp.to_le_bytes());
+    h[40..48].copy_from_slice(&max_timestamp.to_le_bytes());
+    h[48..56].copy_from_slice(&pid.to_le_bytes());
+    h[56..64].copy_from_slice(&seq.to_le_bytes());
+}
+
 /// Writes the header around records already in `buf[BATCH_HEADER_LEN..]` and checksums it.
 fn finish_header(
     buf: &mut [u8],
@@ -402,23 +434,16 @@ fn finish_header(
 ) -> Result<(), String> {
     let batch_len =
         u32::try_from(buf.len()).map_err(|_| format!("batch of {} bytes is too large", buf.len()))?;
-    let (pid, seq) = producer.map_or((0, 0), |p| (p.producer_id, p.sequence));
-    let mut h = Vec::with_capacity(BATCH_HEADER_LEN);
-    h.extend_from_slice(&base_offset.to_le_bytes());
-    h.extend_from_slice(&batch_len.to_le_bytes());
-    h.extend_from_slice(&BATCH_MAGIC);
-    h.push(BATCH_VERSION);
-    h.push(0);
-    h.extend_from_slice(&0u16.to_le_bytes());
-    h.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
-    h.extend_from_slice(&last_offset_delta.to_le_bytes());
-    h.extend_from_slice(&record_count.to_le_bytes());
-    h.extend_from_slice(&first_timestamp.to_le_bytes());
-    h.extend_from_slice(&max_timestamp.to_le_bytes());
-    h.extend_from_slice(&pid.to_le_bytes());
-    h.extend_from_slice(&seq.to_le_bytes());
-    debug_assert_eq!(h.len(), BATCH_HEADER_LEN);
-    buf[..BATCH_HEADER_LEN].copy_from_slice(&h);
+    write_header(
+        buf,
+        base_offset,
+        batch_len,
+        last_offset_delta,
+        record_count,
+        first_timestamp,
+        max_timestamp,
+        producer,
+    );
     let crc = crc32c::crc32c(&buf[BATCH_CRC_START..]);
     buf[20..24].copy_from_slice(&crc.to_le_bytes());
     Ok(())
@@ -431,6 +456,17 @@ pub fn encode_batch(
     producer: Option<ProducerSeq>,
     now_us: i64,
 ) -> Result<EncodedBatch, String> {
+    encode_batch_into(Vec::new(), records, producer, now_us)
+}
+
+/// [`encode_batch`] into a recycled buffer (its contents are discarded), so that large appends
+/// do not pay for fresh pages on every call.
+pub fn encode_batch_into(
+    mut buf: Vec<u8>,
+    records: &[Record],
+    producer: Option<ProducerSeq>,
+    now_us: i64,
+) -> Result<EncodedBatch, String> {
     if records.is_empty() {
         return Err("a batch needs at least one record".into());
     }
@@ -439,18 +475,35 @@ pub fn encode_batch(
         .iter()
         .map(|r| encoded_record_len(r.key.as_ref(), r.value.as_ref(), &r.headers))
         .sum();
-    let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + body);
-    buf.resize(BATCH_HEADER_LEN, 0);
     let first_ts = records[0].timestamp.unwrap_or(now_us);
-    let mut max_ts = i64::MIN;
-    let mut has_null_key = false;
+    // Header fields first (a cheap pass over timestamps), so the checksum can be folded in while
+    // each stretch of encoded records is still in cache instead of in a second pass over the
+    // whole batch.
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp.unwrap_or(now_us))
+        .max()
+        .unwrap_or(first_ts);
+    let has_null_key = records.iter().any(|r| r.key.is_none());
+    buf.clear();
+    buf.reserve(BATCH_HEADER_LEN + body);
+    buf.resize(BATCH_HEADER_LEN, 0);
+    let batch_len = u32::try_from(BATCH_HEADER_LEN + body)
+        .map_err(|_| format!("batch of {} bytes is too large", BATCH_HEADER_LEN + body))?;
+    write_header(&mut buf, 0, batch_len, count - 1, count, first_ts, max_ts, producer);
+    let mut crc = crc32c::crc32c(&buf[BATCH_CRC_START..BATCH_HEADER_LEN]);
+    let mut summed = BATCH_HEADER_LEN;
     for (i, r) in records.iter().enumerate() {
         let ts = r.timestamp.unwrap_or(now_us);
-        max_ts = max_ts.max(ts);
-        has_null_key |= r.key.is_none();
         put_record(&mut buf, i as u32, ts, r.key.as_ref(), r.value.as_ref(), &r.headers)?;
+        if buf.len() - summed >= CRC_STRETCH_BYTES {
+            crc = crc32c::crc32c_append(crc, &buf[summed..]);
+            summed = buf.len();
+        }
     }
-    finish_header(&mut buf, 0, count - 1, count, first_ts, max_ts, producer)?;
+    crc = crc32c::crc32c_append(crc, &buf[summed..]);
+    debug_assert_eq!(buf.len(), batch_len as usize);
+    buf[20..24].copy_from_slice(&crc.to_le_bytes());
     Ok(EncodedBatch {
         buf,
         record_count: count,

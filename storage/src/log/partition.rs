@@ -46,6 +46,28 @@ pub(crate) struct Shared {
     pub maintenance: tokio::sync::Mutex<()>,
     /// Set when the writer has stopped; followers end instead of waiting forever.
     pub closed: std::sync::atomic::AtomicBool,
+    /// Write buffers handed back by the backend, reused by the next appends' encoding.
+    pub buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept for reuse, and the largest kept: enough for the appenders of one group commit
+/// without holding on to memory after a burst.
+const POOLED_BUFFERS_MAX: usize = 8;
+const POOLED_BUFFER_BYTES_MAX: usize = 16 << 20;
+
+impl Shared {
+    fn take_buffer(&self) -> Vec<u8> {
+        self.buffers.lock().pop().unwrap_or_default()
+    }
+
+    fn return_buffers(&self, bufs: Vec<Vec<u8>>) {
+        let mut pool = self.buffers.lock();
+        for b in bufs {
+            if pool.len() < POOLED_BUFFERS_MAX && b.capacity() <= POOLED_BUFFER_BYTES_MAX {
+                pool.push(b);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -204,6 +226,7 @@ impl Partition {
             failed: Mutex::new(None),
             maintenance: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            buffers: Mutex::new(Vec::new()),
         });
         let state = recover(&shared).await?;
         let (tx, rx) = mpsc::channel(shared.config.queue_depth_max);
@@ -242,7 +265,9 @@ impl Partition {
     }
 
     async fn append_batch(&self, records: &[Record], producer: Option<ProducerSeq>) -> Result<Appended> {
-        let batch = format::encode_batch(records, producer, now_micros()).map_err(Error::InvalidArgument)?;
+        let buf = self.shared.take_buffer();
+        let batch = format::encode_batch_into(buf, records, producer, now_micros())
+            .map_err(Error::InvalidArgument)?;
         self.append_encoded(batch).await
     }
 
@@ -724,7 +749,7 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
         writes.push(small);
     }
     let sync = shared.config.durability != Durability::None;
-    let (result, _) = state.active.file.write_all_and_sync(writes, start, sync).await;
+    let (result, written) = state.active.file.write_all_and_sync(writes, start, sync).await;
     if let Err(e) = result {
         for (reply, _, _) in replies {
             let _ = reply.send(Err(failed_error(&shared.dir, &e)));
@@ -758,6 +783,8 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
             duplicate: false,
         }));
     }
+    // After the replies: recycling is not on the acknowledgement's path.
+    shared.return_buffers(written);
     Ok(())
 }
 
