@@ -1,0 +1,255 @@
+//! The persisted catalog: databases, schemas, tables (with kind and options) and columns.
+//!
+//! On disk it is one file, `catalog/catalog.json`, replaced atomically on every change (write a
+//! temporary file, fdatasync, rename, fsync the directory — see [`FileStore::write_atomic`]), so
+//! a crash or SIGKILL leaves the old or the new catalog, never a mix. The file is JSON with a
+//! `format` tag and a `version` number checked on open. The catalog is small and DDL is rare,
+//! so rewriting the whole file is cheaper than keeping a catalog log.
+//!
+//! What must stay true: the in-memory state changes only after the new file is durable.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::error::{Error, Result};
+use crate::stream::options::StreamOptions;
+use crate::types::ColumnType;
+
+/// `format` field of the catalog file.
+pub const CATALOG_FORMAT: &str = "braid-catalog";
+/// `version` field of the catalog file; bump on an incompatible change.
+pub const CATALOG_VERSION: u32 = 1;
+/// The database and user a fresh data directory starts with.
+pub const DEFAULT_DATABASE: &str = "postgres";
+/// The schema tables go into unless qualified.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Durable file operations the catalog needs. `write_atomic` must leave either the old or the
+/// new contents after a crash at any point, and be durable when it returns.
+#[async_trait]
+pub trait FileStore: Send + Sync + Debug {
+    async fn write_atomic(&self, path: &Path, bytes: Vec<u8>) -> Result<()>;
+    /// Reads a whole file, `None` if it does not exist.
+    async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>>;
+    async fn create_dir_all(&self, path: &Path) -> Result<()>;
+}
+
+/// The kind of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TableKind {
+    Stream(StreamOptions),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Never reused; names the table's data directories, so a dropped and re-created table
+    /// never sees old data.
+    pub id: u64,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    #[serde(flatten)]
+    pub kind: TableKind,
+}
+
+impl TableDef {
+    pub fn column_types(&self) -> Vec<ColumnType> {
+        self.columns.iter().map(|c| c.ty).collect()
+    }
+    pub fn stream_options(&self) -> Option<&StreamOptions> {
+        match &self.kind {
+            TableKind::Stream(o) => Some(o),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SchemaDef {
+    pub tables: BTreeMap<String, TableDef>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatabaseDef {
+    pub schemas: BTreeMap<String, SchemaDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CatalogFile {
+    format: String,
+    version: u32,
+    next_table_id: u64,
+    databases: BTreeMap<String, DatabaseDef>,
+}
+
+impl CatalogFile {
+    fn fresh() -> Self {
+        let mut schemas = BTreeMap::new();
+        schemas.insert(DEFAULT_SCHEMA.to_string(), SchemaDef::default());
+        let mut databases = BTreeMap::new();
+        databases.insert(DEFAULT_DATABASE.to_string(), DatabaseDef { schemas });
+        CatalogFile {
+            format: CATALOG_FORMAT.into(),
+            version: CATALOG_VERSION,
+            next_table_id: 1,
+            databases,
+        }
+    }
+}
+
+/// The catalog, shared by all sessions.
+#[derive(Debug)]
+pub struct Catalog {
+    files: Arc<dyn FileStore>,
+    path: PathBuf,
+    state: parking_lot::RwLock<CatalogFile>,
+    /// Serialises writers so two DDL statements cannot lose each other's change.
+    write_lock: AsyncMutex<()>,
+}
+
+impl Catalog {
+    /// Opens `<data_dir>/catalog/catalog.json`, creating a fresh catalog if there is none.
+    pub async fn open(files: Arc<dyn FileStore>, data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("catalog");
+        files.create_dir_all(&dir).await?;
+        let path = dir.join("catalog.json");
+        let state = match files.read(&path).await? {
+            Some(bytes) => decode(&path, &bytes)?,
+            None => {
+                let fresh = CatalogFile::fresh();
+                files.write_atomic(&path, encode(&fresh)?).await?;
+                fresh
+            }
+        };
+        Ok(Catalog {
+            files,
+            path,
+            state: parking_lot::RwLock::new(state),
+            write_lock: AsyncMutex::new(()),
+        })
+    }
+
+    pub fn database_exists(&self, db: &str) -> bool {
+        self.state.read().databases.contains_key(db)
+    }
+
+    pub fn schema_names(&self, db: &str) -> Vec<String> {
+        self.state
+            .read()
+            .databases
+            .get(db)
+            .map(|d| d.schemas.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn table_names(&self, db: &str, schema: &str) -> Vec<String> {
+        self.state
+            .read()
+            .databases
+            .get(db)
+            .and_then(|d| d.schemas.get(schema))
+            .map(|s| s.tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn table(&self, db: &str, schema: &str, name: &str) -> Option<TableDef> {
+        self.state
+            .read()
+            .databases
+            .get(db)
+            .and_then(|d| d.schemas.get(schema))
+            .and_then(|s| s.tables.get(name))
+            .cloned()
+    }
+
+    /// All tables of a database (for opening their logs at start).
+    pub fn tables(&self, db: &str) -> Vec<(String, TableDef)> {
+        let st = self.state.read();
+        let mut out = Vec::new();
+        if let Some(d) = st.databases.get(db) {
+            for (s, sd) in &d.schemas {
+                for t in sd.tables.values() {
+                    out.push((s.clone(), t.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds a table, assigning its id. Fails with [`Error::DuplicateTable`] if the name is
+    /// taken. Returns the stored definition once it is durable.
+    pub async fn create_table(&self, db: &str, schema: &str, mut def: TableDef) -> Result<TableDef> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        next.next_table_id += 1;
+        def.id = next.next_table_id - 1;
+        let s = next
+            .databases
+            .get_mut(db)
+            .ok_or_else(|| Error::UndefinedDatabase(db.to_string()))?
+            .schemas
+            .get_mut(schema)
+            .ok_or_else(|| Error::UndefinedTable(format!("schema {schema}")))?;
+        if s.tables.contains_key(&def.name) {
+            return Err(Error::DuplicateTable(def.name));
+        }
+        s.tables.insert(def.name.clone(), def.clone());
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        Ok(def)
+    }
+
+    /// Removes a table; returns its definition, or `None` if it did not exist.
+    pub async fn drop_table(&self, db: &str, schema: &str, name: &str) -> Result<Option<TableDef>> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        let removed = next
+            .databases
+            .get_mut(db)
+            .and_then(|d| d.schemas.get_mut(schema))
+            .and_then(|s| s.tables.remove(name));
+        if removed.is_some() {
+            self.files.write_atomic(&self.path, encode(&next)?).await?;
+            *self.state.write() = next;
+        }
+        Ok(removed)
+    }
+}
+
+fn encode(c: &CatalogFile) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(c).map_err(|e| Error::CatalogCorrupt {
+        path: "<memory>".into(),
+        reason: format!("could not encode: {e}"),
+    })
+}
+
+fn decode(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
+    let corrupt = |reason: String| Error::CatalogCorrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let c: CatalogFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if c.format != CATALOG_FORMAT {
+        return Err(corrupt(format!("format is '{}', expected '{CATALOG_FORMAT}'", c.format)));
+    }
+    if c.version != CATALOG_VERSION {
+        return Err(corrupt(format!(
+            "version {} is not supported (this braid reads version {CATALOG_VERSION})",
+            c.version
+        )));
+    }
+    Ok(c)
+}

@@ -1,0 +1,92 @@
+//! The planner error type. Each variant says whose fault it is (the query, a missing feature,
+//! the disk), which is what the server's SQLSTATE mapping keys on.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for the planner.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of storage failure happened below the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    /// The disk is full.
+    DiskFull,
+    /// Bytes on disk are damaged.
+    Corruption,
+    /// The log refuses writes after a failed fsync, or the I/O call failed.
+    Io,
+    /// The caller passed something the log refused.
+    InvalidArgument,
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL text does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// A table or stream named in the query does not exist.
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+    /// CREATE of a name that is already taken.
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
+    /// A column named in the query does not exist.
+    #[error("column \"{0}\" does not exist")]
+    UndefinedColumn(String),
+    /// The object exists but is of another kind than the statement needs.
+    #[error("{0}")]
+    WrongObjectType(String),
+    /// A bad option value (for example `partitions = 0`).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// Input data (COPY rows, literals) that does not convert to the column type.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A NULL for a NOT NULL column.
+    #[error("{0}")]
+    NotNullViolation(String),
+    /// Something braid does not do (yet); the message says what to use instead.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The database named at connect time does not exist.
+    #[error("database \"{0}\" does not exist")]
+    UndefinedDatabase(String),
+    /// A configuration parameter or other named object that does not exist.
+    #[error("{0}")]
+    UndefinedObject(String),
+    /// A statement other than ROLLBACK inside a failed transaction block.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// The log below failed.
+    #[error("{message}")]
+    Storage {
+        kind: StorageErrorKind,
+        message: String,
+    },
+    /// The catalog file could not be read or written.
+    #[error("could not {op} the catalog at {path}: {reason}")]
+    CatalogIo {
+        op: &'static str,
+        path: String,
+        reason: String,
+    },
+    /// The catalog file does not decode.
+    #[error("the catalog at {path} is corrupt: {reason}")]
+    CatalogCorrupt { path: String, reason: String },
+    /// Errors from DataFusion planning or execution.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+impl Error {
+    /// Wraps a planner error so it can travel through DataFusion's execution machinery and be
+    /// recovered (by downcast) at the server edge.
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! braid-planner: the DataFusion session, the persisted catalog, DDL and the table providers.
+//!
+//! The server hands SQL text (or a prepared statement plus parameter values) to a [`Session`]
+//! and gets [`Output`]s back: Arrow record batch streams, command tags, or a request to start a
+//! COPY. Nothing here knows the PostgreSQL wire protocol; errors leave as [`Error`], which the
+//! server maps to a SQLSTATE in one place.
+//!
+//! What must stay true:
+//! - The catalog on disk is replaced atomically, so a crash leaves the old or the new version.
+//! - An INSERT or COPY into a stream reports its row count only after every record is durable in
+//!   the log.
+
+pub mod catalog;
+pub mod copy;
+pub mod error;
+pub mod functions;
+pub mod pg_catalog;
+pub mod rowcodec;
+pub mod session;
+mod sql;
+pub mod stream;
+pub mod types;
+
+pub use datafusion;
+pub use error::{Error, Result, StorageErrorKind};
+pub use session::{CopyFormat, CopyIn, Engine, EngineOptions, Output, Prepared, Session};

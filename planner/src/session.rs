@@ -1,0 +1,1056 @@
+//! The engine (shared by all connections) and the per-connection [`Session`] that turns SQL
+//! into [`Output`]s.
+//!
+//! Statement routing: braid's own statements (`CREATE STREAM`, `DROP STREAM`, `COPY ... FROM
+//! STDIN`, `SET`/`SHOW`, transaction control) are handled here; `SELECT`, `INSERT` and
+//! `EXPLAIN` are planned and run by DataFusion over the stream table providers; DataFusion's
+//! own DDL (in-memory tables and views that would not survive a restart) is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableProvider;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
+    CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, ObjectNamePart, ObjectType, Set,
+    SqlOption, Statement, TableFactor, TableObject,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use tokio::sync::Mutex as AsyncMutex;
+
+pub use crate::copy::CopyFormat;
+use crate::catalog::{
+    Catalog, ColumnDef, FileStore, TableDef, TableKind, DEFAULT_DATABASE, DEFAULT_SCHEMA,
+};
+use crate::error::{Error, Result};
+use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
+use crate::stream::log::{StreamLog, StreamLogs};
+use crate::stream::options::StreamOptions;
+use crate::stream::table::StreamTable;
+use crate::stream::HIDDEN_COLUMNS;
+use crate::types::ColumnType;
+
+/// Start-up settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// DataFusion target partitions (parallelism of one query).
+    pub target_partitions: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct EngineInner {
+    catalog: Catalog,
+    logs: Arc<dyn StreamLogs>,
+    /// Open logs by table id.
+    open: AsyncMutex<HashMap<u64, Arc<dyn StreamLog>>>,
+    options: EngineOptions,
+}
+
+/// The shared state of a running server: catalog and open stream logs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl EngineInner {
+    async fn log_for(&self, db: &str, def: &TableDef) -> Result<Arc<dyn StreamLog>> {
+        let mut open = self.open.lock().await;
+        if let Some(l) = open.get(&def.id) {
+            return Ok(l.clone());
+        }
+        let options = def.stream_options().cloned().unwrap_or_default();
+        let log = self.logs.open(db, def.id, &options.log_config()).await?;
+        open.insert(def.id, log.clone());
+        Ok(log)
+    }
+
+    async fn stream_table(&self, db: &str, schema: &str, name: &str) -> Result<Option<StreamTable>> {
+        let Some(def) = self.catalog.table(db, schema, name) else {
+            return Ok(None);
+        };
+        let log = self.log_for(db, &def).await?;
+        Ok(Some(StreamTable::new(Arc::new(def), log)))
+    }
+}
+
+impl Engine {
+    /// Opens the catalog in `data_dir` and every stream log it lists (so recovery happens at
+    /// start, not on first query).
+    pub async fn open(
+        files: Arc<dyn FileStore>,
+        logs: Arc<dyn StreamLogs>,
+        data_dir: &Path,
+        options: EngineOptions,
+    ) -> Result<Engine> {
+        let catalog = Catalog::open(files, data_dir).await?;
+        let inner = Arc::new(EngineInner {
+            catalog,
+            logs,
+            open: AsyncMutex::new(HashMap::new()),
+            options,
+        });
+        for (_, def) in inner.catalog.tables(DEFAULT_DATABASE) {
+            inner.log_for(DEFAULT_DATABASE, &def).await?;
+        }
+        Ok(Engine { inner })
+    }
+
+    pub fn database_exists(&self, db: &str) -> bool {
+        self.inner.catalog.database_exists(db)
+    }
+
+    /// A new session on `database`; `backend_pid` is the id the client got for cancel
+    /// requests (what `pg_backend_pid()` returns).
+    pub fn session(&self, database: &str, user: &str, backend_pid: i32) -> Result<Session> {
+        if !self.database_exists(database) {
+            return Err(Error::UndefinedDatabase(database.to_string()));
+        }
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(self.inner.options.target_partitions);
+        let ctx = SessionContext::new_with_config(config);
+        crate::functions::register(&ctx, database, user, backend_pid);
+        crate::pg_catalog::register_functions(&ctx, user);
+        ctx.register_catalog(
+            database,
+            Arc::new(BraidCatalogProvider {
+                engine: self.inner.clone(),
+                db: database.to_string(),
+            }),
+        );
+        Ok(Session {
+            engine: self.inner.clone(),
+            ctx,
+            database: database.to_string(),
+            user: user.to_string(),
+            vars: parking_lot::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Closes every open log (flushes); call once at shutdown.
+    pub async fn close(&self) {
+        let logs: Vec<_> = self.inner.open.lock().await.drain().map(|(_, l)| l).collect();
+        for l in logs {
+            l.close().await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BraidCatalogProvider {
+    engine: Arc<EngineInner>,
+    db: String,
+}
+
+/// Lists a database's tables for `pg_catalog`.
+#[derive(Debug)]
+struct CatalogTables {
+    engine: Arc<EngineInner>,
+    db: String,
+}
+
+impl crate::pg_catalog::TableLister for CatalogTables {
+    fn list(&self) -> Vec<(String, u64, String)> {
+        self.engine
+            .catalog
+            .tables(&self.db)
+            .into_iter()
+            .map(|(s, t)| (s, t.id, t.name))
+            .collect()
+    }
+}
+
+impl CatalogProvider for BraidCatalogProvider {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = self.engine.catalog.schema_names(&self.db);
+        names.push(crate::pg_catalog::PG_CATALOG.to_string());
+        names
+    }
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == crate::pg_catalog::PG_CATALOG {
+            return Some(Arc::new(crate::pg_catalog::PgCatalogSchema::new(Box::new(
+                CatalogTables {
+                    engine: self.engine.clone(),
+                    db: self.db.clone(),
+                },
+            ))));
+        }
+        self.engine
+            .catalog
+            .schema_names(&self.db)
+            .iter()
+            .any(|s| s == name)
+            .then(|| {
+                Arc::new(BraidSchemaProvider {
+                    engine: self.engine.clone(),
+                    db: self.db.clone(),
+                    schema: name.to_string(),
+                }) as Arc<dyn SchemaProvider>
+            })
+    }
+}
+
+#[derive(Debug)]
+struct BraidSchemaProvider {
+    engine: Arc<EngineInner>,
+    db: String,
+    schema: String,
+}
+
+#[async_trait]
+impl SchemaProvider for BraidSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.engine.catalog.table_names(&self.db, &self.schema)
+    }
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let t = self
+            .engine
+            .stream_table(&self.db, &self.schema, name)
+            .await
+            .map_err(Error::into_datafusion)?;
+        Ok(t.map(|t| Arc::new(t) as Arc<dyn TableProvider>))
+    }
+    fn table_exist(&self, name: &str) -> bool {
+        self.engine.catalog.table(&self.db, &self.schema, name).is_some()
+    }
+}
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows; `tag` is the command tag (`SELECT`, `EXPLAIN`, `SHOW`).
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        tag: &'static str,
+    },
+    /// A command; the server prints `tag` and, when given, the row count (`INSERT 0 n`).
+    Command { tag: String, rows: Option<u64> },
+    /// The server must now receive COPY data and pass it to [`CopyIn::finish`].
+    CopyIn(CopyIn),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { tag, .. } => write!(f, "Rows({tag})"),
+            Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+            Output::CopyIn(c) => write!(f, "CopyIn({})", c.table.def.name),
+        }
+    }
+}
+
+fn command(tag: &str) -> Output {
+    Output::Command {
+        tag: tag.to_string(),
+        rows: None,
+    }
+}
+
+/// A pending `COPY stream FROM STDIN`.
+#[derive(Debug)]
+pub struct CopyIn {
+    table: StreamTable,
+    columns: Vec<ColumnDef>,
+    pub format: CopyFormat,
+}
+
+impl CopyIn {
+    /// Number of columns the client sends per row.
+    pub fn column_count(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Parses all COPY data, appends it durably, and returns the row count.
+    pub async fn finish(&self, data: &[u8]) -> Result<u64> {
+        let text = std::str::from_utf8(data)
+            .map_err(|e| Error::InvalidInput(format!("COPY data is not valid UTF-8: {e}")))?;
+        let rows = crate::copy::parse_rows(text, &self.format)?;
+        let writer = self.table.writer();
+        let mut total = 0;
+        let header = matches!(self.format, CopyFormat::Csv { header: true, .. }) as usize;
+        for (i, chunk) in rows.chunks(crate::copy::COPY_BATCH_ROWS).enumerate() {
+            let batch = crate::copy::rows_to_batch(
+                chunk,
+                &self.columns,
+                1 + header + i * crate::copy::COPY_BATCH_ROWS,
+            )?;
+            total += writer.append_batch(&batch).await?;
+        }
+        Ok(total)
+    }
+}
+
+/// A statement parsed (and, where DataFusion runs it, planned) once and executed many times.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sql: String,
+    kind: PreparedKind,
+}
+
+#[derive(Debug, Clone)]
+enum PreparedKind {
+    Empty,
+    Plan {
+        plan: LogicalPlan,
+        params: Vec<Option<DataType>>,
+    },
+    Direct {
+        statement: Box<Statement>,
+        stream_ddl: bool,
+    },
+}
+
+impl Prepared {
+    /// Parameter types in `$n` order (`None` = not inferred).
+    pub fn param_types(&self) -> Vec<Option<DataType>> {
+        match &self.kind {
+            PreparedKind::Plan { params, .. } => params.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The schema of the rows the statement returns, if it returns rows.
+    pub fn result_schema(&self) -> Option<SchemaRef> {
+        match &self.kind {
+            PreparedKind::Plan { plan, .. } => match plan {
+                LogicalPlan::Dml(_) => None,
+                p => Some(Arc::new(p.schema().as_arrow().clone())),
+            },
+            PreparedKind::Direct { statement, .. } => match statement.as_ref() {
+                Statement::ShowVariable { variable } => Some(show_schema(&show_name(variable))),
+                _ => None,
+            },
+            PreparedKind::Empty => None,
+        }
+    }
+}
+
+/// One connection's session.
+pub struct Session {
+    engine: Arc<EngineInner>,
+    ctx: SessionContext,
+    database: String,
+    user: String,
+    vars: parking_lot::Mutex<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("database", &self.database).finish()
+    }
+}
+
+/// Normalises an identifier as PostgreSQL does: unquoted names fold to lower case.
+fn ident_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+fn object_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => ident_name(i),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn show_name(variable: &[Ident]) -> String {
+    variable
+        .iter()
+        .map(|i| i.value.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    if name == "all" {
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]))
+    } else {
+        Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+    }
+}
+
+/// Settings every session starts with; drivers read several of them.
+fn default_settings() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "read committed"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("max_identifier_length", "63"),
+        ("search_path", "\"$user\", public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", "15.0"),
+        ("server_version_num", "150000"),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "read committed"),
+        ("transaction_read_only", "off"),
+    ])
+}
+
+fn literal_text(e: &SqlExpr) -> String {
+    let s = e.to_string();
+    let t = s.trim();
+    if t.len() >= 2 && t.starts_with('\'') && t.ends_with('\'') {
+        t[1..t.len() - 1].replace("''", "'")
+    } else {
+        t.to_string()
+    }
+}
+
+/// `pg_catalog.f(...)` → `f(...)`: DataFusion resolves functions by bare name, and psql
+/// qualifies every catalog function it calls.
+fn strip_pg_catalog_functions(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::visit_expressions_mut;
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Function(f) = e {
+            if f.name.0.len() == 2
+                && f.name.0.first().is_some_and(|p| p.to_string().eq_ignore_ascii_case("pg_catalog"))
+            {
+                let last = f.name.0.pop();
+                f.name.0 = last.into_iter().collect();
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+fn one_batch_stream(schema: SchemaRef, batch: RecordBatch) -> SendableRecordBatchStream {
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(vec![Ok(batch)]),
+    ))
+}
+
+fn parse_error(e: impl std::fmt::Display) -> Error {
+    Error::Syntax(e.to_string())
+}
+
+impl Session {
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Splits a simple-query string into statements.
+    pub fn split(sql: &str) -> Vec<String> {
+        split_statements(sql)
+    }
+
+    /// Parses one statement; `stream_ddl` says it was spelled CREATE/DROP STREAM.
+    fn parse_one(&self, sql: &str) -> Result<Option<(Statement, bool)>> {
+        let (text, stream_ddl) = match rewrite_stream_ddl(sql) {
+            Some(t) => (t, true),
+            None => (sql.to_string(), false),
+        };
+        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, &text).map_err(parse_error)?;
+        match stmts.len() {
+            0 => Ok(None),
+            1 => Ok(stmts.pop().map(|s| (s, stream_ddl))),
+            _ => Err(Error::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            )),
+        }
+    }
+
+    /// Resolves a table name to (schema, name).
+    fn resolve(&self, name: &ObjectName) -> Result<(String, String)> {
+        let parts = object_parts(name);
+        match parts.as_slice() {
+            [t] => Ok((DEFAULT_SCHEMA.to_string(), t.clone())),
+            [s, t] => Ok((s.clone(), t.clone())),
+            [d, s, t] if *d == self.database => Ok((s.clone(), t.clone())),
+            [d, _, _] => Err(Error::Unsupported(format!(
+                "cross-database references are not implemented: {d}"
+            ))),
+            _ => Err(Error::Syntax(format!("improper qualified name: {name}"))),
+        }
+    }
+
+    fn stream_def(&self, name: &ObjectName) -> Option<TableDef> {
+        let (schema, table) = self.resolve(name).ok()?;
+        self.engine.catalog.table(&self.database, &schema, &table)
+    }
+
+    async fn stream_table(&self, name: &ObjectName) -> Result<StreamTable> {
+        let (schema, table) = self.resolve(name)?;
+        self.engine
+            .stream_table(&self.database, &schema, &table)
+            .await?
+            .ok_or(Error::UndefinedTable(table))
+    }
+
+    /// Applies braid's rewrites (hidden columns, INSERT column lists) to a statement.
+    fn rewrite(&self, stmt: &mut Statement) {
+        let columns_of = |name: &ObjectName| -> Option<Vec<String>> {
+            self.stream_def(name)
+                .map(|d| d.columns.iter().map(|c| c.name.clone()).collect())
+        };
+        strip_pg_catalog_functions(stmt);
+        match stmt {
+            Statement::Query(q) => hide_hidden_columns(q, &columns_of),
+            Statement::Explain { statement, .. } => self.rewrite(statement),
+            Statement::Insert(insert) => {
+                if let Some(src) = &mut insert.source {
+                    hide_hidden_columns(src, &columns_of);
+                }
+                if let TableObject::TableName(name) = &insert.table {
+                    if insert.columns.is_empty() {
+                        if let Some(cols) = columns_of(name) {
+                            insert.columns = cols
+                                .into_iter()
+                                .map(|c| ObjectName::from(vec![Ident::with_quote('"', c)]))
+                                .collect();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs one statement of a simple query.
+    pub async fn execute(&self, sql: &str) -> Result<Output> {
+        let prepared = self.prepare(sql).await?;
+        self.execute_prepared(&prepared, Vec::new()).await
+    }
+
+    /// Parses and, for statements DataFusion runs, plans `sql`.
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
+        let Some((mut stmt, stream_ddl)) = self.parse_one(sql)? else {
+            return Ok(Prepared {
+                sql: sql.to_string(),
+                kind: PreparedKind::Empty,
+            });
+        };
+        let planned = matches!(
+            stmt,
+            Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. }
+        );
+        if !planned {
+            return Ok(Prepared {
+                sql: sql.to_string(),
+                kind: PreparedKind::Direct {
+                    statement: Box::new(stmt),
+                    stream_ddl,
+                },
+            });
+        }
+        self.rewrite(&mut stmt);
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await?;
+        let types = plan.get_parameter_types()?;
+        let mut params: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+            .collect();
+        params.sort_by_key(|(i, _)| *i);
+        let count = params.last().map_or(0, |(i, _)| *i);
+        let mut ordered = vec![None; count];
+        for (i, t) in params {
+            if let Some(slot) = ordered.get_mut(i.saturating_sub(1)) {
+                *slot = t;
+            }
+        }
+        Ok(Prepared {
+            sql: sql.to_string(),
+            kind: PreparedKind::Plan {
+                plan,
+                params: ordered,
+            },
+        })
+    }
+
+    /// Executes a prepared statement with parameter values (`$1` first).
+    pub async fn execute_prepared(&self, p: &Prepared, params: Vec<ScalarValue>) -> Result<Output> {
+        match &p.kind {
+            PreparedKind::Empty => Ok(command("")),
+            PreparedKind::Direct {
+                statement,
+                stream_ddl,
+            } => self.execute_direct(statement, *stream_ddl).await,
+            PreparedKind::Plan { plan, .. } => {
+                let plan = if params.is_empty() {
+                    plan.clone()
+                } else {
+                    plan.clone().with_param_values(params)?
+                };
+                self.execute_plan(plan).await
+            }
+        }
+    }
+
+    async fn execute_plan(&self, plan: LogicalPlan) -> Result<Output> {
+        match &plan {
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Insert(_),
+                ..
+            }) => {
+                let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                let mut rows = 0;
+                for b in &batches {
+                    if let Some(c) = b.column_by_name("count") {
+                        if let Some(a) = c.as_primitive_opt::<UInt64Type>() {
+                            rows += a.iter().flatten().sum::<u64>();
+                        }
+                    }
+                }
+                Ok(Output::Command {
+                    tag: "INSERT".into(),
+                    rows: Some(rows),
+                })
+            }
+            LogicalPlan::Dml(d) => Err(Error::Unsupported(format!(
+                "{} is not supported on \"{}\"",
+                d.op, d.table_name
+            ))),
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::DescribeTable(_) => Err(Error::Unsupported(
+                "this statement is not supported by braid".into(),
+            )),
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                Ok(Output::Rows {
+                    schema,
+                    stream,
+                    tag: "EXPLAIN",
+                })
+            }
+            _ => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                Ok(Output::Rows {
+                    schema,
+                    stream,
+                    tag: "SELECT",
+                })
+            }
+        }
+    }
+
+    async fn execute_direct(&self, stmt: &Statement, stream_ddl: bool) -> Result<Output> {
+        match stmt {
+            Statement::CreateTable(ct) if stream_ddl => self.create_stream(ct).await,
+            Statement::CreateTable(_) => Err(Error::Unsupported(
+                "CREATE TABLE is not supported yet; create an append-only stream with CREATE STREAM"
+                    .into(),
+            )),
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => self.drop_streams(names, *if_exists, stream_ddl).await,
+            Statement::StartTransaction { .. } => Ok(command("BEGIN")),
+            Statement::Commit { .. } => Ok(command("COMMIT")),
+            Statement::Rollback { .. } => Ok(command("ROLLBACK")),
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => self.show(&show_name(variable)),
+            Statement::Discard { .. } => Ok(command("DISCARD ALL")),
+            // The server drops the named statement from the connection's statement store.
+            Statement::Deallocate { .. } => Ok(command("DEALLOCATE")),
+            Statement::Update(u) => {
+                if let TableFactor::Table { name, .. } = &u.table.relation {
+                    self.refuse_write_on(name, "UPDATE").await?;
+                }
+                Err(Error::Unsupported("UPDATE is not supported".into()))
+            }
+            Statement::Delete(d) => {
+                let names: Vec<ObjectName> = match &d.from {
+                    datafusion::sql::sqlparser::ast::FromTable::WithFromKeyword(t)
+                    | datafusion::sql::sqlparser::ast::FromTable::WithoutKeyword(t) => t
+                        .iter()
+                        .filter_map(|t| match &t.relation {
+                            TableFactor::Table { name, .. } => Some(name.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                };
+                for n in &names {
+                    self.refuse_write_on(n, "DELETE").await?;
+                }
+                Err(Error::Unsupported("DELETE is not supported".into()))
+            }
+            Statement::Truncate(t) => {
+                for n in &t.table_names {
+                    self.refuse_write_on(&n.name, "TRUNCATE").await?;
+                }
+                Err(Error::Unsupported("TRUNCATE is not supported".into()))
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, *to, target, options, legacy_options).await,
+            other => {
+                let name = other.to_string();
+                let first = name.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                Err(Error::Unsupported(format!("{first} is not supported by braid")))
+            }
+        }
+    }
+
+    async fn refuse_write_on(&self, name: &ObjectName, what: &str) -> Result<()> {
+        let t = self.stream_table(name).await?;
+        Err(Error::Unsupported(format!(
+            "streams are append-only: {what} is not allowed on stream \"{}\"; \
+             use retention or cleanup = 'compact' to remove old records",
+            t.def.name
+        )))
+    }
+
+    fn set(&self, set: &Set) -> Result<Output> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = object_parts(variable).join(".");
+                let value = values.iter().map(literal_text).collect::<Vec<_>>().join(", ");
+                if name.starts_with("datafusion.") {
+                    let state_ref = self.ctx.state_ref();
+                    let mut state = state_ref.write();
+                    state
+                        .config_mut()
+                        .options_mut()
+                        .set(&name, &value)
+                        .map_err(|e| Error::InvalidParameter(e.to_string()))?;
+                } else {
+                    self.vars.lock().insert(name, value);
+                }
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.vars.lock().insert("timezone".into(), literal_text(value));
+            }
+            _ => {}
+        }
+        Ok(command("SET"))
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        let key = match name {
+            "time zone" => "timezone",
+            other => other,
+        };
+        self.vars
+            .lock()
+            .get(key)
+            .cloned()
+            .or_else(|| default_settings().get(key).map(|v| v.to_string()))
+    }
+
+    fn show(&self, name: &str) -> Result<Output> {
+        let schema = show_schema(name);
+        let batch = if name == "all" {
+            let mut all: BTreeMap<String, String> = default_settings()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            all.extend(self.vars.lock().clone());
+            let (names, values): (Vec<String>, Vec<String>) = all.into_iter().unzip();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(values)),
+                ],
+            )
+        } else {
+            let value = self.setting(name).ok_or_else(|| {
+                Error::UndefinedObject(format!("unrecognized configuration parameter \"{name}\""))
+            })?;
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
+        }
+        .map_err(|e| Error::DataFusion(e.into()))?;
+        Ok(Output::Rows {
+            stream: one_batch_stream(schema.clone(), batch),
+            schema,
+            tag: "SHOW",
+        })
+    }
+
+    async fn create_stream(
+        &self,
+        ct: &datafusion::sql::sqlparser::ast::CreateTable,
+    ) -> Result<Output> {
+        let (schema, name) = self.resolve(&ct.name)?;
+        if ct.query.is_some() {
+            return Err(Error::Unsupported(
+                "CREATE STREAM ... AS SELECT is not supported; create the stream, then INSERT ... SELECT"
+                    .into(),
+            ));
+        }
+        if ct.columns.is_empty() {
+            return Err(Error::InvalidParameter(format!(
+                "stream \"{name}\" needs at least one column"
+            )));
+        }
+        let mut columns = Vec::with_capacity(ct.columns.len());
+        for c in &ct.columns {
+            let cname = ident_name(&c.name);
+            if HIDDEN_COLUMNS.contains(&cname.as_str()) {
+                return Err(Error::InvalidParameter(format!(
+                    "column name \"{cname}\" is reserved for the hidden stream column; choose another name"
+                )));
+            }
+            if columns.iter().any(|x: &ColumnDef| x.name == cname) {
+                return Err(Error::InvalidParameter(format!(
+                    "column \"{cname}\" specified more than once"
+                )));
+            }
+            let mut nullable = true;
+            for o in &c.options {
+                match &o.option {
+                    ColumnOption::NotNull => nullable = false,
+                    ColumnOption::Null => nullable = true,
+                    other => {
+                        return Err(Error::Unsupported(format!(
+                            "column option {other} is not supported on streams"
+                        )))
+                    }
+                }
+            }
+            columns.push(ColumnDef {
+                name: cname,
+                ty: ColumnType::from_sql(&c.data_type)?,
+                nullable,
+            });
+        }
+        if !ct.constraints.is_empty() {
+            return Err(Error::Unsupported(
+                "constraints (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY) are not supported on streams"
+                    .into(),
+            ));
+        }
+        let raw_options: Vec<(String, String)> = match &ct.table_options {
+            CreateTableOptions::None => Vec::new(),
+            CreateTableOptions::With(opts) => {
+                let mut out = Vec::new();
+                for o in opts {
+                    match o {
+                        SqlOption::KeyValue { key, value } => {
+                            out.push((key.value.to_ascii_lowercase(), literal_text(value)))
+                        }
+                        other => {
+                            return Err(Error::InvalidParameter(format!(
+                                "stream option {other} must be written as name = value"
+                            )))
+                        }
+                    }
+                }
+                out
+            }
+            _ => {
+                return Err(Error::InvalidParameter(
+                    "stream options go in WITH (name = value, ...)".into(),
+                ))
+            }
+        };
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let options = StreamOptions::parse(&raw_options, &names)?;
+        if self.engine.catalog.table(&self.database, &schema, &name).is_some() {
+            if ct.if_not_exists {
+                return Ok(command("CREATE STREAM"));
+            }
+            return Err(Error::DuplicateTable(name));
+        }
+        let def = TableDef {
+            id: 0,
+            name: name.clone(),
+            columns,
+            kind: TableKind::Stream(options),
+        };
+        let def = match self.engine.catalog.create_table(&self.database, &schema, def).await {
+            Ok(d) => d,
+            Err(Error::DuplicateTable(_)) if ct.if_not_exists => return Ok(command("CREATE STREAM")),
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = self.engine.log_for(&self.database, &def).await {
+            // Keep catalog and logs consistent: a stream whose log cannot be created is not
+            // left behind in the catalog.
+            let _ = self.engine.catalog.drop_table(&self.database, &schema, &name).await;
+            return Err(e);
+        }
+        tracing::info!(stream = %name, id = def.id, "created stream");
+        Ok(command("CREATE STREAM"))
+    }
+
+    async fn drop_streams(&self, names: &[ObjectName], if_exists: bool, stream_ddl: bool) -> Result<Output> {
+        for n in names {
+            let (schema, name) = self.resolve(n)?;
+            match self.engine.catalog.table(&self.database, &schema, &name) {
+                None if if_exists => continue,
+                None => return Err(Error::UndefinedTable(name)),
+                Some(def) => {
+                    if !stream_ddl {
+                        return Err(Error::WrongObjectType(format!(
+                            "\"{name}\" is a stream; use DROP STREAM {name}"
+                        )));
+                    }
+                    if self.engine.catalog.drop_table(&self.database, &schema, &name).await?.is_none() {
+                        continue;
+                    }
+                    let log = self.engine.open.lock().await.remove(&def.id);
+                    if let Some(log) = log {
+                        log.close().await;
+                    }
+                    self.engine.logs.remove(&self.database, def.id).await?;
+                    tracing::info!(stream = %name, id = def.id, "dropped stream");
+                }
+            }
+        }
+        Ok(command(if stream_ddl { "DROP STREAM" } else { "DROP TABLE" }))
+    }
+
+    async fn copy(
+        &self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result<Output> {
+        if to || !matches!(target, CopyTarget::Stdin) {
+            return Err(Error::Unsupported(
+                "only COPY stream FROM STDIN is supported".into(),
+            ));
+        }
+        let CopySource::Table {
+            table_name,
+            columns,
+        } = source
+        else {
+            return Err(Error::Syntax("COPY FROM needs a table name".into()));
+        };
+        let table = self.stream_table(table_name).await?;
+        let cols: Vec<ColumnDef> = if columns.is_empty() {
+            table.def.columns.clone()
+        } else {
+            let mut out = Vec::new();
+            for c in columns {
+                let n = ident_name(c);
+                let def = table
+                    .def
+                    .columns
+                    .iter()
+                    .find(|x| x.name == n)
+                    .ok_or_else(|| Error::UndefinedColumn(n.clone()))?;
+                out.push(def.clone());
+            }
+            out
+        };
+        let mut csv = false;
+        let mut delimiter = None;
+        let mut null = None;
+        let mut header = false;
+        let mut quote = '"';
+        let mut escape = None;
+        for o in options {
+            match o {
+                CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                    "csv" => csv = true,
+                    "text" => csv = false,
+                    other => {
+                        return Err(Error::Unsupported(format!(
+                            "COPY format {other} is not supported; use text or csv"
+                        )))
+                    }
+                },
+                CopyOption::Delimiter(c) => delimiter = Some(*c),
+                CopyOption::Null(s) => null = Some(s.clone()),
+                CopyOption::Header(h) => header = *h,
+                CopyOption::Quote(c) => quote = *c,
+                CopyOption::Escape(c) => escape = Some(*c),
+                _ => {}
+            }
+        }
+        for o in legacy {
+            match o {
+                CopyLegacyOption::Csv(csv_opts) => {
+                    csv = true;
+                    for c in csv_opts {
+                        match c {
+                            CopyLegacyCsvOption::Header => header = true,
+                            CopyLegacyCsvOption::Quote(q) => quote = *q,
+                            CopyLegacyCsvOption::Escape(e) => escape = Some(*e),
+                            _ => {}
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
+                CopyLegacyOption::Null(s) => null = Some(s.clone()),
+                _ => {}
+            }
+        }
+        let format = if csv {
+            CopyFormat::Csv {
+                delimiter: delimiter.unwrap_or(','),
+                quote,
+                escape: escape.unwrap_or(quote),
+                null: null.unwrap_or_default(),
+                header,
+            }
+        } else {
+            CopyFormat::Text {
+                delimiter: delimiter.unwrap_or('\t'),
+                null: null.unwrap_or_else(|| "\\N".into()),
+            }
+        };
+        Ok(Output::CopyIn(CopyIn {
+            table,
+            columns: cols,
+            format,
+        }))
+    }
+}
+

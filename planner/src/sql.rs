@@ -1,0 +1,344 @@
+//! SQL text handling that happens before DataFusion sees a statement: splitting a simple-query
+//! string into statements, turning `CREATE STREAM` / `DROP STREAM` (which sqlparser does not
+//! know) into their TABLE spelling plus a marker, and hiding a stream's hidden columns from
+//! `*`.
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, WildcardAdditionalOptions,
+};
+
+/// Splits SQL text at top-level semicolons, respecting quotes, dollar quotes and comments.
+/// Empty statements are dropped.
+pub fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let chars: Vec<char> = sql.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' | '"' => {
+                let q = c;
+                cur.push(c);
+                i += 1;
+                while i < chars.len() {
+                    cur.push(chars[i]);
+                    if chars[i] == q {
+                        if chars.get(i + 1) == Some(&q) {
+                            cur.push(q);
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    cur.push(chars[i]);
+                    i += 1;
+                }
+                continue;
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                let mut depth = 0;
+                while i < chars.len() {
+                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                        depth += 1;
+                        cur.push_str("/*");
+                        i += 2;
+                        continue;
+                    }
+                    if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                        depth -= 1;
+                        cur.push_str("*/");
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                        continue;
+                    }
+                    cur.push(chars[i]);
+                    i += 1;
+                }
+                continue;
+            }
+            '$' => {
+                // Dollar quote: $tag$ ... $tag$ (tag may be empty).
+                let mut j = i + 1;
+                while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&'$') && !chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
+                    let tag: String = chars[i..=j].iter().collect();
+                    cur.push_str(&tag);
+                    i = j + 1;
+                    let rest: String = chars[i..].iter().collect();
+                    match rest.find(&tag) {
+                        Some(pos) => {
+                            let body = &rest[..pos + tag.len()];
+                            cur.push_str(body);
+                            i += body.chars().count();
+                        }
+                        None => {
+                            cur.push_str(&rest);
+                            i = chars.len();
+                        }
+                    }
+                    continue;
+                }
+                cur.push(c);
+            }
+            ';' => {
+                if !cur.trim().is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                } else {
+                    cur.clear();
+                }
+            }
+            _ => cur.push(c),
+        }
+        i += 1;
+    }
+    if !cur.trim().is_empty() && !only_comments(&cur) {
+        out.push(cur);
+    }
+    out
+}
+
+fn only_comments(s: &str) -> bool {
+    s.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with("--")
+    })
+}
+
+/// Words of the statement, upper-cased, skipping leading whitespace and comments.
+pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .map(|w| w.to_ascii_uppercase())
+        .collect()
+}
+
+/// If `sql` is `CREATE STREAM ...` or `DROP STREAM ...`, returns it spelled with TABLE so
+/// sqlparser parses it (the caller remembers that it was a stream).
+pub fn rewrite_stream_ddl(sql: &str) -> Option<String> {
+    let words = leading_words(sql, 2);
+    if words.len() == 2 && (words[0] == "CREATE" || words[0] == "DROP") && words[1] == "STREAM" {
+        let upper = sql.to_ascii_uppercase();
+        let pos = upper.find("STREAM")?;
+        let mut out = String::with_capacity(sql.len());
+        out.push_str(&sql[..pos]);
+        out.push_str("TABLE");
+        out.push_str(&sql[pos + "STREAM".len()..]);
+        return Some(out);
+    }
+    None
+}
+
+/// Replaces `*` and `stream.*` in every SELECT of `query` with the stream's user columns, so
+/// the hidden columns show only when named. `columns_of` returns the user columns of a stream
+/// named in FROM, or `None` for anything else.
+pub fn hide_hidden_columns(query: &mut Query, columns_of: &dyn Fn(&ObjectName) -> Option<Vec<String>>) {
+    if let Some(with) = &mut query.with {
+        for cte in &mut with.cte_tables {
+            hide_hidden_columns(&mut cte.query, columns_of);
+        }
+    }
+    rewrite_set_expr(&mut query.body, columns_of);
+}
+
+fn rewrite_set_expr(body: &mut SetExpr, columns_of: &dyn Fn(&ObjectName) -> Option<Vec<String>>) {
+    match body {
+        SetExpr::Select(select) => rewrite_select(select, columns_of),
+        SetExpr::Query(q) => hide_hidden_columns(q, columns_of),
+        SetExpr::SetOperation { left, right, .. } => {
+            rewrite_set_expr(left, columns_of);
+            rewrite_set_expr(right, columns_of);
+        }
+        _ => {}
+    }
+}
+
+/// A relation in FROM: the qualifier to use for its columns and, for a stream, its columns.
+struct Relation {
+    qualifier: Option<Vec<Ident>>,
+    stream_columns: Option<Vec<String>>,
+}
+
+fn collect_relations(
+    factor: &mut TableFactor,
+    columns_of: &dyn Fn(&ObjectName) -> Option<Vec<String>>,
+    out: &mut Vec<Relation>,
+) {
+    match factor {
+        TableFactor::Table { name, alias, args: None, .. } => {
+            let qualifier = match alias {
+                Some(a) => Some(vec![a.name.clone()]),
+                None => name
+                    .0
+                    .iter()
+                    .map(|p| match p {
+                        ObjectNamePart::Identifier(i) => Some(i.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            out.push(Relation {
+                qualifier,
+                stream_columns: columns_of(name),
+            });
+        }
+        TableFactor::Derived { subquery, alias, .. } => {
+            hide_hidden_columns(subquery, columns_of);
+            out.push(Relation {
+                qualifier: alias.as_ref().map(|a| vec![a.name.clone()]),
+                stream_columns: None,
+            });
+        }
+        TableFactor::NestedJoin { table_with_joins, alias, .. } => {
+            if alias.is_some() {
+                out.push(Relation {
+                    qualifier: None,
+                    stream_columns: None,
+                });
+                return;
+            }
+            collect_relations(&mut table_with_joins.relation, columns_of, out);
+            for j in &mut table_with_joins.joins {
+                collect_relations(&mut j.relation, columns_of, out);
+            }
+        }
+        _ => out.push(Relation {
+            qualifier: None,
+            stream_columns: None,
+        }),
+    }
+}
+
+fn plain_wildcard(o: &WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+        && o.opt_alias.is_none()
+}
+
+fn column_items(qualifier: &[Ident], columns: &[String]) -> Vec<SelectItem> {
+    columns
+        .iter()
+        .map(|c| {
+            let mut parts = qualifier.to_vec();
+            parts.push(Ident::with_quote('"', c.clone()));
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))
+        })
+        .collect()
+}
+
+fn rewrite_select(select: &mut Select, columns_of: &dyn Fn(&ObjectName) -> Option<Vec<String>>) {
+    let mut relations = Vec::new();
+    for twj in &mut select.from {
+        collect_relations(&mut twj.relation, columns_of, &mut relations);
+        for j in &mut twj.joins {
+            collect_relations(&mut j.relation, columns_of, &mut relations);
+        }
+    }
+    if relations.iter().all(|r| r.stream_columns.is_none()) {
+        return;
+    }
+    let mut projection = Vec::with_capacity(select.projection.len());
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            SelectItem::Wildcard(ref o) if plain_wildcard(o) => {
+                // Expand only if every relation can be named; otherwise keep `*` as is.
+                if relations.iter().any(|r| r.qualifier.is_none()) {
+                    projection.push(item);
+                    continue;
+                }
+                for r in &relations {
+                    let q = r.qualifier.clone().unwrap_or_default();
+                    match &r.stream_columns {
+                        Some(cols) => projection.extend(column_items(&q, cols)),
+                        None => projection.push(SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(ObjectName::from(q)),
+                            o.clone(),
+                        )),
+                    }
+                }
+            }
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(ref name), ref o)
+                if plain_wildcard(o) =>
+            {
+                let wanted: Vec<String> = name
+                    .0
+                    .iter()
+                    .map(|p| p.to_string().trim_matches('"').to_string())
+                    .collect();
+                let hit = relations.iter().find(|r| {
+                    r.qualifier.as_ref().is_some_and(|q| {
+                        let q: Vec<String> = q.iter().map(|i| i.value.clone()).collect();
+                        q.ends_with(&wanted) || wanted.ends_with(&q)
+                    })
+                });
+                match hit {
+                    Some(Relation {
+                        stream_columns: Some(cols),
+                        ..
+                    }) => {
+                        let q: Vec<Ident> = name
+                            .0
+                            .iter()
+                            .filter_map(|p| match p {
+                                ObjectNamePart::Identifier(i) => Some(i.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        projection.extend(column_items(&q, cols));
+                    }
+                    _ => projection.push(item),
+                }
+            }
+            other => projection.push(other),
+        }
+    }
+    select.projection = projection;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_on_top_level_semicolons_only() {
+        let parts = split_statements("select 'a;b'; select \"x;\" ; -- c;\n select $$;$$;;");
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts[0].contains("'a;b'"));
+        assert!(parts[2].contains("$$;$$"));
+        assert!(split_statements(" ; ;").is_empty());
+    }
+
+    #[test]
+    fn rewrites_stream_ddl() {
+        assert_eq!(
+            rewrite_stream_ddl("create stream s (a int)").as_deref(),
+            Some("create TABLE s (a int)")
+        );
+        assert_eq!(rewrite_stream_ddl("DROP STREAM IF EXISTS s").as_deref(), Some("DROP TABLE IF EXISTS s"));
+        assert!(rewrite_stream_ddl("select 1").is_none());
+    }
+}

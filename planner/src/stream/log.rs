@@ -1,0 +1,83 @@
+//! What the planner needs from a partitioned log. An implementer must guarantee:
+//! - `append` returns only once the records are durable, and assigns dense, increasing offsets
+//!   within the partition;
+//! - `end_offset` never counts a record that `append` has not acknowledged;
+//! - reads return records in offset order, starting at the first offset >= `from`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+
+/// A record to append.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Microseconds since the Unix epoch; `None` = now.
+    pub timestamp: Option<i64>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// How old records are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+}
+
+/// Settings of one stream's log.
+#[derive(Debug, Clone)]
+pub struct StreamLogConfig {
+    pub partitions: u32,
+    pub retention: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+    pub cleanup: CleanupPolicy,
+}
+
+/// One stream's log: N partitions.
+#[async_trait]
+pub trait StreamLog: Send + Sync + Debug {
+    fn partitions(&self) -> u32;
+    /// The partition a key routes to (round-robin when `None`).
+    fn partition_for_key(&self, key: Option<&[u8]>) -> u32;
+    /// Appends durably; returns (first offset, last offset).
+    async fn append(&self, partition: u32, records: Vec<NewRecord>) -> Result<(u64, u64)>;
+    /// First offset still held.
+    fn start_offset(&self, partition: u32) -> Result<u64>;
+    /// The next offset to be written (everything below is durable).
+    fn end_offset(&self, partition: u32) -> Result<u64>;
+    /// Reads up to about `max_bytes` starting at `from`; returns records and the next offset.
+    async fn read(
+        &self,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredRecord>, u64)>;
+    /// The first offset whose timestamp is >= `ts_micros`, if any.
+    async fn offset_for_timestamp(&self, partition: u32, ts_micros: i64) -> Result<Option<u64>>;
+    /// Flushes and closes the log.
+    async fn close(&self);
+}
+
+/// Opens and removes stream logs by (database, stream id).
+#[async_trait]
+pub trait StreamLogs: Send + Sync + Debug {
+    /// Opens the log, creating it if it does not exist.
+    async fn open(&self, database: &str, id: u64, config: &StreamLogConfig)
+        -> Result<Arc<dyn StreamLog>>;
+    /// Removes a closed log and all its data.
+    async fn remove(&self, database: &str, id: u64) -> Result<()>;
+}

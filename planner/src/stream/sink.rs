@@ -1,0 +1,202 @@
+//! Turning Arrow batches into log records and appending them durably.
+//!
+//! A row becomes one record: the value is the row in the [`crate::rowcodec`] format, the key
+//! is the `partition_key` column as text (or the `_key` column when the stream has no
+//! partition key), the timestamp is `_timestamp` when given, else the time of the append.
+//! An explicit `_partition` picks the partition; otherwise the key hashes to one, and rows
+//! without a key go round-robin.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
+use futures::StreamExt;
+
+use super::log::{NewRecord, StreamLog};
+use super::{COL_KEY, COL_PARTITION, COL_TIMESTAMP};
+use crate::catalog::TableDef;
+use crate::error::{Error, Result};
+use crate::rowcodec::encode_row;
+use crate::types::ColumnType;
+
+/// Most value bytes sent to the log in one append call.
+const APPEND_BYTES_MAX: usize = 4 << 20;
+
+/// Wall clock in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Writes rows into one stream.
+#[derive(Debug, Clone)]
+pub struct StreamWriter {
+    pub def: Arc<TableDef>,
+    pub log: Arc<dyn StreamLog>,
+}
+
+fn column_by_name<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
+    batch.schema().index_of(name).ok().and_then(|i| batch.columns().get(i))
+}
+
+fn to_type(a: &ArrayRef, t: &DataType, what: &str) -> Result<ArrayRef> {
+    if a.data_type() == t {
+        return Ok(a.clone());
+    }
+    cast(a, t).map_err(|e| Error::InvalidInput(format!("invalid value for {what}: {e}")))
+}
+
+impl StreamWriter {
+    /// Appends every row of `batch` (columns matched by name; missing user columns are NULL)
+    /// and returns once all are durable.
+    pub async fn append_batch(&self, batch: &RecordBatch) -> Result<u64> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let types: Vec<ColumnType> = self.def.column_types();
+        let mut columns = Vec::with_capacity(types.len());
+        for c in &self.def.columns {
+            let arr = match column_by_name(batch, &c.name) {
+                Some(a) => to_type(a, &c.ty.arrow_type(), &format!("column \"{}\"", c.name))?,
+                None => datafusion::arrow::array::new_null_array(&c.ty.arrow_type(), rows),
+            };
+            if !c.nullable && arr.null_count() > 0 {
+                return Err(Error::NotNullViolation(format!(
+                    "null value in column \"{}\" of stream \"{}\" violates not-null constraint",
+                    c.name, self.def.name
+                )));
+            }
+            columns.push(arr);
+        }
+        let options = self.def.stream_options().cloned().unwrap_or_default();
+        let key_col: Option<ArrayRef> = match &options.partition_key {
+            Some(k) => column_by_name(batch, k)
+                .map(|a| to_type(a, &DataType::Utf8, "the partition key"))
+                .transpose()?,
+            None => column_by_name(batch, COL_KEY)
+                .map(|a| to_type(a, &DataType::Utf8, COL_KEY))
+                .transpose()?,
+        };
+        let ts_col = column_by_name(batch, COL_TIMESTAMP)
+            .map(|a| {
+                to_type(
+                    a,
+                    &DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(crate::types::UTC))),
+                    COL_TIMESTAMP,
+                )
+            })
+            .transpose()?;
+        let part_col = column_by_name(batch, COL_PARTITION)
+            .map(|a| to_type(a, &DataType::Int32, COL_PARTITION))
+            .transpose()?;
+
+        let partitions = self.log.partitions();
+        let mut per_partition: Vec<Vec<NewRecord>> = (0..partitions).map(|_| Vec::new()).collect();
+        for row in 0..rows {
+            let mut value = Vec::with_capacity(64);
+            encode_row(&types, &columns, row, &mut value);
+            let key = key_col.as_ref().and_then(|k| {
+                let s = k.as_string::<i32>();
+                (!s.is_null(row)).then(|| Bytes::copy_from_slice(s.value(row).as_bytes()))
+            });
+            let timestamp = ts_col.as_ref().and_then(|t| {
+                let t = t.as_primitive::<TimestampMicrosecondType>();
+                (!t.is_null(row)).then(|| t.value(row))
+            });
+            let explicit = part_col.as_ref().and_then(|p| {
+                let p = p.as_primitive::<Int32Type>();
+                (!p.is_null(row)).then(|| p.value(row))
+            });
+            let partition = match explicit {
+                Some(p) if p >= 0 && (p as u32) < partitions => p as u32,
+                Some(p) => {
+                    return Err(Error::InvalidParameter(format!(
+                        "_partition {p} is out of range: stream \"{}\" has partitions 0 to {}",
+                        self.def.name,
+                        partitions.saturating_sub(1)
+                    )))
+                }
+                None => self.log.partition_for_key(key.as_deref()),
+            };
+            if let Some(list) = per_partition.get_mut(partition as usize) {
+                list.push(NewRecord {
+                    timestamp,
+                    key,
+                    value: Some(Bytes::from(value)),
+                });
+            }
+        }
+        let appends = per_partition
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(p, records)| self.append_partition(p as u32, records));
+        futures::future::try_join_all(appends).await?;
+        Ok(rows as u64)
+    }
+
+    async fn append_partition(&self, partition: u32, records: Vec<NewRecord>) -> Result<()> {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for r in records {
+            bytes += r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+            chunk.push(r);
+            if bytes >= APPEND_BYTES_MAX {
+                self.log.append(partition, std::mem::take(&mut chunk)).await?;
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            self.log.append(partition, chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+/// DataFusion sink for `INSERT INTO stream ...`.
+#[derive(Debug)]
+pub struct StreamSink {
+    pub writer: StreamWriter,
+    pub schema: SchemaRef,
+}
+
+impl DisplayAs for StreamSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StreamSink: stream={}", self.writer.def.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for StreamSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let mut count = 0;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            count += self
+                .writer
+                .append_batch(&batch)
+                .await
+                .map_err(Error::into_datafusion)?;
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,175 @@
+//! Column types braid stores, and how they map to SQL type names and Arrow types.
+//!
+//! Arrow has no `jsonb` or `uuid`; such columns are Utf8 in Arrow with the PostgreSQL type name
+//! in the field metadata under [`PG_TYPE_METADATA_KEY`], so the wire layer can report the right
+//! type OID.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Field metadata key naming the PostgreSQL type of an Arrow field when Arrow cannot tell.
+pub const PG_TYPE_METADATA_KEY: &str = "braid.pg_type";
+
+/// Time zone used for `timestamptz` columns.
+pub const UTC: &str = "UTC";
+
+/// A column type as persisted in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric { precision: u8, scale: i8 },
+    Text,
+    Bytea,
+    Date,
+    Timestamp,
+    Timestamptz,
+    Jsonb,
+    Uuid,
+}
+
+/// Precision and scale used for `numeric` without a type modifier.
+const NUMERIC_DEFAULT: (u8, i8) = (38, 10);
+
+impl ColumnType {
+    /// Maps a parsed SQL type to a column type, or says which types are supported.
+    pub fn from_sql(t: &SqlType) -> Result<Self> {
+        use SqlType as S;
+        Ok(match t {
+            S::Boolean | S::Bool => ColumnType::Bool,
+            S::SmallInt(_) | S::Int2(_) => ColumnType::Int2,
+            S::Int(_) | S::Integer(_) | S::Int4(_) => ColumnType::Int4,
+            S::BigInt(_) | S::Int8(_) => ColumnType::Int8,
+            S::Real | S::Float4 => ColumnType::Float4,
+            S::DoublePrecision | S::Double(_) | S::Float8 | S::Float(_) => ColumnType::Float8,
+            S::Numeric(info) | S::Decimal(info) | S::Dec(info) => {
+                let (precision, scale) = match info {
+                    ExactNumberInfo::None => NUMERIC_DEFAULT,
+                    ExactNumberInfo::Precision(p) => (clamp_precision(*p)?, 0),
+                    ExactNumberInfo::PrecisionAndScale(p, s) => {
+                        let p = clamp_precision(*p)?;
+                        let s = i8::try_from(*s).map_err(|_| {
+                            Error::InvalidParameter(format!("numeric scale {s} is out of range"))
+                        })?;
+                        if s < 0 || s as u8 > p {
+                            return Err(Error::InvalidParameter(format!(
+                                "numeric scale {s} must be between 0 and precision {p}"
+                            )));
+                        }
+                        (p, s)
+                    }
+                };
+                ColumnType::Numeric { precision, scale }
+            }
+            S::Text
+            | S::String(_)
+            | S::Varchar(_)
+            | S::CharacterVarying(_)
+            | S::Char(_)
+            | S::Character(_) => ColumnType::Text,
+            S::Bytea => ColumnType::Bytea,
+            S::Date => ColumnType::Date,
+            S::Timestamp(_, tz) => {
+                use datafusion::sql::sqlparser::ast::TimezoneInfo as Tz;
+                match tz {
+                    Tz::WithTimeZone | Tz::Tz => ColumnType::Timestamptz,
+                    _ => ColumnType::Timestamp,
+                }
+            }
+            S::JSONB | S::JSON => ColumnType::Jsonb,
+            S::Uuid => ColumnType::Uuid,
+            S::Custom(name, _) => {
+                let n = name.to_string().to_ascii_lowercase();
+                match n.as_str() {
+                    "timestamptz" => ColumnType::Timestamptz,
+                    "jsonb" | "json" => ColumnType::Jsonb,
+                    "uuid" => ColumnType::Uuid,
+                    "serial" | "int" => ColumnType::Int4,
+                    _ => return Err(unsupported_type(&n)),
+                }
+            }
+            other => return Err(unsupported_type(&other.to_string())),
+        })
+    }
+
+    /// The Arrow type used for this column in query plans.
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Int2 => DataType::Int16,
+            ColumnType::Int4 => DataType::Int32,
+            ColumnType::Int8 => DataType::Int64,
+            ColumnType::Float4 => DataType::Float32,
+            ColumnType::Float8 => DataType::Float64,
+            ColumnType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+            ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => DataType::Utf8,
+            ColumnType::Bytea => DataType::Binary,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::Timestamptz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC)))
+            }
+        }
+    }
+
+    /// The Arrow field for a column of this type, with the PostgreSQL type in the metadata
+    /// where Arrow alone loses it.
+    pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
+        let field = Field::new(name, self.arrow_type(), nullable);
+        match self {
+            ColumnType::Jsonb | ColumnType::Uuid => field.with_metadata(HashMap::from([(
+                PG_TYPE_METADATA_KEY.to_string(),
+                self.sql_name(),
+            )])),
+            _ => field,
+        }
+    }
+
+    /// The PostgreSQL spelling of the type.
+    pub fn sql_name(&self) -> String {
+        match self {
+            ColumnType::Bool => "boolean".into(),
+            ColumnType::Int2 => "smallint".into(),
+            ColumnType::Int4 => "integer".into(),
+            ColumnType::Int8 => "bigint".into(),
+            ColumnType::Float4 => "real".into(),
+            ColumnType::Float8 => "double precision".into(),
+            ColumnType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
+            ColumnType::Text => "text".into(),
+            ColumnType::Bytea => "bytea".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamp => "timestamp without time zone".into(),
+            ColumnType::Timestamptz => "timestamp with time zone".into(),
+            ColumnType::Jsonb => "jsonb".into(),
+            ColumnType::Uuid => "uuid".into(),
+        }
+    }
+}
+
+fn clamp_precision(p: u64) -> Result<u8> {
+    if (1..=38).contains(&p) {
+        Ok(p as u8)
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "numeric precision {p} must be between 1 and 38"
+        )))
+    }
+}
+
+fn unsupported_type(name: &str) -> Error {
+    Error::Unsupported(format!(
+        "type {name} is not supported in streams; use boolean, smallint, integer, bigint, real, \
+         double precision, numeric, text, varchar, bytea, date, timestamp, timestamptz, jsonb or uuid"
+    ))
+}

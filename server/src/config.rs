@@ -1,0 +1,145 @@
+//! Settings: embedded defaults, then a TOML file (`--config`), then `BRAID_*` environment
+//! variables and command-line flags (clap handles the last two; they win).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+/// braid: a PostgreSQL-compatible server for streams, tables, documents and time series.
+#[derive(Debug, Parser)]
+#[command(name = "braid", version, about)]
+pub struct Args {
+    /// Directory holding the catalog and all data (created if missing).
+    #[arg(long, env = "BRAID_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to accept PostgreSQL connections on.
+    #[arg(long, env = "BRAID_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML configuration file; flags and BRAID_* variables override its values.
+    #[arg(long, env = "BRAID_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax, e.g. `info` or `braid=debug`); RUST_LOG wins.
+    #[arg(long, env = "BRAID_LOG")]
+    pub log: Option<String>,
+    /// Seconds running statements get to finish after SIGTERM/SIGINT before the server exits.
+    #[arg(long, env = "BRAID_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Log durability: `sync` (fdatasync before acknowledging, the default), `group:<us>`
+    /// (wait up to <us> microseconds to batch more writes into one fdatasync) or `none`
+    /// (UNSAFE: acknowledged writes can be lost on power failure).
+    #[arg(long, env = "BRAID_DURABILITY")]
+    pub durability: Option<String>,
+}
+
+/// One password user (SCRAM-SHA-256).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: String,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthConfig {
+    /// Users allowed to log in with a password. When empty, loopback connections are trusted.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub log: Option<String>,
+    pub drain_timeout_secs: Option<u64>,
+    pub durability: Option<String>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Effective settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log: String,
+    pub drain_timeout_secs: u64,
+    pub durability: Durability,
+    pub auth: AuthConfig,
+}
+
+/// When the log acknowledges a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Sync,
+    Group { max_wait_us: u64 },
+    None,
+}
+
+fn parse_durability(s: &str) -> anyhow::Result<Durability> {
+    let s = s.trim().to_ascii_lowercase();
+    Ok(match s.as_str() {
+        "sync" => Durability::Sync,
+        "none" => Durability::None,
+        _ => match s.strip_prefix("group:").or_else(|| s.strip_prefix("group(")) {
+            Some(rest) => {
+                let us: u64 = rest
+                    .trim_end_matches(')')
+                    .trim_end_matches("us")
+                    .parse()
+                    .with_context(|| format!("reading the group commit wait in durability = '{s}'"))?;
+                Durability::Group { max_wait_us: us }
+            }
+            None => bail!("durability must be 'sync', 'group:<microseconds>' or 'none', got '{s}'"),
+        },
+    })
+}
+
+impl Config {
+    /// Merges defaults, the config file and the command line / environment.
+    pub fn load(args: Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let durability = match args.durability.or(file.durability) {
+            Some(d) => parse_durability(&d)?,
+            None => Durability::Sync,
+        };
+        let default_listen: SocketAddr = ([127, 0, 0, 1], 5432).into();
+        Ok(Config {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./braid-data")),
+            listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            drain_timeout_secs: args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30),
+            durability,
+            auth: file.auth,
+        })
+    }
+
+    /// Refuses settings that would expose the server without authentication.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && self.auth.users.is_empty() {
+            bail!(
+                "refusing to listen on {} without authentication: add users under [auth] in the \
+                 config file (e.g. [[auth.users]] name = \"postgres\" password = \"...\"), or \
+                 listen on a loopback address such as 127.0.0.1",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}

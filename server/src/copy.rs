@@ -1,0 +1,78 @@
+//! COPY FROM STDIN: data is buffered per connection (bounded), then parsed and appended durably
+//! at CopyDone; the command completes with the row count only after the log acknowledged it.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::ClientInfo;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::Tag;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::CommandComplete;
+
+use crate::errors::{error_info, to_pgwire};
+use crate::query::{conn_state, QueryHandler, COPY_BYTES_MAX};
+
+#[async_trait]
+impl CopyHandler for QueryHandler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = conn_state(&self.engine, client)?;
+        let mut pending = state.copy.lock();
+        if let Some(p) = pending.as_mut() {
+            if p.data.len() + copy_data.data.len() > COPY_BYTES_MAX {
+                *pending = None;
+                return Err(PgWireError::UserError(Box::new(error_info(
+                    "54000",
+                    format!("COPY data exceeds {COPY_BYTES_MAX} bytes; split it into several COPY statements"),
+                ))));
+            }
+            p.data.extend_from_slice(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _guard = self.inflight.enter();
+        let state = conn_state(&self.engine, client)?;
+        let pending = state.copy.lock().take();
+        let Some(p) = pending else {
+            return Err(PgWireError::UserError(Box::new(error_info(
+                "08P01",
+                "CopyDone without a COPY in progress",
+            ))));
+        };
+        let rows = p.copy.finish(&p.data).await.map_err(|e| to_pgwire(&e))?;
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        futures::SinkExt::send(client, PgWireBackendMessage::CommandComplete(CommandComplete::from(tag)))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Ok(state) = conn_state(&self.engine, client) {
+            *state.copy.lock() = None;
+        }
+        PgWireError::UserError(Box::new(error_info(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
+}

@@ -1,0 +1,294 @@
+//! Arrow results to PostgreSQL rows: the type OID reported for each Arrow type, and text or
+//! binary encoding of each value (through pgwire's `ToSql`/`ToSqlText`).
+
+use std::sync::Arc;
+
+use braid_planner::datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use braid_planner::datafusion::arrow::datatypes::{
+    DataType, Date32Type, Date64Type, Decimal128Type, Field, Float16Type, Float32Type,
+    Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use braid_planner::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use braid_planner::types::PG_TYPE_METADATA_KEY;
+use chrono::{DateTime, NaiveDate, Utc};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::api::Type;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use rust_decimal::Decimal;
+
+/// The PostgreSQL type for an Arrow field.
+pub fn pg_type(field: &Field) -> Type {
+    if let Some(t) = field.metadata().get(PG_TYPE_METADATA_KEY) {
+        match t.as_str() {
+            "jsonb" => return Type::JSONB,
+            "uuid" => return Type::TEXT,
+            _ => {}
+        }
+    }
+    pg_type_of(field.data_type())
+}
+
+fn pg_type_of(dt: &DataType) -> Type {
+    match dt {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 => Type::INT8,
+        DataType::UInt64 | DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::List(f) | DataType::LargeList(f) => match pg_type_of(f.data_type()) {
+            Type::BOOL => Type::BOOL_ARRAY,
+            Type::INT2 => Type::INT2_ARRAY,
+            Type::INT4 => Type::INT4_ARRAY,
+            Type::INT8 => Type::INT8_ARRAY,
+            Type::FLOAT4 => Type::FLOAT4_ARRAY,
+            Type::FLOAT8 => Type::FLOAT8_ARRAY,
+            Type::TEXT => Type::TEXT_ARRAY,
+            _ => Type::TEXT,
+        },
+        // Everything else goes out as its text rendering.
+        _ => Type::TEXT,
+    }
+}
+
+/// Row description for a schema and the client's requested formats.
+pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let ty = pg_type(f);
+            // Types we only render as text are always sent as text.
+            let fmt = if matches!(ty, Type::TEXT) && !is_text_native(f.data_type()) {
+                FieldFormat::Text
+            } else {
+                format.format_for(i)
+            };
+            FieldInfo::new(f.name().clone(), None, None, ty, fmt)
+        })
+        .collect()
+}
+
+fn is_text_native(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn enc_err(e: impl std::fmt::Display) -> PgWireError {
+    PgWireError::ApiError(Box::new(std::io::Error::other(e.to_string())))
+}
+
+fn timestamp_micros(col: &ArrayRef, row: usize) -> Option<i64> {
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => col
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .checked_mul(1_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => col
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .checked_mul(1_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some(col.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Some(
+            col.as_primitive::<TimestampNanosecondType>()
+                .value(row)
+                .div_euclid(1_000),
+        ),
+        _ => None,
+    }
+}
+
+/// Encodes every row of `batch` with the types and formats in `fields`.
+pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let mut enc = DataRowEncoder::new(fields.clone());
+    let options = FormatOptions::default();
+    let formatters: Vec<ArrayFormatter> = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<_, _>>()
+        .map_err(enc_err)?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for (ci, col) in batch.columns().iter().enumerate() {
+            let field = fields.get(ci).ok_or_else(|| enc_err("column count mismatch"))?;
+            encode_value(&mut enc, col, row, field, formatters.get(ci))?;
+        }
+        rows.push(enc.take_row());
+    }
+    Ok(rows)
+}
+
+fn encode_value(
+    enc: &mut DataRowEncoder,
+    col: &ArrayRef,
+    row: usize,
+    field: &FieldInfo,
+    formatter: Option<&ArrayFormatter>,
+) -> PgWireResult<()> {
+    if col.is_null(row) {
+        return enc.encode_field(&None::<i32>);
+    }
+    let ty = field.datatype().clone();
+    match col.data_type() {
+        DataType::Boolean => enc.encode_field(&col.as_boolean().value(row)),
+        DataType::Int8 => enc.encode_field(&i16::from(col.as_primitive::<Int8Type>().value(row))),
+        DataType::Int16 => enc.encode_field(&col.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => enc.encode_field(&col.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => enc.encode_field(&col.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => enc.encode_field(&i16::from(col.as_primitive::<UInt8Type>().value(row))),
+        DataType::UInt16 => enc.encode_field(&i32::from(col.as_primitive::<UInt16Type>().value(row))),
+        DataType::UInt32 => enc.encode_field(&i64::from(col.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt64 => {
+            enc.encode_field(&Decimal::from(col.as_primitive::<UInt64Type>().value(row)))
+        }
+        DataType::Float16 => {
+            enc.encode_field(&f32::from(col.as_primitive::<Float16Type>().value(row)))
+        }
+        DataType::Float32 if is_text(field) => {
+            let v = col.as_primitive::<Float32Type>().value(row);
+            encode_as_text(enc, &float_text(f64::from(v), v.to_string()), &ty)
+        }
+        DataType::Float64 if is_text(field) => {
+            let v = col.as_primitive::<Float64Type>().value(row);
+            encode_as_text(enc, &float_text(v, v.to_string()), &ty)
+        }
+        DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),
+        DataType::Decimal128(_, scale) => {
+            let v = col.as_primitive::<Decimal128Type>().value(row);
+            match Decimal::try_from_i128_with_scale(v, (*scale).max(0) as u32) {
+                Ok(d) => enc.encode_field(&d),
+                Err(_) => encode_text(enc, formatter, row, &ty),
+            }
+        }
+        DataType::Utf8 if ty == Type::JSONB => {
+            let s = col.as_string::<i32>().value(row);
+            match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(v) => enc.encode_field(&v),
+                Err(_) => enc.encode_field(&s),
+            }
+        }
+        DataType::Utf8 => enc.encode_field(&col.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => enc.encode_field(&col.as_string::<i64>().value(row)),
+        DataType::Utf8View => enc.encode_field(&col.as_string_view().value(row)),
+        DataType::Binary => enc.encode_field(&col.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => enc.encode_field(&col.as_binary::<i64>().value(row)),
+        DataType::BinaryView => enc.encode_field(&col.as_binary_view().value(row)),
+        DataType::Date32 => {
+            let days = col.as_primitive::<Date32Type>().value(row);
+            match NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163)) {
+                Some(d) => enc.encode_field(&d),
+                None => encode_text(enc, formatter, row, &ty),
+            }
+        }
+        DataType::Date64 => {
+            let ms = col.as_primitive::<Date64Type>().value(row);
+            match DateTime::from_timestamp_millis(ms) {
+                Some(d) => enc.encode_field(&d.date_naive()),
+                None => encode_text(enc, formatter, row, &ty),
+            }
+        }
+        DataType::Timestamp(_, tz) => {
+            let Some(us) = timestamp_micros(col, row) else {
+                return encode_text(enc, formatter, row, &ty);
+            };
+            match DateTime::<Utc>::from_timestamp_micros(us) {
+                // PostgreSQL's text form; the session time zone is always UTC for now.
+                Some(dt) if is_text(field) && tz.is_some() => {
+                    encode_as_text(enc, &dt.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(), &ty)
+                }
+                Some(dt) if is_text(field) => {
+                    encode_as_text(enc, &dt.format("%Y-%m-%d %H:%M:%S%.f").to_string(), &ty)
+                }
+                Some(dt) if tz.is_some() => enc.encode_field(&dt),
+                Some(dt) => enc.encode_field(&dt.naive_utc()),
+                None => encode_text(enc, formatter, row, &ty),
+            }
+        }
+        DataType::List(_) | DataType::LargeList(_) if ty != Type::TEXT => {
+            encode_list(enc, col, row, formatter, &ty)
+        }
+        _ => encode_text(enc, formatter, row, &ty),
+    }
+}
+
+fn is_text(field: &FieldInfo) -> bool {
+    field.format() == FieldFormat::Text
+}
+
+/// PostgreSQL's text for a float: shortest round-trip digits, `NaN`, `Infinity`.
+fn float_text(v: f64, shortest: String) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    } else {
+        shortest
+    }
+}
+
+/// Writes already-rendered text for a text-format field of type `ty`.
+fn encode_as_text(enc: &mut DataRowEncoder, text: &str, ty: &Type) -> PgWireResult<()> {
+    enc.encode_field_with_type_and_format(&text, ty, FieldFormat::Text, &Default::default())
+}
+
+/// Arrays of scalars: encoded as Vec<Option<T>>.
+fn encode_list(
+    enc: &mut DataRowEncoder,
+    col: &ArrayRef,
+    row: usize,
+    formatter: Option<&ArrayFormatter>,
+    ty: &Type,
+) -> PgWireResult<()> {
+    let values: ArrayRef = match col.data_type() {
+        DataType::List(_) => col.as_list::<i32>().value(row),
+        DataType::LargeList(_) => col.as_list::<i64>().value(row),
+        _ => return encode_text(enc, formatter, row, ty),
+    };
+    fn collect<T: Clone>(a: &ArrayRef, f: impl Fn(usize) -> T) -> Vec<Option<T>> {
+        (0..a.len()).map(|i| (!a.is_null(i)).then(|| f(i))).collect()
+    }
+    match values.data_type() {
+        DataType::Boolean => enc.encode_field(&collect(&values, |i| values.as_boolean().value(i))),
+        DataType::Int16 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Int16Type>().value(i))),
+        DataType::Int32 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Int32Type>().value(i))),
+        DataType::Int64 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Int64Type>().value(i))),
+        DataType::Float32 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Float32Type>().value(i))),
+        DataType::Float64 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Float64Type>().value(i))),
+        DataType::Utf8 => enc.encode_field(&collect(&values, |i| values.as_string::<i32>().value(i).to_string())),
+        DataType::Utf8View => enc.encode_field(&collect(&values, |i| values.as_string_view().value(i).to_string())),
+        _ => encode_text(enc, formatter, row, ty),
+    }
+}
+
+fn encode_text(
+    enc: &mut DataRowEncoder,
+    formatter: Option<&ArrayFormatter>,
+    row: usize,
+    _ty: &Type,
+) -> PgWireResult<()> {
+    let text = match formatter {
+        Some(f) => f.value(row).to_string(),
+        None => String::new(),
+    };
+    // Fields rendered here were described as TEXT (see `field_infos`).
+    enc.encode_field_with_type_and_format(
+        &text,
+        &Type::TEXT,
+        FieldFormat::Text,
+        &Default::default(),
+    )
+}

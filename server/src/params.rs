@@ -1,0 +1,105 @@
+//! Bind parameters to DataFusion values: each parameter is decoded (text or binary) by its
+//! PostgreSQL type, then cast to the Arrow type DataFusion inferred for the placeholder.
+
+use std::sync::Arc;
+
+use braid_planner::datafusion::arrow::datatypes::DataType;
+use braid_planner::datafusion::common::ScalarValue;
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use pgwire::api::portal::Portal;
+use pgwire::api::Type;
+use pgwire::error::PgWireResult;
+use rust_decimal::Decimal;
+
+use crate::errors::error_info;
+
+/// The PostgreSQL type announced for a parameter DataFusion typed as `dt` (TEXT when unknown,
+/// so that drivers send the value as text and we convert it).
+pub fn param_pg_type(dt: Option<&DataType>) -> Type {
+    match dt {
+        Some(DataType::Boolean) => Type::BOOL,
+        Some(DataType::Int8 | DataType::Int16) => Type::INT2,
+        Some(DataType::Int32) => Type::INT4,
+        Some(DataType::Int64) => Type::INT8,
+        Some(DataType::Float32) => Type::FLOAT4,
+        Some(DataType::Float64) => Type::FLOAT8,
+        Some(DataType::Decimal128(..)) => Type::NUMERIC,
+        Some(DataType::Binary | DataType::LargeBinary | DataType::BinaryView) => Type::BYTEA,
+        Some(DataType::Date32) => Type::DATE,
+        Some(DataType::Timestamp(_, None)) => Type::TIMESTAMP,
+        Some(DataType::Timestamp(_, Some(_))) => Type::TIMESTAMPTZ,
+        _ => Type::TEXT,
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> pgwire::error::PgWireError {
+    pgwire::error::PgWireError::UserError(Box::new(error_info(
+        "22P02",
+        format!("invalid parameter value: {e}"),
+    )))
+}
+
+/// Decodes all parameters of `portal`. `inferred` are DataFusion's placeholder types.
+pub fn decode_params<S: Clone>(portal: &Portal<S>, inferred: &[Option<DataType>]) -> PgWireResult<Vec<ScalarValue>> {
+    let mut out = Vec::with_capacity(portal.parameter_len());
+    for i in 0..portal.parameter_len() {
+        let target = inferred.get(i).cloned().flatten();
+        let ty = portal
+            .statement
+            .parameter_types
+            .get(i)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| param_pg_type(target.as_ref()));
+        let v = decode_one(portal, i, &ty)?;
+        let v = match &target {
+            Some(t) if &v.data_type() != t && !v.is_null() => v
+                .cast_to(t)
+                .map_err(|e| bad(format!("${}: {e}", i + 1)))?,
+            Some(t) if v.is_null() => ScalarValue::try_from(t).unwrap_or(v),
+            _ => v,
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    Ok(match *ty {
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty)?),
+        Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty)?),
+        Type::INT4 => ScalarValue::Int32(portal.parameter::<i32>(i, ty)?),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(i, ty)?),
+        Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, ty)?),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, ty)?),
+        Type::NUMERIC => match portal.parameter::<Decimal>(i, ty)? {
+            None => ScalarValue::Decimal128(None, 38, 10),
+            Some(d) => ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8),
+        },
+        Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, ty)?),
+        Type::DATE => ScalarValue::Date32(
+            portal
+                .parameter::<NaiveDate>(i, ty)?
+                .map(|d| d.signed_duration_since(NaiveDate::default()).num_days() as i32),
+        ),
+        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
+            portal
+                .parameter::<NaiveDateTime>(i, ty)?
+                .map(|d| d.and_utc().timestamp_micros()),
+            None,
+        ),
+        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
+            portal
+                .parameter::<DateTime<chrono::FixedOffset>>(i, ty)?
+                .map(|d| d.timestamp_micros()),
+            Some(Arc::from("UTC")),
+        ),
+        Type::JSON | Type::JSONB => ScalarValue::Utf8(
+            portal
+                .parameter::<serde_json::Value>(i, ty)?
+                .map(|v| v.to_string()),
+        ),
+        _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty)?),
+    })
+}
+

@@ -1,0 +1,153 @@
+"""psycopg 3 against a real braid server: prepared statements with parameters, binary
+results, errors with SQLSTATEs, COPY FROM STDIN. Prints 'N passed, N failed'."""
+
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from decimal import Decimal
+
+import psycopg
+from psycopg import errors
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="braid-psycopg-")
+        self.port = free_port()
+        self.log = open(os.path.join(self.tmp.name, "braid.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.environ["BRAID_BIN"], "--data-dir", os.path.join(self.tmp.name, "data"),
+             "--listen", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 60
+        while True:
+            try:
+                psycopg.connect(self.dsn(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("braid did not start: " + open(self.log.name).read())
+                time.sleep(0.05)
+
+    def dsn(self):
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        assert code == 0, f"braid exited with {code}"
+
+
+def test_prepared_parameters(conn):
+    with conn.cursor() as cur:
+        cur.execute("CREATE STREAM t (id bigint, name text, score double precision, "
+                    "happened timestamptz, n numeric(10,2)) WITH (partitions = 2)")
+        for i in range(5):
+            cur.execute("INSERT INTO t (id, name, score, happened) VALUES (%s, %s, %s, %s)",
+                        (i, f"n{i}", i * 1.5,
+                         datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)),
+                        prepare=True)
+            assert cur.rowcount == 1
+        cur.execute("SELECT id, name, score FROM t WHERE id >= %s ORDER BY id", (3,), prepare=True)
+        assert cur.fetchall() == [(3, "n3", 4.5), (4, "n4", 6.0)]
+
+
+def test_binary_results(conn):
+    with conn.cursor(binary=True) as cur:
+        cur.execute("SELECT id, name, score, happened FROM t WHERE id = %s", (2,))
+        row = cur.fetchone()
+        assert row[0] == 2 and row[1] == "n2" and row[2] == 3.0, row
+        assert row[3] == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc), row
+        cur.execute("SELECT _partition, _offset FROM t WHERE id = %s", (2,))
+        p, o = cur.fetchone()
+        assert isinstance(p, int) and isinstance(o, int)
+
+
+def test_errors(conn):
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for sql, exc in [("SELECT * FROM missing", errors.UndefinedTable),
+                         ("SELECT nope FROM t", errors.UndefinedColumn),
+                         ("SELEC 1", errors.SyntaxError),
+                         ("SELECT 1/0", errors.DivisionByZero),
+                         ("UPDATE t SET id = 1", errors.FeatureNotSupported)]:
+            try:
+                cur.execute(sql)
+            except exc:
+                pass
+            else:
+                raise AssertionError(f"{sql} did not fail with {exc.__name__}")
+        cur.execute("SELECT count(*) FROM t")
+        assert cur.fetchone()[0] == 5
+
+
+def test_transaction_abort(conn):
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SELECT * FROM missing")
+        except errors.UndefinedTable:
+            pass
+        try:
+            cur.execute("SELECT 1")
+        except errors.InFailedSqlTransaction:
+            pass
+        else:
+            raise AssertionError("statement in an aborted transaction succeeded")
+    conn.rollback()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.commit()
+    conn.autocommit = True
+
+
+def test_copy(conn):
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        with cur.copy("COPY t (id, name) FROM STDIN") as copy:
+            copy.write_row((100, "c1"))
+            copy.write_row((101, None))
+        with cur.copy("COPY t (id, name) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(b'102,"x,y"\n103,\n')
+        cur.execute("SELECT id, name FROM t WHERE id >= 100 ORDER BY id")
+        assert cur.fetchall() == [(100, "c1"), (101, None), (102, "x,y"), (103, None)]
+
+
+def main():
+    server = Server()
+    passed = failed = 0
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            for test in [test_prepared_parameters, test_binary_results, test_errors,
+                         test_transaction_abort, test_copy]:
+                try:
+                    test(conn)
+                    passed += 1
+                    print(f"test {test.__name__} ... ok")
+                except Exception:
+                    failed += 1
+                    print(f"test {test.__name__} ... FAILED")
+                    traceback.print_exc()
+    finally:
+        server.stop()
+    print(f"psycopg: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+//! Driver test: tokio-postgres against the real `braid` binary — prepared statements with
+//! parameters, binary results, errors with SQLSTATEs, COPY FROM STDIN, cancel.
+
+use anyhow::Context;
+use braid_sqllogictest::BraidServer;
+use futures::SinkExt;
+use tokio_postgres::error::SqlState;
+
+#[tokio::test]
+async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+
+    client
+        .batch_execute(
+            "CREATE STREAM ev (id bigint, name text, score double precision, ok boolean, \
+             happened timestamptz, n numeric(10,2), raw bytea) WITH (partitions = 4, partition_key = 'name')",
+        )
+        .await
+        .context("creating the stream")?;
+
+    // Prepared INSERT with typed parameters, executed several times.
+    let insert = client
+        .prepare("INSERT INTO ev (id, name, score, ok, happened, raw) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await?;
+    let at = chrono::DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")?.with_timezone(&chrono::Utc);
+    for i in 0..10i64 {
+        let n = client
+            .execute(
+                &insert,
+                &[&i, &format!("user{}", i % 3), &(i as f64 * 0.5), &(i % 2 == 0), &at, &vec![i as u8, 255u8]],
+            )
+            .await?;
+        assert_eq!(n, 1, "INSERT reports one row");
+    }
+
+    // Prepared SELECT with a parameter; binary results decode into Rust types.
+    let select = client
+        .prepare("SELECT id, name, score, ok, happened, raw FROM ev WHERE id >= $1 ORDER BY id")
+        .await?;
+    let rows = client.query(&select, &[&7i64]).await?;
+    assert_eq!(rows.len(), 3);
+    let id: i64 = rows[0].get(0);
+    let name: &str = rows[0].get(1);
+    let score: f64 = rows[0].get(2);
+    let ok: bool = rows[0].get(3);
+    let ts: chrono::DateTime<chrono::Utc> = rows[0].get(4);
+    let raw: Vec<u8> = rows[0].get(5);
+    assert_eq!((id, name, score, ok), (7, "user1", 3.5, false));
+    assert_eq!(ts, at);
+    assert_eq!(raw, vec![7u8, 255]);
+
+    // Hidden columns are typed too.
+    let row = client
+        .query_one("SELECT _partition, _offset, _key FROM ev WHERE id = $1", &[&4i64])
+        .await?;
+    let partition: i32 = row.get(0);
+    let _offset: i64 = row.get(1);
+    let key: &str = row.get(2);
+    assert!((0..4).contains(&partition));
+    assert_eq!(key, "user1");
+
+    // Arrays, numeric and jsonb in binary format.
+    let row = client
+        .query_one("SELECT make_array(1::bigint, 2::bigint, 3::bigint), 12.5::numeric(10,2)", &[])
+        .await?;
+    let arr: Vec<i64> = row.get(0);
+    assert_eq!(arr, vec![1, 2, 3]);
+    client
+        .batch_execute("CREATE STREAM docs (d jsonb); INSERT INTO docs VALUES ('{\"a\": [1, 2]}')")
+        .await?;
+    let doc: serde_json::Value = client.query_one("SELECT d FROM docs", &[]).await?.get(0);
+    assert_eq!(doc, serde_json::json!({"a": [1, 2]}));
+
+    // Errors carry SQLSTATEs and the connection stays usable.
+    let err = client.query("SELECT * FROM missing", &[]).await.expect_err("missing table");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+    let err = client.query("SELECT nope FROM ev", &[]).await.expect_err("missing column");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN));
+    let err = client.execute("DELETE FROM ev", &[]).await.expect_err("append-only");
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+    let err = client.query("SELECT 1 / 0", &[]).await.expect_err("division by zero");
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
+    let count: i64 = client.query_one("SELECT count(*) FROM ev", &[]).await?.get(0);
+    assert_eq!(count, 10);
+
+    // COPY FROM STDIN, text format.
+    let sink = client
+        .copy_in("COPY ev (id, name, score) FROM STDIN")
+        .await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"100\tcopy\t1.5\n101\t\\N\t2.5\n")).await?;
+    let copied = sink.finish().await?;
+    assert_eq!(copied, 2);
+
+    // COPY FROM STDIN, CSV with a header.
+    let sink = client
+        .copy_in("COPY ev (id, name) FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"id,name\n200,\"a,b\"\n201,\n")).await?;
+    assert_eq!(sink.finish().await?, 2);
+
+    let names: Vec<Option<String>> = client
+        .query("SELECT name FROM ev WHERE id >= 100 ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        names,
+        vec![Some("copy".into()), None, Some("a,b".into()), None]
+    );
+
+    // Bad COPY data is 22P02 and nothing of it is appended.
+    let sink = client.copy_in("COPY ev (id) FROM STDIN").await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"not-a-number\n")).await?;
+    let err = sink.finish().await.expect_err("bad COPY input");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
+    let count: i64 = client.query_one("SELECT count(*) FROM ev", &[]).await?.get(0);
+    assert_eq!(count, 14);
+
+    // An unknown database is refused at connect time.
+    let bad_db = format!("host=127.0.0.1 port={} user=postgres dbname=nope", server.port);
+    let err = tokio_postgres::connect(&bad_db, tokio_postgres::NoTls)
+        .await
+        .err()
+        .context("connecting to a missing database fails")?;
+    assert_eq!(err.code(), Some(&SqlState::INVALID_CATALOG_NAME), "{err}");
+
+    // Data survives a restart.
+    drop(client);
+    server.restart().await?;
+    let client = server.connect().await?;
+    let count: i64 = client.query_one("SELECT count(*) FROM ev", &[]).await?.get(0);
+    assert_eq!(count, 14);
+
+    drop(client);
+    server.stop().await?;
+    let bad = server.unexpected_log_lines();
+    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cancel_request_stops_a_running_query() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        client.query(
+            "SELECT count(*) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b",
+            &[],
+        ),
+    )
+    .await
+    .context("the cancelled query did not return within 60 s")?;
+    canceller.await??;
+    let err = result.expect_err("the query was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // The connection is still usable.
+    let one: i64 = client.query_one("SELECT 1::bigint", &[]).await?.get(0);
+    assert_eq!(one, 1);
+    drop(client);
+    server.stop().await?;
+    Ok(())
+}
