@@ -19,10 +19,12 @@ cargo build --workspace --all-targets
 step "tests (blocking I/O backend)"
 BRAID_IO_BACKEND=std cargo test --workspace --no-fail-fast
 
-step "storage tests (io_uring backend)"
-# BRAID_REQUIRE_URING makes a refused io_uring fail the run instead of silently testing the
-# blocking backend twice.
-BRAID_IO_BACKEND=uring BRAID_REQUIRE_URING=1 cargo test -p braid-storage --no-fail-fast
+step "tests (io_uring I/O backend)"
+# The whole workspace again, server included, on io_uring. `--workspace` rather than
+# `-p braid-storage`: a narrower package set resolves dependency features differently and would
+# rebuild them. BRAID_REQUIRE_URING makes a refused io_uring fail the run instead of silently
+# testing the blocking backend twice.
+BRAID_IO_BACKEND=uring BRAID_REQUIRE_URING=1 cargo test --workspace --no-fail-fast
 
 if [ -x scripts/test-clients.sh ]; then
   step "client driver tests"
