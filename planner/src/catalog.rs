@@ -191,7 +191,12 @@ impl Catalog {
 
     /// Adds a table, assigning its id. Fails with [`Error::DuplicateTable`] if the name is
     /// taken. Returns the stored definition once it is durable.
-    pub async fn create_table(&self, db: &str, schema: &str, mut def: TableDef) -> Result<TableDef> {
+    pub async fn create_table(
+        &self,
+        db: &str,
+        schema: &str,
+        mut def: TableDef,
+    ) -> Result<TableDef> {
         let _guard = self.write_lock.lock().await;
         let mut next = self.state.read().clone();
         next.next_table_id += 1;
@@ -243,7 +248,10 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
     };
     let c: CatalogFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if c.format != CATALOG_FORMAT {
-        return Err(corrupt(format!("format is '{}', expected '{CATALOG_FORMAT}'", c.format)));
+        return Err(corrupt(format!(
+            "format is '{}', expected '{CATALOG_FORMAT}'",
+            c.format
+        )));
     }
     if c.version != CATALOG_VERSION {
         return Err(corrupt(format!(

@@ -209,7 +209,10 @@ fn decode_bytea(text: &str) -> Option<Vec<u8>> {
     }
     (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect()
 }
 
@@ -222,7 +225,11 @@ pub fn rows_to_batch(
 ) -> Result<RecordBatch> {
     for (i, r) in rows.iter().enumerate() {
         if r.len() != columns.len() {
-            let what = if r.len() < columns.len() { "missing data for a column" } else { "extra data after last expected column" };
+            let what = if r.len() < columns.len() {
+                "missing data for a column"
+            } else {
+                "extra data after last expected column"
+            };
             return Err(Error::InvalidInput(format!(
                 "COPY line {}: {what} (expected {} columns, got {})",
                 first_line + i,
@@ -273,7 +280,11 @@ pub fn rows_to_batch(
                         first_line + i,
                         col.name,
                         col.ty.sql_name(),
-                        rows.get(i).and_then(|r| r.get(ci)).cloned().flatten().unwrap_or_default()
+                        rows.get(i)
+                            .and_then(|r| r.get(ci))
+                            .cloned()
+                            .flatten()
+                            .unwrap_or_default()
                     )),
                     None => Error::InvalidInput(format!("COPY column {}: {e}", col.name)),
                 }

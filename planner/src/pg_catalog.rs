@@ -15,7 +15,6 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
 use datafusion::prelude::SessionContext;
 
-
 /// Name of the schema.
 pub const PG_CATALOG: &str = "pg_catalog";
 /// OID of the `public` namespace (as in PostgreSQL).
@@ -89,7 +88,9 @@ impl PgCatalogSchema {
                         Arc::new(Int64Array::from_iter_values(
                             tables.iter().map(|(_, id, _)| FIRST_USER_OID + *id as i64),
                         )),
-                        Arc::new(StringArray::from_iter_values(tables.iter().map(|(_, _, n)| n))),
+                        Arc::new(StringArray::from_iter_values(
+                            tables.iter().map(|(_, _, n)| n),
+                        )),
                         Arc::new(Int64Array::from(vec![PUBLIC_OID; n])),
                         Arc::new(StringArray::from(vec!["r"; n])),
                         Arc::new(Int64Array::from(vec![SUPERUSER_OID; n])),
@@ -100,7 +101,10 @@ impl PgCatalogSchema {
             _ => return Ok(None),
         };
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 }
 

@@ -92,7 +92,9 @@ pub fn encode_row(types: &[ColumnType], columns: &[ArrayRef], row: usize, out: &
                 out.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_le_bytes())
             }
             ColumnType::Numeric { .. } => out.extend_from_slice(
-                &col.as_primitive::<Decimal128Type>().value(row).to_le_bytes(),
+                &col.as_primitive::<Decimal128Type>()
+                    .value(row)
+                    .to_le_bytes(),
             ),
             ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => {
                 let s = col.as_string::<i32>().value(row);

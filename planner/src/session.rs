@@ -31,10 +31,10 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Mutex as AsyncMutex;
 
-pub use crate::copy::CopyFormat;
 use crate::catalog::{
     Catalog, ColumnDef, FileStore, TableDef, TableKind, DEFAULT_DATABASE, DEFAULT_SCHEMA,
 };
+pub use crate::copy::CopyFormat;
 use crate::error::{Error, Result};
 use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
 use crate::stream::log::{StreamLog, StreamLogs};
@@ -85,7 +85,12 @@ impl EngineInner {
         Ok(log)
     }
 
-    async fn stream_table(&self, db: &str, schema: &str, name: &str) -> Result<Option<StreamTable>> {
+    async fn stream_table(
+        &self,
+        db: &str,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<StreamTable>> {
         let Some(def) = self.catalog.table(db, schema, name) else {
             return Ok(None);
         };
@@ -152,7 +157,14 @@ impl Engine {
 
     /// Closes every open log (flushes); call once at shutdown.
     pub async fn close(&self) {
-        let logs: Vec<_> = self.inner.open.lock().await.drain().map(|(_, l)| l).collect();
+        let logs: Vec<_> = self
+            .inner
+            .open
+            .lock()
+            .await
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
         for l in logs {
             l.close().await;
         }
@@ -234,7 +246,10 @@ impl SchemaProvider for BraidSchemaProvider {
         Ok(t.map(|t| Arc::new(t) as Arc<dyn TableProvider>))
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.engine.catalog.table(&self.db, &self.schema, name).is_some()
+        self.engine
+            .catalog
+            .table(&self.db, &self.schema, name)
+            .is_some()
     }
 }
 
@@ -359,7 +374,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("database", &self.database).finish()
+        f.debug_struct("Session")
+            .field("database", &self.database)
+            .finish()
     }
 }
 
@@ -442,7 +459,10 @@ fn strip_pg_catalog_functions(stmt: &mut Statement) {
     let _ = visit_expressions_mut(stmt, |e| {
         if let SqlExpr::Function(f) = e {
             if f.name.0.len() == 2
-                && f.name.0.first().is_some_and(|p| p.to_string().eq_ignore_ascii_case("pg_catalog"))
+                && f.name
+                    .0
+                    .first()
+                    .is_some_and(|p| p.to_string().eq_ignore_ascii_case("pg_catalog"))
             {
                 let last = f.name.0.pop();
                 f.name.0 = last.into_iter().collect();
@@ -585,7 +605,12 @@ impl Session {
         let types = plan.get_parameter_types()?;
         let mut params: Vec<(usize, Option<DataType>)> = types
             .into_iter()
-            .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+            .filter_map(|(k, v)| {
+                k.trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .map(|i| (i, v))
+            })
             .collect();
         params.sort_by_key(|(i, _)| *i);
         let count = params.last().map_or(0, |(i, _)| *i);
@@ -756,7 +781,11 @@ impl Session {
                 variable, values, ..
             } => {
                 let name = object_parts(variable).join(".");
-                let value = values.iter().map(literal_text).collect::<Vec<_>>().join(", ");
+                let value = values
+                    .iter()
+                    .map(literal_text)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if name.starts_with("datafusion.") {
                     let state_ref = self.ctx.state_ref();
                     let mut state = state_ref.write();
@@ -770,7 +799,9 @@ impl Session {
                 }
             }
             Set::SetTimeZone { value, .. } => {
-                self.vars.lock().insert("timezone".into(), literal_text(value));
+                self.vars
+                    .lock()
+                    .insert("timezone".into(), literal_text(value));
             }
             _ => {}
         }
@@ -809,7 +840,10 @@ impl Session {
             let value = self.setting(name).ok_or_else(|| {
                 Error::UndefinedObject(format!("unrecognized configuration parameter \"{name}\""))
             })?;
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(StringArray::from(vec![value]))],
+            )
         }
         .map_err(|e| Error::DataFusion(e.into()))?;
         Ok(Output::Rows {
@@ -898,7 +932,12 @@ impl Session {
         };
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let options = StreamOptions::parse(&raw_options, &names)?;
-        if self.engine.catalog.table(&self.database, &schema, &name).is_some() {
+        if self
+            .engine
+            .catalog
+            .table(&self.database, &schema, &name)
+            .is_some()
+        {
             if ct.if_not_exists {
                 return Ok(command("CREATE STREAM"));
             }
@@ -910,22 +949,38 @@ impl Session {
             columns,
             kind: TableKind::Stream(options),
         };
-        let def = match self.engine.catalog.create_table(&self.database, &schema, def).await {
+        let def = match self
+            .engine
+            .catalog
+            .create_table(&self.database, &schema, def)
+            .await
+        {
             Ok(d) => d,
-            Err(Error::DuplicateTable(_)) if ct.if_not_exists => return Ok(command("CREATE STREAM")),
+            Err(Error::DuplicateTable(_)) if ct.if_not_exists => {
+                return Ok(command("CREATE STREAM"))
+            }
             Err(e) => return Err(e),
         };
         if let Err(e) = self.engine.log_for(&self.database, &def).await {
             // Keep catalog and logs consistent: a stream whose log cannot be created is not
             // left behind in the catalog.
-            let _ = self.engine.catalog.drop_table(&self.database, &schema, &name).await;
+            let _ = self
+                .engine
+                .catalog
+                .drop_table(&self.database, &schema, &name)
+                .await;
             return Err(e);
         }
         tracing::info!(stream = %name, id = def.id, "created stream");
         Ok(command("CREATE STREAM"))
     }
 
-    async fn drop_streams(&self, names: &[ObjectName], if_exists: bool, stream_ddl: bool) -> Result<Output> {
+    async fn drop_streams(
+        &self,
+        names: &[ObjectName],
+        if_exists: bool,
+        stream_ddl: bool,
+    ) -> Result<Output> {
         for n in names {
             let (schema, name) = self.resolve(n)?;
             match self.engine.catalog.table(&self.database, &schema, &name) {
@@ -937,7 +992,13 @@ impl Session {
                             "\"{name}\" is a stream; use DROP STREAM {name}"
                         )));
                     }
-                    if self.engine.catalog.drop_table(&self.database, &schema, &name).await?.is_none() {
+                    if self
+                        .engine
+                        .catalog
+                        .drop_table(&self.database, &schema, &name)
+                        .await?
+                        .is_none()
+                    {
                         continue;
                     }
                     let log = self.engine.open.lock().await.remove(&def.id);
@@ -949,7 +1010,11 @@ impl Session {
                 }
             }
         }
-        Ok(command(if stream_ddl { "DROP STREAM" } else { "DROP TABLE" }))
+        Ok(command(if stream_ddl {
+            "DROP STREAM"
+        } else {
+            "DROP TABLE"
+        }))
     }
 
     async fn copy(
@@ -1053,4 +1118,3 @@ impl Session {
         }))
     }
 }
-

@@ -71,7 +71,9 @@ pub fn split_statements(sql: &str) -> Vec<String> {
                 while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
                     j += 1;
                 }
-                if chars.get(j) == Some(&'$') && !chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
+                if chars.get(j) == Some(&'$')
+                    && !chars.get(i + 1).is_some_and(|c| c.is_ascii_digit())
+                {
                     let tag: String = chars[i..=j].iter().collect();
                     cur.push_str(&tag);
                     i = j + 1;
@@ -153,7 +155,10 @@ pub fn rewrite_stream_ddl(sql: &str) -> Option<String> {
 /// Replaces `*` and `stream.*` in every SELECT of `query` with the stream's user columns, so
 /// the hidden columns show only when named. `columns_of` returns the user columns of a stream
 /// named in FROM, or `None` for anything else.
-pub fn hide_hidden_columns(query: &mut Query, columns_of: &dyn Fn(&ObjectName) -> Option<Vec<String>>) {
+pub fn hide_hidden_columns(
+    query: &mut Query,
+    columns_of: &dyn Fn(&ObjectName) -> Option<Vec<String>>,
+) {
     if let Some(with) = &mut query.with {
         for cte in &mut with.cte_tables {
             hide_hidden_columns(&mut cte.query, columns_of);
@@ -186,7 +191,12 @@ fn collect_relations(
     out: &mut Vec<Relation>,
 ) {
     match factor {
-        TableFactor::Table { name, alias, args: None, .. } => {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => {
             let qualifier = match alias {
                 Some(a) => Some(vec![a.name.clone()]),
                 None => name
@@ -203,14 +213,20 @@ fn collect_relations(
                 stream_columns: columns_of(name),
             });
         }
-        TableFactor::Derived { subquery, alias, .. } => {
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => {
             hide_hidden_columns(subquery, columns_of);
             out.push(Relation {
                 qualifier: alias.as_ref().map(|a| vec![a.name.clone()]),
                 stream_columns: None,
             });
         }
-        TableFactor::NestedJoin { table_with_joins, alias, .. } => {
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias,
+            ..
+        } => {
             if alias.is_some() {
                 out.push(Relation {
                     qualifier: None,
@@ -281,9 +297,10 @@ fn rewrite_select(select: &mut Select, columns_of: &dyn Fn(&ObjectName) -> Optio
                     }
                 }
             }
-            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(ref name), ref o)
-                if plain_wildcard(o) =>
-            {
+            SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(ref name),
+                ref o,
+            ) if plain_wildcard(o) => {
                 let wanted: Vec<String> = name
                     .0
                     .iter()
@@ -338,7 +355,10 @@ mod tests {
             rewrite_stream_ddl("create stream s (a int)").as_deref(),
             Some("create TABLE s (a int)")
         );
-        assert_eq!(rewrite_stream_ddl("DROP STREAM IF EXISTS s").as_deref(), Some("DROP TABLE IF EXISTS s"));
+        assert_eq!(
+            rewrite_stream_ddl("DROP STREAM IF EXISTS s").as_deref(),
+            Some("DROP TABLE IF EXISTS s")
+        );
         assert!(rewrite_stream_ddl("select 1").is_none());
     }
 }

@@ -26,11 +26,20 @@ async fn catalog_persists_and_streams_append() -> anyhow::Result<()> {
     let files: Arc<dyn FileStore> = files;
     let logs: Arc<dyn StreamLogs> = Arc::new(MemLogs::default());
 
-    let engine = Engine::open(files.clone(), logs.clone(), dir.path(), EngineOptions::default()).await?;
+    let engine = Engine::open(
+        files.clone(),
+        logs.clone(),
+        dir.path(),
+        EngineOptions::default(),
+    )
+    .await?;
     let s = engine.session("postgres", "postgres", 1)?;
     s.execute("CREATE STREAM e (k text, v bigint) WITH (partitions = 3, partition_key = 'k')")
         .await?;
-    match s.execute("INSERT INTO e VALUES ('a', 1), ('b', 2), ('a', 3)").await? {
+    match s
+        .execute("INSERT INTO e VALUES ('a', 1), ('b', 2), ('a', 3)")
+        .await?
+    {
         Output::Command { tag, rows } => assert_eq!((tag.as_str(), rows), ("INSERT", Some(3))),
         other => anyhow::bail!("unexpected {other:?}"),
     }
@@ -51,6 +60,9 @@ async fn catalog_persists_and_streams_append() -> anyhow::Result<()> {
         s.execute("CREATE STREAM e (x int)").await,
         Err(Error::DuplicateTable(_))
     ));
-    assert!(matches!(engine.session("nope", "postgres", 3), Err(Error::UndefinedDatabase(_))));
+    assert!(matches!(
+        engine.session("nope", "postgres", 3),
+        Err(Error::UndefinedDatabase(_))
+    ));
     Ok(())
 }

@@ -86,13 +86,18 @@ fn parse_durability(s: &str) -> anyhow::Result<Durability> {
     Ok(match s.as_str() {
         "sync" => Durability::Sync,
         "none" => Durability::None,
-        _ => match s.strip_prefix("group:").or_else(|| s.strip_prefix("group(")) {
+        _ => match s
+            .strip_prefix("group:")
+            .or_else(|| s.strip_prefix("group("))
+        {
             Some(rest) => {
                 let us: u64 = rest
                     .trim_end_matches(')')
                     .trim_end_matches("us")
                     .parse()
-                    .with_context(|| format!("reading the group commit wait in durability = '{s}'"))?;
+                    .with_context(|| {
+                        format!("reading the group commit wait in durability = '{s}'")
+                    })?;
                 Durability::Group { max_wait_us: us }
             }
             None => bail!("durability must be 'sync', 'group:<microseconds>' or 'none', got '{s}'"),
@@ -124,7 +129,10 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("./braid-data")),
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
-            drain_timeout_secs: args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30),
+            drain_timeout_secs: args
+                .drain_timeout_secs
+                .or(file.drain_timeout_secs)
+                .unwrap_or(30),
             durability,
             auth: file.auth,
         })

@@ -5,13 +5,13 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use futures::Sink;
-use pgwire::api::ClientInfo;
-use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::Tag;
+use pgwire::api::ClientInfo;
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::response::CommandComplete;
+use pgwire::messages::PgWireBackendMessage;
 
 use crate::errors::{error_info, to_pgwire};
 use crate::query::{conn_state, QueryHandler, COPY_BYTES_MAX};
@@ -56,8 +56,11 @@ impl CopyHandler for QueryHandler {
         };
         let rows = p.copy.finish(&p.data).await.map_err(|e| to_pgwire(&e))?;
         let tag = Tag::new("COPY").with_rows(rows as usize);
-        futures::SinkExt::send(client, PgWireBackendMessage::CommandComplete(CommandComplete::from(tag)))
-            .await?;
+        futures::SinkExt::send(
+            client,
+            PgWireBackendMessage::CommandComplete(CommandComplete::from(tag)),
+        )
+        .await?;
         Ok(())
     }
 

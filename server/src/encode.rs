@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use braid_planner::datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use braid_planner::datafusion::arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Decimal128Type, Field, Float16Type, Float32Type,
-    Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    DataType, Date32Type, Date64Type, Decimal128Type, Field, Float16Type, Float32Type, Float64Type,
+    Int16Type, Int32Type, Int64Type, Int8Type, Schema, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
 };
 use braid_planner::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use braid_planner::types::PG_TYPE_METADATA_KEY;
@@ -81,7 +81,10 @@ pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
 }
 
 fn is_text_native(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 fn enc_err(e: impl std::fmt::Display) -> PgWireError {
@@ -111,7 +114,10 @@ fn timestamp_micros(col: &ArrayRef, row: usize) -> Option<i64> {
 }
 
 /// Encodes every row of `batch` with the types and formats in `fields`.
-pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+pub fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+) -> PgWireResult<Vec<DataRow>> {
     let mut enc = DataRowEncoder::new(fields.clone());
     let options = FormatOptions::default();
     let formatters: Vec<ArrayFormatter> = batch
@@ -123,7 +129,9 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWire
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         for (ci, col) in batch.columns().iter().enumerate() {
-            let field = fields.get(ci).ok_or_else(|| enc_err("column count mismatch"))?;
+            let field = fields
+                .get(ci)
+                .ok_or_else(|| enc_err("column count mismatch"))?;
             encode_value(&mut enc, col, row, field, formatters.get(ci))?;
         }
         rows.push(enc.take_row());
@@ -149,8 +157,12 @@ fn encode_value(
         DataType::Int32 => enc.encode_field(&col.as_primitive::<Int32Type>().value(row)),
         DataType::Int64 => enc.encode_field(&col.as_primitive::<Int64Type>().value(row)),
         DataType::UInt8 => enc.encode_field(&i16::from(col.as_primitive::<UInt8Type>().value(row))),
-        DataType::UInt16 => enc.encode_field(&i32::from(col.as_primitive::<UInt16Type>().value(row))),
-        DataType::UInt32 => enc.encode_field(&i64::from(col.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt16 => {
+            enc.encode_field(&i32::from(col.as_primitive::<UInt16Type>().value(row)))
+        }
+        DataType::UInt32 => {
+            enc.encode_field(&i64::from(col.as_primitive::<UInt32Type>().value(row)))
+        }
         DataType::UInt64 => {
             enc.encode_field(&Decimal::from(col.as_primitive::<UInt64Type>().value(row)))
         }
@@ -234,7 +246,11 @@ fn float_text(v: f64, shortest: String) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         shortest
     }
@@ -259,17 +275,33 @@ fn encode_list(
         _ => return encode_text(enc, formatter, row, ty),
     };
     fn collect<T: Clone>(a: &ArrayRef, f: impl Fn(usize) -> T) -> Vec<Option<T>> {
-        (0..a.len()).map(|i| (!a.is_null(i)).then(|| f(i))).collect()
+        (0..a.len())
+            .map(|i| (!a.is_null(i)).then(|| f(i)))
+            .collect()
     }
     match values.data_type() {
         DataType::Boolean => enc.encode_field(&collect(&values, |i| values.as_boolean().value(i))),
-        DataType::Int16 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Int16Type>().value(i))),
-        DataType::Int32 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Int32Type>().value(i))),
-        DataType::Int64 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Int64Type>().value(i))),
-        DataType::Float32 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Float32Type>().value(i))),
-        DataType::Float64 => enc.encode_field(&collect(&values, |i| values.as_primitive::<Float64Type>().value(i))),
-        DataType::Utf8 => enc.encode_field(&collect(&values, |i| values.as_string::<i32>().value(i).to_string())),
-        DataType::Utf8View => enc.encode_field(&collect(&values, |i| values.as_string_view().value(i).to_string())),
+        DataType::Int16 => enc.encode_field(&collect(&values, |i| {
+            values.as_primitive::<Int16Type>().value(i)
+        })),
+        DataType::Int32 => enc.encode_field(&collect(&values, |i| {
+            values.as_primitive::<Int32Type>().value(i)
+        })),
+        DataType::Int64 => enc.encode_field(&collect(&values, |i| {
+            values.as_primitive::<Int64Type>().value(i)
+        })),
+        DataType::Float32 => enc.encode_field(&collect(&values, |i| {
+            values.as_primitive::<Float32Type>().value(i)
+        })),
+        DataType::Float64 => enc.encode_field(&collect(&values, |i| {
+            values.as_primitive::<Float64Type>().value(i)
+        })),
+        DataType::Utf8 => enc.encode_field(&collect(&values, |i| {
+            values.as_string::<i32>().value(i).to_string()
+        })),
+        DataType::Utf8View => enc.encode_field(&collect(&values, |i| {
+            values.as_string_view().value(i).to_string()
+        })),
         _ => encode_text(enc, formatter, row, ty),
     }
 }

@@ -82,7 +82,10 @@ fn arrow_sqlstate(e: &ArrowError) -> (&'static str, String) {
         other => {
             let m = other.to_string();
             if m.contains("non-nullable") {
-                ("23502", format!("null value violates not-null constraint ({m})"))
+                (
+                    "23502",
+                    format!("null value violates not-null constraint ({m})"),
+                )
             } else {
                 ("XX000", m)
             }
@@ -114,10 +117,9 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> (&'static str, String) {
         DataFusionError::ArrowError(a, _) => arrow_sqlstate(a),
         DataFusionError::SQL(p, _) => ("42601", format!("syntax error: {p}")),
         DataFusionError::SchemaError(s, _) => match s.as_ref() {
-            SchemaError::FieldNotFound { field, .. } => (
-                "42703",
-                format!("column \"{}\" does not exist", field.name),
-            ),
+            SchemaError::FieldNotFound { field, .. } => {
+                ("42703", format!("column \"{}\" does not exist", field.name))
+            }
             SchemaError::AmbiguousReference { field } => (
                 "42702",
                 format!("column reference \"{}\" is ambiguous", field.name),
@@ -135,7 +137,10 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> (&'static str, String) {
             } else if lower.contains("overflow") {
                 ("22003", m.clone())
             } else if lower.contains("non-nullable") {
-                ("23502", format!("null value violates not-null constraint ({m})"))
+                (
+                    "23502",
+                    format!("null value violates not-null constraint ({m})"),
+                )
             } else {
                 ("XX000", m.clone())
             }
@@ -156,10 +161,13 @@ fn plan_sqlstate(m: &str) -> (&'static str, String) {
     if lower.contains("no field named") {
         return ("42703", m.to_string());
     }
-    if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
+    if lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
+    {
         return ("42883", m.to_string());
     }
-    if lower.contains("cannot infer") || lower.contains("coerc") || lower.contains("cannot be cast") {
+    if lower.contains("cannot infer") || lower.contains("coerc") || lower.contains("cannot be cast")
+    {
         return ("42804", m.to_string());
     }
     if lower.contains("divide by zero") {

@@ -21,11 +21,11 @@ use anyhow::Context;
 use braid_planner::stream::logcore::{open_storage, LogDurability};
 use braid_planner::{Engine, EngineOptions};
 use clap::Parser;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::cancel::CancelHandler;
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -100,8 +100,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Durability::Group { max_wait_us } => LogDurability::Group { max_wait_us },
         Durability::None => LogDurability::None,
     };
-    let (files, logs) = open_storage(&config.data_dir, durability)
-        .context("opening the storage backend")?;
+    let (files, logs) =
+        open_storage(&config.data_dir, durability).context("opening the storage backend")?;
     let engine = Engine::open(files, logs, &config.data_dir, EngineOptions::default())
         .await
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
@@ -111,7 +111,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let inflight = query.inflight.clone();
     let handlers = Arc::new(Handlers {
         query,
-        startup: Arc::new(BraidStartup::new(engine.clone(), manager.clone(), &config.auth.users)),
+        startup: Arc::new(BraidStartup::new(
+            engine.clone(),
+            manager.clone(),
+            &config.auth.users,
+        )),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
     });
 

@@ -40,7 +40,10 @@ fn bad(e: impl std::fmt::Display) -> pgwire::error::PgWireError {
 }
 
 /// Decodes all parameters of `portal`. `inferred` are DataFusion's placeholder types.
-pub fn decode_params<S: Clone>(portal: &Portal<S>, inferred: &[Option<DataType>]) -> PgWireResult<Vec<ScalarValue>> {
+pub fn decode_params<S: Clone>(
+    portal: &Portal<S>,
+    inferred: &[Option<DataType>],
+) -> PgWireResult<Vec<ScalarValue>> {
     let mut out = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
         let target = inferred.get(i).cloned().flatten();
@@ -53,9 +56,9 @@ pub fn decode_params<S: Clone>(portal: &Portal<S>, inferred: &[Option<DataType>]
             .unwrap_or_else(|| param_pg_type(target.as_ref()));
         let v = decode_one(portal, i, &ty)?;
         let v = match &target {
-            Some(t) if &v.data_type() != t && !v.is_null() => v
-                .cast_to(t)
-                .map_err(|e| bad(format!("${}: {e}", i + 1)))?,
+            Some(t) if &v.data_type() != t && !v.is_null() => {
+                v.cast_to(t).map_err(|e| bad(format!("${}: {e}", i + 1)))?
+            }
             Some(t) if v.is_null() => ScalarValue::try_from(t).unwrap_or(v),
             _ => v,
         };
@@ -102,4 +105,3 @@ fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult
         _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty)?),
     })
 }
-

@@ -74,11 +74,18 @@ pub(crate) struct PendingCopy {
     pub(crate) data: Vec<u8>,
 }
 
-pub(crate) fn conn_state<C: ClientInfo>(engine: &Engine, client: &C) -> PgWireResult<Arc<ConnState>> {
+pub(crate) fn conn_state<C: ClientInfo>(
+    engine: &Engine,
+    client: &C,
+) -> PgWireResult<Arc<ConnState>> {
     if let Some(s) = client.session_extensions().get::<ConnState>() {
         return Ok(s);
     }
-    let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+    let user = client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_default();
     let db = client
         .metadata()
         .get(METADATA_DATABASE)
@@ -87,10 +94,12 @@ pub(crate) fn conn_state<C: ClientInfo>(engine: &Engine, client: &C) -> PgWireRe
     let session = engine
         .session(&db, &user, client.pid_and_secret_key().0)
         .map_err(|e| to_pgwire(&e))?;
-    Ok(client.session_extensions().get_or_insert_with(|| ConnState {
-        session,
-        copy: parking_lot::Mutex::new(None),
-    }))
+    Ok(client
+        .session_extensions()
+        .get_or_insert_with(|| ConnState {
+            session,
+            copy: parking_lot::Mutex::new(None),
+        }))
 }
 
 /// The query handler shared by all connections.
@@ -147,7 +156,11 @@ pub(crate) async fn respond(
     status: TransactionStatus,
 ) -> Result<Response, Error> {
     match output {
-        Output::Rows { schema, mut stream, tag } => {
+        Output::Rows {
+            schema,
+            mut stream,
+            tag,
+        } => {
             let fields: Arc<Vec<FieldInfo>> = Arc::new(field_infos(&schema, format));
             // Fetch the first batch before answering, so most execution errors arrive as a
             // plain ErrorResponse rather than after the row description.
@@ -167,9 +180,9 @@ pub(crate) async fn respond(
                     },
                     Err(e) => {
                         let info = to_pg(&Error::DataFusion(e));
-                        futures::stream::once(async move {
-                            Err(PgWireError::UserError(Box::new(info)))
-                        })
+                        futures::stream::once(
+                            async move { Err(PgWireError::UserError(Box::new(info))) },
+                        )
                         .boxed()
                     }
                 })
@@ -207,4 +220,3 @@ pub(crate) async fn respond(
         }
     }
 }
-

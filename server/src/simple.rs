@@ -4,20 +4,22 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
-use futures::Sink;
-use pgwire::api::ClientInfo;
-use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use braid_planner::{Error, Session};
+use futures::Sink;
 use pgwire::api::portal::Format;
 use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
+use pgwire::api::ClientInfo;
 use pgwire::api::ClientPortalStore;
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::PgWireBackendMessage;
 
 use crate::errors::to_pg;
-use crate::query::{braid_planner_words, conn_state, ends_transaction, in_failed, respond, QueryHandler};
+use crate::query::{
+    braid_planner_words, conn_state, ends_transaction, in_failed, respond, QueryHandler,
+};
 
 #[async_trait]
 impl SimpleQueryHandler for QueryHandler {
@@ -35,12 +37,18 @@ impl SimpleQueryHandler for QueryHandler {
         let mut responses = Vec::new();
         for sql in Session::split(query) {
             if in_failed(status) && !ends_transaction(&sql) {
-                responses.push(Response::Error(Box::new(to_pg(&Error::InFailedTransaction))));
+                responses.push(Response::Error(Box::new(to_pg(
+                    &Error::InFailedTransaction,
+                ))));
                 break;
             }
             if braid_planner_words(&sql) == "DEALLOCATE" {
                 // Protocol-level prepared statements live in pgwire's store, not the planner.
-                let name = sql.split_whitespace().last().unwrap_or("").trim_matches('"');
+                let name = sql
+                    .split_whitespace()
+                    .last()
+                    .unwrap_or("")
+                    .trim_matches('"');
                 if !name.eq_ignore_ascii_case("all") {
                     client.portal_store().rm_statement(name);
                 }
@@ -75,4 +83,3 @@ impl SimpleQueryHandler for QueryHandler {
         Ok(responses)
     }
 }
-

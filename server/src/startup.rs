@@ -12,8 +12,8 @@ use futures::Sink;
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, AuthSource,
+    DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::{
     ClientInfo, ConnectionHandle, ConnectionManager, PidSecretKeyGenerator,
@@ -84,7 +84,10 @@ impl BraidStartup {
     pub fn new(engine: Engine, manager: Arc<ConnectionManager>, users: &[UserConfig]) -> Self {
         let scram = (!users.is_empty()).then(|| {
             let source = ConfigUsers {
-                users: users.iter().map(|u| (u.name.clone(), u.password.clone())).collect(),
+                users: users
+                    .iter()
+                    .map(|u| (u.name.clone(), u.password.clone()))
+                    .collect(),
             };
             let mut scram = ScramAuth::new(Arc::new(source));
             scram.set_iterations(SCRAM_ITERATIONS);
@@ -104,7 +107,11 @@ impl BraidStartup {
 
 #[async_trait]
 impl StartupHandler for BraidStartup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -116,7 +123,11 @@ impl StartupHandler for BraidStartup {
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
-            let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+            let user = client
+                .metadata()
+                .get(METADATA_USER)
+                .cloned()
+                .unwrap_or_default();
             let db = client
                 .metadata()
                 .get(METADATA_DATABASE)
@@ -132,7 +143,9 @@ impl StartupHandler for BraidStartup {
             let (pid, secret) = self.keys.generate(client);
             client.set_pid_and_secret_key(pid, secret.clone());
             let (handle, guard) = self.manager.register(pid, secret);
-            client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
+            client
+                .session_extensions()
+                .insert::<Arc<ConnectionHandle>>(handle);
             client.session_extensions().insert(guard);
             finish_authentication(client, &self.params).await?;
         }

@@ -19,13 +19,23 @@ fn refuses_non_loopback_listen_without_auth() -> anyhow::Result<()> {
         .context("running braid")?;
     assert!(!out.status.success(), "braid must refuse to start");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("without authentication"), "message says why: {stderr}");
-    assert!(stderr.contains("[auth]"), "message says what to configure: {stderr}");
+    assert!(
+        stderr.contains("without authentication"),
+        "message says why: {stderr}"
+    );
+    assert!(
+        stderr.contains("[auth]"),
+        "message says what to configure: {stderr}"
+    );
     Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("braid-startup-{}-{}", std::process::id(), free_port()?));
+    let d = std::env::temp_dir().join(format!(
+        "braid-startup-{}-{}",
+        std::process::id(),
+        free_port()?
+    ));
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
@@ -70,7 +80,10 @@ async fn scram_password_login() -> anyhow::Result<()> {
         .context("a wrong password is refused")?;
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
     drop(client);
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
     assert!(status.success());
     let exit = child.wait()?;
     assert!(exit.success(), "braid exits 0 on SIGTERM, got {exit}");

@@ -21,14 +21,24 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
 
     // Prepared INSERT with typed parameters, executed several times.
     let insert = client
-        .prepare("INSERT INTO ev (id, name, score, ok, happened, raw) VALUES ($1, $2, $3, $4, $5, $6)")
+        .prepare(
+            "INSERT INTO ev (id, name, score, ok, happened, raw) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
         .await?;
-    let at = chrono::DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")?.with_timezone(&chrono::Utc);
+    let at =
+        chrono::DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")?.with_timezone(&chrono::Utc);
     for i in 0..10i64 {
         let n = client
             .execute(
                 &insert,
-                &[&i, &format!("user{}", i % 3), &(i as f64 * 0.5), &(i % 2 == 0), &at, &vec![i as u8, 255u8]],
+                &[
+                    &i,
+                    &format!("user{}", i % 3),
+                    &(i as f64 * 0.5),
+                    &(i % 2 == 0),
+                    &at,
+                    &vec![i as u8, 255u8],
+                ],
             )
             .await?;
         assert_eq!(n, 1, "INSERT reports one row");
@@ -52,7 +62,10 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
 
     // Hidden columns are typed too.
     let row = client
-        .query_one("SELECT _partition, _offset, _key FROM ev WHERE id = $1", &[&4i64])
+        .query_one(
+            "SELECT _partition, _offset, _key FROM ev WHERE id = $1",
+            &[&4i64],
+        )
         .await?;
     let partition: i32 = row.get(0);
     let _offset: i64 = row.get(1);
@@ -62,7 +75,10 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
 
     // Arrays, numeric and jsonb in binary format.
     let row = client
-        .query_one("SELECT make_array(1::bigint, 2::bigint, 3::bigint), 12.5::numeric(10,2)", &[])
+        .query_one(
+            "SELECT make_array(1::bigint, 2::bigint, 3::bigint), 12.5::numeric(10,2)",
+            &[],
+        )
         .await?;
     let arr: Vec<i64> = row.get(0);
     assert_eq!(arr, vec![1, 2, 3]);
@@ -73,15 +89,30 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
     assert_eq!(doc, serde_json::json!({"a": [1, 2]}));
 
     // Errors carry SQLSTATEs and the connection stays usable.
-    let err = client.query("SELECT * FROM missing", &[]).await.expect_err("missing table");
+    let err = client
+        .query("SELECT * FROM missing", &[])
+        .await
+        .expect_err("missing table");
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
-    let err = client.query("SELECT nope FROM ev", &[]).await.expect_err("missing column");
+    let err = client
+        .query("SELECT nope FROM ev", &[])
+        .await
+        .expect_err("missing column");
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN));
-    let err = client.execute("DELETE FROM ev", &[]).await.expect_err("append-only");
+    let err = client
+        .execute("DELETE FROM ev", &[])
+        .await
+        .expect_err("append-only");
     assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
-    let err = client.query("SELECT 1 / 0", &[]).await.expect_err("division by zero");
+    let err = client
+        .query("SELECT 1 / 0", &[])
+        .await
+        .expect_err("division by zero");
     assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
-    let count: i64 = client.query_one("SELECT count(*) FROM ev", &[]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM ev", &[])
+        .await?
+        .get(0);
     assert_eq!(count, 10);
 
     // COPY FROM STDIN, text format.
@@ -89,7 +120,10 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
         .copy_in("COPY ev (id, name, score) FROM STDIN")
         .await?;
     futures::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"100\tcopy\t1.5\n101\t\\N\t2.5\n")).await?;
+    sink.send(bytes::Bytes::from_static(
+        b"100\tcopy\t1.5\n101\t\\N\t2.5\n",
+    ))
+    .await?;
     let copied = sink.finish().await?;
     assert_eq!(copied, 2);
 
@@ -98,7 +132,8 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
         .copy_in("COPY ev (id, name) FROM STDIN WITH (FORMAT csv, HEADER true)")
         .await?;
     futures::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"id,name\n200,\"a,b\"\n201,\n")).await?;
+    sink.send(bytes::Bytes::from_static(b"id,name\n200,\"a,b\"\n201,\n"))
+        .await?;
     assert_eq!(sink.finish().await?, 2);
 
     let names: Vec<Option<String>> = client
@@ -115,14 +150,21 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
     // Bad COPY data is 22P02 and nothing of it is appended.
     let sink = client.copy_in("COPY ev (id) FROM STDIN").await?;
     futures::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"not-a-number\n")).await?;
+    sink.send(bytes::Bytes::from_static(b"not-a-number\n"))
+        .await?;
     let err = sink.finish().await.expect_err("bad COPY input");
     assert_eq!(err.code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
-    let count: i64 = client.query_one("SELECT count(*) FROM ev", &[]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM ev", &[])
+        .await?
+        .get(0);
     assert_eq!(count, 14);
 
     // An unknown database is refused at connect time.
-    let bad_db = format!("host=127.0.0.1 port={} user=postgres dbname=nope", server.port);
+    let bad_db = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=nope",
+        server.port
+    );
     let err = tokio_postgres::connect(&bad_db, tokio_postgres::NoTls)
         .await
         .err()
@@ -133,7 +175,10 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
     drop(client);
     server.restart().await?;
     let client = server.connect().await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM ev", &[]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM ev", &[])
+        .await?
+        .get(0);
     assert_eq!(count, 14);
 
     drop(client);

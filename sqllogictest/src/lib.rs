@@ -41,12 +41,22 @@ fn build_braid() -> anyhow::Result<PathBuf> {
     if profile_dir.join("braid").exists() {
         return Ok(profile_dir.join("braid"));
     }
-    let target_dir = profile_dir.parent().context("locating the target directory")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("locating the target directory")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "braid-server", "--bin", "braid", "--target-dir"])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "braid-server",
+        "--bin",
+        "braid",
+        "--target-dir",
+    ])
+    .arg(target_dir)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -56,7 +66,10 @@ fn build_braid() -> anyhow::Result<PathBuf> {
     }
     let candidate = profile_dir.join("braid");
     if !candidate.exists() {
-        bail!("braid binary not found at {}; set BRAID_BIN", candidate.display());
+        bail!(
+            "braid binary not found at {}; set BRAID_BIN",
+            candidate.display()
+        );
     }
     Ok(candidate)
 }
@@ -126,7 +139,10 @@ impl BraidServer {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .env("RUST_LOG", std::env::var("BRAID_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BRAID_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -137,7 +153,10 @@ impl BraidServer {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
-                    bail!("braid exited during start-up with {status}; log:\n{}", self.log());
+                    bail!(
+                        "braid exited during start-up with {status}; log:\n{}",
+                        self.log()
+                    );
                 }
             }
             if let Ok((client, conn)) =
@@ -148,7 +167,10 @@ impl BraidServer {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("braid did not accept connections within {START_TIMEOUT:?}; log:\n{}", self.log());
+                bail!(
+                    "braid did not accept connections within {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -182,7 +204,10 @@ impl BraidServer {
         loop {
             if let Some(status) = child.try_wait()? {
                 if !status.success() {
-                    bail!("braid exited with {status} after SIGTERM; log:\n{}", self.log());
+                    bail!(
+                        "braid exited with {status} after SIGTERM; log:\n{}",
+                        self.log()
+                    );
                 }
                 return Ok(());
             }
@@ -234,7 +259,11 @@ impl Drop for BraidServer {
     fn drop(&mut self) {
         // For debugging a test: BRAID_TEST_PRINT_LOG=1 shows the server log on stderr.
         if std::env::var("BRAID_TEST_PRINT_LOG").is_ok_and(|v| v == "1") {
-            eprintln!("--- braid log ({})\n{}", self.data_dir.display(), self.log());
+            eprintln!(
+                "--- braid log ({})\n{}",
+                self.data_dir.display(),
+                self.log()
+            );
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

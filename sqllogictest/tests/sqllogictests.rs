@@ -84,7 +84,11 @@ fn text_value(v: Option<&str>) -> String {
 }
 
 /// Renders one value of an extended-protocol (binary) row as PostgreSQL's text format would.
-fn binary_value(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<String, tokio_postgres::Error> {
+fn binary_value(
+    row: &tokio_postgres::Row,
+    i: usize,
+    ty: &Type,
+) -> Result<String, tokio_postgres::Error> {
     fn opt<T: ToString>(v: Option<T>) -> String {
         match v {
             None => "NULL".to_string(),
@@ -111,14 +115,12 @@ fn binary_value(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<String
         Type::FLOAT8 => opt(row.try_get::<_, Option<f64>>(i)?),
         Type::NUMERIC => opt(row.try_get::<_, Option<rust_decimal::Decimal>>(i)?),
         Type::DATE => opt(row.try_get::<_, Option<chrono::NaiveDate>>(i)?),
-        Type::TIMESTAMP => opt(
-            row.try_get::<_, Option<chrono::NaiveDateTime>>(i)?
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
-        ),
-        Type::TIMESTAMPTZ => opt(
-            row.try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)?
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.f%:::z").to_string()),
-        ),
+        Type::TIMESTAMP => opt(row
+            .try_get::<_, Option<chrono::NaiveDateTime>>(i)?
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string())),
+        Type::TIMESTAMPTZ => opt(row
+            .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)?
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.f%:::z").to_string())),
         Type::JSON | Type::JSONB => opt(row.try_get::<_, Option<serde_json::Value>>(i)?),
         Type::BYTEA => opt(row.try_get::<_, Option<Vec<u8>>>(i)?.map(|b| {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -140,7 +142,10 @@ fn split_multiline(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
         let mut first = Vec::with_capacity(row.len());
         let mut rest = Vec::new();
         for cell in row {
-            let mut lines = cell.lines().map(|l| l.trim_end().to_string()).filter(|l| !l.trim().is_empty());
+            let mut lines = cell
+                .lines()
+                .map(|l| l.trim_end().to_string())
+                .filter(|l| !l.trim().is_empty());
             first.push(lines.next().unwrap_or_default());
             rest.extend(lines.map(|l| vec![l]));
         }
@@ -227,7 +232,12 @@ impl AsyncDB for BraidDb {
         let command = sql.trim().trim_end_matches(';').trim().to_ascii_uppercase();
         match command.as_str() {
             "RESTART SERVER" => {
-                self.server.lock().await.restart().await.map_err(harness_err)?;
+                self.server
+                    .lock()
+                    .await
+                    .restart()
+                    .await
+                    .map_err(harness_err)?;
                 self.reconnect().await?;
                 return Ok(DBOutput::StatementComplete(0));
             }
@@ -299,7 +309,10 @@ async fn run_file(path: &Path, protocol: Protocol, complete: bool) -> anyhow::Re
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     } else {
-        runner.run_file_async(path).await.map_err(|e| anyhow::anyhow!("{e}"))
+        runner
+            .run_file_async(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     };
     drop(runner);
     let mut server = server.lock().await;
@@ -308,7 +321,10 @@ async fn run_file(path: &Path, protocol: Protocol, complete: bool) -> anyhow::Re
     stopped?;
     let bad = server.unexpected_log_lines();
     if !bad.is_empty() {
-        anyhow::bail!("unexpected ERROR/WARN lines in the server log:\n{}", bad.join("\n"));
+        anyhow::bail!(
+            "unexpected ERROR/WARN lines in the server log:\n{}",
+            bad.join("\n")
+        );
     }
     Ok(())
 }
@@ -318,10 +334,18 @@ fn main() -> anyhow::Result<()> {
     let mut files = Vec::new();
     slt_files(&root, &mut files)?;
     files.sort();
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let files: Vec<PathBuf> = files
         .into_iter()
-        .filter(|f| filters.is_empty() || filters.iter().any(|x| f.to_string_lossy().contains(x.as_str())))
+        .filter(|f| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|x| f.to_string_lossy().contains(x.as_str()))
+        })
         .collect();
     let complete = std::env::var("BRAID_SLT_COMPLETE").is_ok_and(|v| v == "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -330,7 +354,11 @@ fn main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let name = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         let protocols: &[Protocol] = if complete {
             &[Protocol::Extended]
         } else {

@@ -152,7 +152,9 @@ pub fn open_backend(backend: Backend) -> SharedFs {
                 match UringFs::start() {
                     Ok(fs) => return Arc::new(fs),
                     Err(e) => {
-                        tracing::warn!("io_uring is not available ({e}); using the blocking I/O backend")
+                        tracing::warn!(
+                            "io_uring is not available ({e}); using the blocking I/O backend"
+                        )
                     }
                 }
             }
@@ -167,7 +169,9 @@ pub fn open_backend(backend: Backend) -> SharedFs {
 /// suite runs on every backend. With `BRAID_REQUIRE_URING=1` a refused io_uring is an error
 /// instead of a fallback, so that CI cannot pass on the blocking backend by accident.
 pub fn backend_from_env() -> Result<SharedFs> {
-    let choice: Backend = std::env::var("BRAID_IO_BACKEND").unwrap_or_default().parse()?;
+    let choice: Backend = std::env::var("BRAID_IO_BACKEND")
+        .unwrap_or_default()
+        .parse()?;
     let fs = open_backend(choice);
     let required = std::env::var("BRAID_REQUIRE_URING").is_ok_and(|v| v == "1");
     if choice == Backend::Uring && required && fs.name() != "uring" {
@@ -209,7 +213,10 @@ pub async fn read_file(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
 
 /// The temporary name used by [`write_file_atomic`].
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }

@@ -119,7 +119,10 @@ impl TopicConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if self.partitions == 0 || self.partitions > 4096 {
-            return bad(format!("partitions must be between 1 and 4096, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be between 1 and 4096, got {}",
+                self.partitions
+            ));
         }
         if self.segment_bytes_max < 4096 || self.segment_bytes_max > SEGMENT_BYTES_LIMIT {
             return bad(format!(
@@ -133,14 +136,19 @@ impl TopicConfig {
         if u64::from(self.batch_bytes_max) > SEGMENT_BYTES_LIMIT
             || (self.batch_bytes_max as usize) < format::BATCH_HEADER_LEN
         {
-            return bad(format!("batch_bytes_max out of range: {}", self.batch_bytes_max));
+            return bad(format!(
+                "batch_bytes_max out of range: {}",
+                self.batch_bytes_max
+            ));
         }
         if self.group_bytes_max == 0 || self.queue_depth_max == 0 {
             return bad("group_bytes_max and queue_depth_max must be positive".into());
         }
         if let Durability::Group { max_wait_us } = self.durability {
             if max_wait_us > 1_000_000 {
-                return bad(format!("group commit wait must be at most 1 s, got {max_wait_us} us"));
+                return bad(format!(
+                    "group commit wait must be at most 1 s, got {max_wait_us} us"
+                ));
             }
         }
         Ok(())

@@ -46,15 +46,28 @@ async fn compaction_keeps_last_value_and_expires_tombstones() {
                 (0, 29) | (1, 29) => None,
                 _ => Some(format!("v{k}-{round}")),
             };
-            let ts = if k == 0 && round == 29 { now - 2 * hour } else { now - 10 };
-            let a = p.append(vec![kv(k, value.clone(), ts)]).await.expect("append");
+            let ts = if k == 0 && round == 29 {
+                now - 2 * hour
+            } else {
+                now - 10
+            };
+            let a = p
+                .append(vec![kv(k, value.clone(), ts)])
+                .await
+                .expect("append");
             model.insert(format!("k{k}"), (a.base_offset, value));
         }
     }
     // Filler under other keys pushes the tombstones out of the active segment.
     for i in 0..100u32 {
-        let a = p.append(vec![kv(1000 + i, Some(format!("f{i}")), now - 5)]).await.expect("append");
-        model.insert(format!("k{}", 1000 + i), (a.base_offset, Some(format!("f{i}"))));
+        let a = p
+            .append(vec![kv(1000 + i, Some(format!("f{i}")), now - 5)])
+            .await
+            .expect("append");
+        model.insert(
+            format!("k{}", 1000 + i),
+            (a.base_offset, Some(format!("f{i}"))),
+        );
     }
     let end = p.end_offset();
     assert_eq!(end, 400);
@@ -62,7 +75,12 @@ async fn compaction_keeps_last_value_and_expires_tombstones() {
     assert!(tombstone_k0 < *p.segment_bases().last().expect("active"));
     let size_before = p.size_bytes();
     p.run_maintenance(now).await.expect("compact");
-    assert!(p.size_bytes() < size_before / 2, "{} -> {}", size_before, p.size_bytes());
+    assert!(
+        p.size_bytes() < size_before / 2,
+        "{} -> {}",
+        size_before,
+        p.size_bytes()
+    );
     topic.close().await.expect("close");
     drop(topic);
 
@@ -76,7 +94,10 @@ async fn compaction_keeps_last_value_and_expires_tombstones() {
     let mut last_seen: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
     for r in &all {
         let k = String::from_utf8(r.key.clone().expect("key").to_vec()).expect("utf8");
-        let v = r.value.as_ref().map(|v| String::from_utf8(v.to_vec()).expect("utf8"));
+        let v = r
+            .value
+            .as_ref()
+            .map(|v| String::from_utf8(v.to_vec()).expect("utf8"));
         // In sealed segments a key appears once at most.
         if r.offset < sealed_end {
             assert!(

@@ -60,16 +60,25 @@ fn crash_config() -> TopicConfig {
 /// The key and value of record `seq` of task `task` in child round `round`. The value ends in
 /// a checksum of the rest, so any record read back can be told apart from garbage.
 fn crash_record(round: u64, task: u64, seq: u64) -> (String, String) {
-    let body = format!("r{round}-t{task}-s{seq}-{}", "p".repeat((seq % 13 * 23) as usize));
+    let body = format!(
+        "r{round}-t{task}-s{seq}-{}",
+        "p".repeat((seq % 13 * 23) as usize)
+    );
     let crc = crc32c::crc32c(body.as_bytes());
-    (format!("k{round}-{task}-{seq}"), format!("{body}|{crc:08x}"))
+    (
+        format!("k{round}-{task}-{seq}"),
+        format!("{body}|{crc:08x}"),
+    )
 }
 
 /// Checks a value's trailing checksum and returns its `(round, task, seq)`.
 fn parse_value(v: &str) -> anyhow::Result<(u64, u64, u64)> {
     let (body, crc) = v.rsplit_once('|').context("value has no checksum")?;
     let crc = u32::from_str_radix(crc, 16).context("parse the value checksum")?;
-    ensure!(crc32c::crc32c(body.as_bytes()) == crc, "value checksum mismatch in {v:?}");
+    ensure!(
+        crc32c::crc32c(body.as_bytes()) == crc,
+        "value checksum mismatch in {v:?}"
+    );
     let mut it = body.split('-');
     let mut num = |prefix: char| -> anyhow::Result<u64> {
         let part = it.next().context("value too short")?;
@@ -115,13 +124,24 @@ fn kill_while_appending_then_reopen() {
             killed_with_acks += 1;
         }
         let before = inspect_disk(data.path());
-        rt.block_on(verify_reopened(&fs, data.path(), &acked, &mut ends, &mut rng))
-            .unwrap_or_else(|e| panic!("round {round} (seed {seed}): after the kill: {e:#}"));
+        rt.block_on(verify_reopened(
+            &fs,
+            data.path(),
+            &acked,
+            &mut ends,
+            &mut rng,
+        ))
+        .unwrap_or_else(|e| panic!("round {round} (seed {seed}): after the kill: {e:#}"));
         let after = inspect_disk(data.path());
         if before.tmp_files > 0 {
             killed_in_roll += 1;
         }
-        if before.tail_lens.iter().zip(&after.tail_lens).any(|(b, a)| a < b) {
+        if before
+            .tail_lens
+            .iter()
+            .zip(&after.tail_lens)
+            .any(|(b, a)| a < b)
+        {
             killed_mid_write += 1;
         }
     }
@@ -143,8 +163,14 @@ fn kill_while_appending_then_reopen() {
         acked.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(killed_with_acks >= ROUNDS / 4, "too few rounds got to append before the kill");
-    assert!(segments.iter().all(|&n| n > 2), "segments never rolled: {segments:?}");
+    assert!(
+        killed_with_acks >= ROUNDS / 4,
+        "too few rounds got to append before the kill"
+    );
+    assert!(
+        segments.iter().all(|&n| n > 2),
+        "segments never rolled: {segments:?}"
+    );
 }
 
 /// What a kill left on disk, seen before and after the parent's reopen.
@@ -246,7 +272,11 @@ fn check_child_output(
     for line in lines {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize| -> anyhow::Result<u64> {
-            fields.get(i).context("short line")?.parse().with_context(|| format!("parse {line:?}"))
+            fields
+                .get(i)
+                .context("short line")?
+                .parse()
+                .with_context(|| format!("parse {line:?}"))
         };
         match fields.first().copied() {
             Some("open") => {
@@ -295,7 +325,11 @@ async fn verify_reopened(
     for pi in 0..PARTITIONS {
         let p = topic.partition(pi)?;
         let end = p.end_offset();
-        ensure!(p.start_offset() == 0, "partition {pi} lost its start: {}", p.start_offset());
+        ensure!(
+            p.start_offset() == 0,
+            "partition {pi} lost its start: {}",
+            p.start_offset()
+        );
         ensure!(
             end >= ends[pi as usize],
             "partition {pi} shrank from {} to {end}",
@@ -311,19 +345,26 @@ async fn verify_reopened(
         );
         let mut seen = HashSet::new();
         for (i, r) in records.iter().enumerate() {
-            ensure!(r.offset == i as u64, "partition {pi}: record {i} has offset {}", r.offset);
+            ensure!(
+                r.offset == i as u64,
+                "partition {pi}: record {i} has offset {}",
+                r.offset
+            );
             let (key, value) = key_value(r)?;
             let id = parse_value(&value).with_context(|| format!("partition {pi} offset {i}"))?;
             ensure!(
                 key == crash_record(id.0, id.1, id.2).0,
                 "partition {pi} offset {i}: key {key:?} does not belong to value {value:?}"
             );
-            ensure!(seen.insert(id), "partition {pi}: record {id:?} appears twice (again at {i})");
+            ensure!(
+                seen.insert(id),
+                "partition {pi}: record {id:?} appears twice (again at {i})"
+            );
         }
         for (&(_, off), (key, value)) in acked.range((pi, 0)..(pi + 1, 0)) {
-            let r = records
-                .get(off as usize)
-                .with_context(|| format!("partition {pi}: acknowledged offset {off} is gone (end {end})"))?;
+            let r = records.get(off as usize).with_context(|| {
+                format!("partition {pi}: acknowledged offset {off} is gone (end {end})")
+            })?;
             let got = key_value(r)?;
             ensure!(
                 (&got.0, &got.1) == (key, value),
@@ -337,7 +378,10 @@ async fn verify_reopened(
                 break;
             }
             let at = rng.range(0, end - 1);
-            let r = p.read(at, 1).await.with_context(|| format!("read partition {pi} at {at}"))?;
+            let r = p
+                .read(at, 1)
+                .await
+                .with_context(|| format!("read partition {pi} at {at}"))?;
             ensure!(
                 r.records.first().map(|r| r.offset) == Some(at),
                 "partition {pi}: a read at {at} started at {:?}",
@@ -352,7 +396,9 @@ async fn verify_reopened(
 
 fn key_value(r: &LogRecord) -> anyhow::Result<(String, String)> {
     let s = |b: &Option<Bytes>| -> anyhow::Result<String> {
-        Ok(String::from_utf8(b.as_ref().context("null field")?.to_vec())?)
+        Ok(String::from_utf8(
+            b.as_ref().context("null field")?.to_vec(),
+        )?)
     };
     Ok((s(&r.key)?, s(&r.value)?))
 }
@@ -377,7 +423,10 @@ fn child_main(dir: PathBuf) -> ! {
             .await
             .unwrap_or_else(|e| report_and_exit(&format!("open the topic: {e}")));
         for pi in 0..PARTITIONS {
-            let end = topic.partition(pi).map(|p| p.end_offset()).unwrap_or(u64::MAX);
+            let end = topic
+                .partition(pi)
+                .map(|p| p.end_offset())
+                .unwrap_or(u64::MAX);
             emit(&format!("open {pi} {end}"));
         }
         let topic = Arc::new(topic);
@@ -388,7 +437,11 @@ fn child_main(dir: PathBuf) -> ! {
                 let mut seq = 0u64;
                 loop {
                     let p = (rng.next_u64() % u64::from(PARTITIONS)) as u32;
-                    let n = if rng.range(0, 9) < 4 { 1 } else { rng.range(2, 30) };
+                    let n = if rng.range(0, 9) < 4 {
+                        1
+                    } else {
+                        rng.range(2, 30)
+                    };
                     let records: Vec<Record> = (seq..seq + n)
                         .map(|s| {
                             let (k, v) = crash_record(round, task, s);
@@ -397,14 +450,18 @@ fn child_main(dir: PathBuf) -> ! {
                         .collect();
                     match topic.append(p, records).await {
                         Ok(a) if a.last_offset + 1 - a.base_offset == n => {
-                            emit(&format!("ack {p} {} {} {round} {task} {seq}", a.base_offset, a.last_offset));
+                            emit(&format!(
+                                "ack {p} {} {} {round} {task} {seq}",
+                                a.base_offset, a.last_offset
+                            ));
                         }
                         Ok(a) => report_and_exit(&format!("{n} records got offsets {a:?}")),
                         Err(e) => report_and_exit(&format!("append to partition {p}: {e}")),
                     }
                     seq += n;
                     // Pace the tasks a little: the parent rereads everything after every kill.
-                    tokio::time::sleep(Duration::from_millis(rng.range(0, CHILD_PAUSE_MAX_MS))).await;
+                    tokio::time::sleep(Duration::from_millis(rng.range(0, CHILD_PAUSE_MAX_MS)))
+                        .await;
                 }
             });
         }
@@ -416,7 +473,9 @@ fn child_main(dir: PathBuf) -> ! {
 /// One whole line per call, flushed, so a kill cuts at most the line being written.
 fn emit(line: &str) {
     let mut out = std::io::stdout().lock();
-    let res = out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush());
+    let res = out
+        .write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| out.flush());
     if res.is_err() {
         // The parent is gone.
         std::process::exit(4);

@@ -57,7 +57,10 @@ fn batch(step: u64, j: u64) -> Vec<Record> {
     let n = 1 + (step + j) % 4;
     (0..n)
         .map(|i| {
-            let value = format!("s{step}-a{j}-r{i}-{}", "v".repeat(150 + ((step * 7 + i) % 100) as usize));
+            let value = format!(
+                "s{step}-a{j}-r{i}-{}",
+                "v".repeat(150 + ((step * 7 + i) % 100) as usize)
+            );
             Record::keyed(format!("k{}", (step + i) % 11), value)
         })
         .collect()
@@ -70,7 +73,10 @@ fn add_to_model(model: &mut Model, a: &Appended, records: &[Record]) -> anyhow::
         records.len()
     );
     for (off, r) in (a.base_offset..=a.last_offset).zip(records) {
-        if model.insert(off, (r.key.clone(), r.value.clone())).is_some() {
+        if model
+            .insert(off, (r.key.clone(), r.value.clone()))
+            .is_some()
+        {
             bail!("offset {off} acknowledged twice");
         }
     }
@@ -83,7 +89,10 @@ fn check_failure(e: &Error) -> anyhow::Result<()> {
         matches!(e, Error::PartitionFailed { .. } | Error::Io { .. }),
         "unexpected error kind: {e:?}"
     );
-    ensure!(e.to_string().contains("injected fault"), "error does not carry the fault: {e}");
+    ensure!(
+        e.to_string().contains("injected fault"),
+        "error does not carry the fault: {e}"
+    );
     Ok(())
 }
 
@@ -95,9 +104,19 @@ async fn check_against_model(p: &Partition, model: &Model, when: &str) -> anyhow
         "{when}: acknowledged offsets are not dense: {:?}",
         model.keys().collect::<Vec<_>>()
     );
-    ensure!(p.end_offset() == n, "{when}: end offset {}, model has {n}", p.end_offset());
-    let records: Vec<LogRecord> = try_read_all(p, 0).await.with_context(|| format!("{when}: read"))?;
-    ensure!(records.len() as u64 == n, "{when}: read {} records, model has {n}", records.len());
+    ensure!(
+        p.end_offset() == n,
+        "{when}: end offset {}, model has {n}",
+        p.end_offset()
+    );
+    let records: Vec<LogRecord> = try_read_all(p, 0)
+        .await
+        .with_context(|| format!("{when}: read"))?;
+    ensure!(
+        records.len() as u64 == n,
+        "{when}: read {} records, model has {n}",
+        records.len()
+    );
     for (r, (&off, (key, value))) in records.iter().zip(model) {
         ensure!(
             r.offset == off && &r.key == key && &r.value == value,
@@ -111,7 +130,12 @@ async fn check_against_model(p: &Partition, model: &Model, when: &str) -> anyhow
 
 /// Closes the faulty topic, reopens the directory on a healthy backend, compares with the
 /// model, and appends once more at the next offset.
-async fn reopen_healthy(topic: Topic, healthy: &SharedFs, dir: &Path, model: &Model) -> anyhow::Result<()> {
+async fn reopen_healthy(
+    topic: Topic,
+    healthy: &SharedFs,
+    dir: &Path,
+    model: &Model,
+) -> anyhow::Result<()> {
     topic.close().await.context("close the faulty topic")?;
     drop(topic);
     let topic = Topic::open(healthy.clone(), dir, fault_config())
@@ -119,8 +143,14 @@ async fn reopen_healthy(topic: Topic, healthy: &SharedFs, dir: &Path, model: &Mo
         .context("reopen on a healthy file system")?;
     let p = topic.partition(0)?;
     check_against_model(&p, model, "after reopening on a healthy file system").await?;
-    let a = p.append(batch(STEPS, 0)).await.context("append after the healthy reopen")?;
-    ensure!(a.base_offset == model.len() as u64, "the healthy reopen appended at {a:?}");
+    let a = p
+        .append(batch(STEPS, 0))
+        .await
+        .context("append after the healthy reopen")?;
+    ensure!(
+        a.base_offset == model.len() as u64,
+        "the healthy reopen appended at {a:?}"
+    );
     topic.close().await.context("close")?;
     Ok(())
 }
@@ -196,10 +226,22 @@ async fn run_case(healthy: &SharedFs, kind: FaultKind, n: u64, sticky: bool) -> 
             break;
         }
     }
-    ensure!(failed_step.is_some(), "the workload made only {} calls; none failed", faulty.calls());
+    ensure!(
+        failed_step.is_some(),
+        "the workload made only {} calls; none failed",
+        faulty.calls()
+    );
     if !sticky {
-        ensure!(faulty.injected() == 1, "{} faults injected", faulty.injected());
-        ensure!(p.failure().is_none(), "the partition is still failed: {:?}", p.failure());
+        ensure!(
+            faulty.injected() == 1,
+            "{} faults injected",
+            faulty.injected()
+        );
+        ensure!(
+            p.failure().is_none(),
+            "the partition is still failed: {:?}",
+            p.failure()
+        );
         ensure!(
             model.len() > at_failure.0 && p.segment_bases().len() > at_failure.1,
             "after the fault: {} records acknowledged (was {}), {} segments (was {})",
@@ -221,7 +263,9 @@ async fn single_fault_then_recover() {
         for n in FAIL_AT {
             run_case(&healthy, kind, n, false)
                 .await
-                .unwrap_or_else(|e| panic!("{kind:?} fault at call {n} on {}: {e:#}", healthy.name()));
+                .unwrap_or_else(|e| {
+                    panic!("{kind:?} fault at call {n} on {}: {e:#}", healthy.name())
+                });
         }
     }
 }
@@ -231,9 +275,12 @@ async fn sticky_fault_acknowledges_nothing_more() {
     let healthy = fs();
     for kind in KINDS {
         for n in STICKY_FAIL_AT {
-            run_case(&healthy, kind, n, true)
-                .await
-                .unwrap_or_else(|e| panic!("sticky {kind:?} fault from call {n} on {}: {e:#}", healthy.name()));
+            run_case(&healthy, kind, n, true).await.unwrap_or_else(|e| {
+                panic!(
+                    "sticky {kind:?} fault from call {n} on {}: {e:#}",
+                    healthy.name()
+                )
+            });
         }
     }
 }

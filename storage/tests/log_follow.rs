@@ -20,7 +20,10 @@ async fn follower_wakes_on_append() {
     let mut f = p.follow(10);
     let mut seen = Vec::new();
     while seen.len() < 40 {
-        let recs = tokio::time::timeout(SHORT, f.next()).await.expect("history").expect("next");
+        let recs = tokio::time::timeout(SHORT, f.next())
+            .await
+            .expect("history")
+            .expect("next");
         seen.extend(recs.into_iter().map(|r| r.offset));
     }
     // Caught up: the next call waits ...
@@ -34,7 +37,10 @@ async fn follower_wakes_on_append() {
         }
     });
     while seen.len() < 140 {
-        let recs = tokio::time::timeout(SHORT, f.next()).await.expect("live").expect("next");
+        let recs = tokio::time::timeout(SHORT, f.next())
+            .await
+            .expect("live")
+            .expect("next");
         seen.extend(recs.into_iter().map(|r| r.offset));
     }
     writer.await.expect("writer");
@@ -42,6 +48,8 @@ async fn follower_wakes_on_append() {
     assert!(p.segment_bases().len() > 2, "the follower crossed rolls");
     topic.close().await.expect("close");
     // A closed partition ends the follower instead of hanging.
-    let end = tokio::time::timeout(SHORT, f.next()).await.expect("follower must not hang");
+    let end = tokio::time::timeout(SHORT, f.next())
+        .await
+        .expect("follower must not hang");
     assert!(matches!(end, Err(braid_storage::Error::Closed)), "{end:?}");
 }

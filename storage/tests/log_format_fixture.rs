@@ -27,7 +27,11 @@ fn fixture_record(i: u64) -> Record {
     Record {
         timestamp: Some(1_700_000_000_000_000 + i as i64 * 1000),
         key: (i % 3 != 0).then(|| format!("k{}", i % 11).into_bytes().into()),
-        value: (i % 17 != 5).then(|| format!("value {i} {}", "v".repeat((i % 40) as usize)).into_bytes().into()),
+        value: (i % 17 != 5).then(|| {
+            format!("value {i} {}", "v".repeat((i % 40) as usize))
+                .into_bytes()
+                .into()
+        }),
         headers: if i % 4 == 0 {
             vec![Header {
                 key: "trace".into(),
@@ -63,8 +67,13 @@ async fn version_1_fixture_still_reads() {
             let part = (i % 2) as u32;
             let p = topic.partition(part).expect("partition");
             if i % 5 == 0 {
-                let seq = ProducerSeq { producer_id: 42, sequence: i / 10 };
-                p.append_idempotent(vec![fixture_record(i)], seq).await.expect("append");
+                let seq = ProducerSeq {
+                    producer_id: 42,
+                    sequence: i / 10,
+                };
+                p.append_idempotent(vec![fixture_record(i)], seq)
+                    .await
+                    .expect("append");
             } else {
                 p.append(vec![fixture_record(i)]).await.expect("append");
             }
@@ -76,9 +85,15 @@ async fn version_1_fixture_still_reads() {
     let topic = open(&fs, tmp.path(), config()).await;
     for part in 0..2u32 {
         let p = topic.partition(part).expect("partition");
-        assert!(p.segment_bases().len() > 1, "the fixture has sealed segments");
+        assert!(
+            p.segment_bases().len() > 1,
+            "the fixture has sealed segments"
+        );
         let got = read_all(&p, 0).await;
-        let want: Vec<Record> = (0..120u64).filter(|i| i % 2 == u64::from(part)).map(fixture_record).collect();
+        let want: Vec<Record> = (0..120u64)
+            .filter(|i| i % 2 == u64::from(part))
+            .map(fixture_record)
+            .collect();
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(Some(g.timestamp), w.timestamp);
@@ -87,7 +102,9 @@ async fn version_1_fixture_still_reads() {
             assert_eq!(g.headers, w.headers);
         }
         assert_eq!(
-            p.offset_for_timestamp(1_700_000_000_000_000 + 61_000).await.expect("ts"),
+            p.offset_for_timestamp(1_700_000_000_000_000 + 61_000)
+                .await
+                .expect("ts"),
             Some(if part == 0 { 31 } else { 30 })
         );
     }
@@ -95,7 +112,13 @@ async fn version_1_fixture_still_reads() {
     // of partition 0 (i = 110, sequence 11) is recognised as a retry.
     let p0 = topic.partition(0).expect("partition");
     let retry = p0
-        .append_idempotent(vec![fixture_record(110)], ProducerSeq { producer_id: 42, sequence: 11 })
+        .append_idempotent(
+            vec![fixture_record(110)],
+            ProducerSeq {
+                producer_id: 42,
+                sequence: 11,
+            },
+        )
         .await
         .expect("retry");
     assert!(retry.duplicate);

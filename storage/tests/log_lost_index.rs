@@ -13,7 +13,9 @@ async fn lost_and_damaged_indexes_are_rebuilt() {
     let topic = open(&fs, dir.path(), small_config()).await;
     let p = topic.partition(0).expect("partition");
     for i in 0..60u64 {
-        p.append((i * 5..i * 5 + 5).map(rec).collect()).await.expect("append");
+        p.append((i * 5..i * 5 + 5).map(rec).collect())
+            .await
+            .expect("append");
     }
     let bases = p.segment_bases();
     assert!(bases.len() >= 4, "{bases:?}");
@@ -46,6 +48,9 @@ async fn lost_and_damaged_indexes_are_rebuilt() {
     }
     assert!(idx(bases[0], "idx").exists() && idx(bases[0], "timeindex").exists());
     assert_eq!(std::fs::read(idx(bases[1], "idx")).expect("idx"), good_idx);
-    assert_eq!(p.offset_for_timestamp(1_000_000 + 7).await.expect("ts"), Some(7));
+    assert_eq!(
+        p.offset_for_timestamp(1_000_000 + 7).await.expect("ts"),
+        Some(7)
+    );
     topic.close().await.expect("close");
 }

@@ -32,7 +32,9 @@ async fn retention_by_age() {
     let now = 100 * 24 * hour;
     // Three days old, then one hour old.
     for i in 0..60 {
-        p.append(vec![at(now - 72 * hour, i)]).await.expect("append");
+        p.append(vec![at(now - 72 * hour, i)])
+            .await
+            .expect("append");
     }
     let old_end = p.end_offset();
     for i in 60..120 {
@@ -43,7 +45,10 @@ async fn retention_by_age() {
     let after = p.segment_bases();
     assert!(after.len() < before.len(), "{before:?} -> {after:?}");
     let start = p.start_offset();
-    assert!(start > 0 && start <= old_end, "start {start}, old end {old_end}");
+    assert!(
+        start > 0 && start <= old_end,
+        "start {start}, old end {old_end}"
+    );
     // Everything kept is complete from the new start, and new data is kept.
     let kept = read_all(&p, start).await;
     assert_eq!(kept.first().map(|r| r.offset), Some(start));
@@ -64,7 +69,10 @@ async fn retention_by_age() {
     let topic = open(&fs, dir.path(), cfg).await;
     let p = topic.partition(0).expect("partition");
     assert_eq!(p.start_offset(), start);
-    assert_eq!(p.append(vec![rec(1)]).await.expect("append").base_offset, 120);
+    assert_eq!(
+        p.append(vec![rec(1)]).await.expect("append").base_offset,
+        120
+    );
     topic.close().await.expect("close");
 }
 

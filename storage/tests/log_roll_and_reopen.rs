@@ -32,13 +32,19 @@ async fn roll_seal_read_reopen() {
     assert_eq!(all.len(), 400);
     for (i, r) in all.iter().enumerate() {
         assert_eq!(r.offset, i as u64);
-        assert_eq!(value_of(r), String::from_utf8(rec(i as u64).value.expect("v").to_vec()).expect("utf8"));
+        assert_eq!(
+            value_of(r),
+            String::from_utf8(rec(i as u64).value.expect("v").to_vec()).expect("utf8")
+        );
     }
     // A read from the middle of a sealed segment seeks, not scans from 0.
     let mid = p.read(123, 1).await.expect("read");
     assert_eq!(mid.records.first().map(|r| r.offset), Some(123));
     // Reads by timestamp.
-    assert_eq!(p.offset_for_timestamp(1_000_000 + 250).await.expect("ts"), Some(250));
+    assert_eq!(
+        p.offset_for_timestamp(1_000_000 + 250).await.expect("ts"),
+        Some(250)
+    );
     assert_eq!(p.offset_for_timestamp(0).await.expect("ts"), Some(0));
     assert_eq!(p.offset_for_timestamp(9_000_000).await.expect("ts"), None);
     topic.close().await.expect("close");

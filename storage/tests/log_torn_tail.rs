@@ -27,7 +27,8 @@ async fn torn_tail_is_truncated_idempotently() {
     // A second copy of the last batch, cut in half: the start of a write that never finished.
     let bytes = std::fs::read(&log).expect("read");
     let mut f = OpenOptions::new().append(true).open(&log).expect("open");
-    f.write_all(&bytes[bytes.len() - 40..bytes.len() - 10]).expect("write");
+    f.write_all(&bytes[bytes.len() - 40..bytes.len() - 10])
+        .expect("write");
     f.sync_all().expect("sync");
     drop(f);
 
@@ -38,7 +39,11 @@ async fn torn_tail_is_truncated_idempotently() {
         assert_eq!(read_all(&p, 0).await.len(), 20);
         topic.close().await.expect("close");
         drop(topic);
-        assert_eq!(std::fs::metadata(&log).expect("stat").len(), good_len, "round {round}");
+        assert_eq!(
+            std::fs::metadata(&log).expect("stat").len(),
+            good_len,
+            "round {round}"
+        );
     }
 
     // Zeros after the last batch (blocks allocated but never written) are a torn tail too.

@@ -31,7 +31,8 @@ fn fixture_batch(s: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         .map(|j| {
             let k = (s * 7 + j * 13) % 120;
             let key = format!("row/{k:03}/{}", "x".repeat((k % 5) as usize)).into_bytes();
-            let value = (s % 11 != 3).then(|| format!("v{s}.{j}:{}", "y".repeat((s % 30) as usize)).into_bytes());
+            let value = (s % 11 != 3)
+                .then(|| format!("v{s}.{j}:{}", "y".repeat((s % 30) as usize)).into_bytes());
             (key, value)
         })
         .collect()

@@ -76,8 +76,12 @@ pub trait StreamLog: Send + Sync + Debug {
 #[async_trait]
 pub trait StreamLogs: Send + Sync + Debug {
     /// Opens the log, creating it if it does not exist.
-    async fn open(&self, database: &str, id: u64, config: &StreamLogConfig)
-        -> Result<Arc<dyn StreamLog>>;
+    async fn open(
+        &self,
+        database: &str,
+        id: u64,
+        config: &StreamLogConfig,
+    ) -> Result<Arc<dyn StreamLog>>;
     /// Removes a closed log and all its data.
     async fn remove(&self, database: &str, id: u64) -> Result<()>;
 }

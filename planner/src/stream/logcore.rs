@@ -124,11 +124,19 @@ impl StreamLog for LogCoreStream {
     }
 
     fn start_offset(&self, partition: u32) -> Result<u64> {
-        Ok(self.topic.partition(partition).map_err(storage_error)?.start_offset())
+        Ok(self
+            .topic
+            .partition(partition)
+            .map_err(storage_error)?
+            .start_offset())
     }
 
     fn end_offset(&self, partition: u32) -> Result<u64> {
-        Ok(self.topic.partition(partition).map_err(storage_error)?.end_offset())
+        Ok(self
+            .topic
+            .partition(partition)
+            .map_err(storage_error)?
+            .end_offset())
     }
 
     async fn read(
@@ -154,7 +162,9 @@ impl StreamLog for LogCoreStream {
 
     async fn offset_for_timestamp(&self, partition: u32, ts_micros: i64) -> Result<Option<u64>> {
         let p = self.topic.partition(partition).map_err(storage_error)?;
-        p.offset_for_timestamp(ts_micros).await.map_err(storage_error)
+        p.offset_for_timestamp(ts_micros)
+            .await
+            .map_err(storage_error)
     }
 
     async fn close(&self) {
@@ -193,7 +203,12 @@ impl FileStore for StorageFiles {
     }
 
     async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
-        if !self.fs.exists(path).await.map_err(|e| catalog_io("stat", path, e))? {
+        if !self
+            .fs
+            .exists(path)
+            .await
+            .map_err(|e| catalog_io("stat", path, e))?
+        {
             return Ok(None);
         }
         read_file(&*self.fs, path)

@@ -111,7 +111,10 @@ impl StreamLog for MemLog {
             .partitions
             .get(partition as usize)
             .ok_or_else(|| bad_partition(partition))?;
-        Ok(p.lock().iter().find(|r| r.timestamp >= ts).map(|r| r.offset))
+        Ok(p.lock()
+            .iter()
+            .find(|r| r.timestamp >= ts)
+            .map(|r| r.offset))
     }
     async fn close(&self) {}
 }
@@ -129,7 +132,9 @@ impl StreamLogs for MemLogs {
             .entry((database.to_string(), id))
             .or_insert_with(|| {
                 Arc::new(MemLog {
-                    partitions: (0..config.partitions).map(|_| Mutex::new(Vec::new())).collect(),
+                    partitions: (0..config.partitions)
+                        .map(|_| Mutex::new(Vec::new()))
+                        .collect(),
                     next: AtomicU32::new(0),
                 })
             })

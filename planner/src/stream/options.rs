@@ -139,7 +139,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     if n == 0 {
         return Err(Error::InvalidParameter("retention must be positive".into()));
     }
-    n.checked_mul(secs_per).map(Duration::from_secs).ok_or_else(bad)
+    n.checked_mul(secs_per)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
 }
 
 /// Parses a byte count: `1048576`, `'64MB'`, `'1 GB'`, `'10kB'`.
@@ -188,7 +190,9 @@ mod tests {
         assert_eq!(o.cleanup, Cleanup::Compact);
         assert!(StreamOptions::parse(&[("partitions".into(), "0".into())], &cols).is_err());
         assert!(StreamOptions::parse(&[("partition_key".into(), "x".into())], &cols).is_err());
-        assert!(StreamOptions::parse(&[("retention".into(), "7 fortnights".into())], &cols).is_err());
+        assert!(
+            StreamOptions::parse(&[("retention".into(), "7 fortnights".into())], &cols).is_err()
+        );
         assert!(StreamOptions::parse(&[("colour".into(), "red".into())], &cols).is_err());
     }
 }

@@ -97,7 +97,12 @@ impl DisplayAs for StreamScanExec {
         let names: Vec<&str> = self
             .projection
             .iter()
-            .filter_map(|i| self.table_schema.fields().get(*i).map(|f| f.name().as_str()))
+            .filter_map(|i| {
+                self.table_schema
+                    .fields()
+                    .get(*i)
+                    .map(|f| f.name().as_str())
+            })
             .collect();
         write!(
             f,
@@ -203,16 +208,17 @@ impl PartitionReader {
                 Output::User => user
                     .next()
                     .ok_or_else(|| DataFusionError::Internal("missing decoded column".into()))?,
-                Output::Partition => Arc::new(Int32Array::from(vec![
-                    self.partition as i32;
-                    records.len()
-                ])),
+                Output::Partition => {
+                    Arc::new(Int32Array::from(vec![self.partition as i32; records.len()]))
+                }
                 Output::Offset => Arc::new(Int64Array::from_iter_values(
                     records.iter().map(|r| r.offset as i64),
                 )),
                 Output::Timestamp => Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.timestamp))
-                        .with_timezone(UTC),
+                    TimestampMicrosecondArray::from_iter_values(
+                        records.iter().map(|r| r.timestamp),
+                    )
+                    .with_timezone(UTC),
                 ),
                 Output::Key => Arc::new(StringArray::from_iter(records.iter().map(|r| {
                     r.key

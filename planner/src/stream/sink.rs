@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -46,7 +48,11 @@ pub struct StreamWriter {
 }
 
 fn column_by_name<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
-    batch.schema().index_of(name).ok().and_then(|i| batch.columns().get(i))
+    batch
+        .schema()
+        .index_of(name)
+        .ok()
+        .and_then(|i| batch.columns().get(i))
 }
 
 fn to_type(a: &ArrayRef, t: &DataType, what: &str) -> Result<ArrayRef> {
@@ -150,10 +156,13 @@ impl StreamWriter {
         let mut chunk = Vec::new();
         let mut bytes = 0;
         for r in records {
-            bytes += r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+            bytes +=
+                r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
             chunk.push(r);
             if bytes >= APPEND_BYTES_MAX {
-                self.log.append(partition, std::mem::take(&mut chunk)).await?;
+                self.log
+                    .append(partition, std::mem::take(&mut chunk))
+                    .await?;
                 bytes = 0;
             }
         }

@@ -102,7 +102,10 @@ enum Command {
         bufs: Vec<Vec<u8>>,
         offset: u64,
         sync: bool,
-        reply: Reply<(std::result::Result<(), (&'static str, io::Error)>, Vec<Vec<u8>>)>,
+        reply: Reply<(
+            std::result::Result<(), (&'static str, io::Error)>,
+            Vec<Vec<u8>>,
+        )>,
     },
     Len {
         id: u64,
@@ -489,7 +492,10 @@ async fn write_all_then_sync(
     bufs: Vec<Vec<u8>>,
     offset: u64,
     sync: bool,
-) -> (std::result::Result<(), (&'static str, io::Error)>, Vec<Vec<u8>>) {
+) -> (
+    std::result::Result<(), (&'static str, io::Error)>,
+    Vec<Vec<u8>>,
+) {
     let mut back = Vec::with_capacity(bufs.len());
     let mut at = offset;
     let mut rest = bufs.into_iter();
@@ -587,7 +593,10 @@ impl FileHandle for UringFile {
             }
             match answer.await {
                 Ok((res, bufs)) => (res.map_err(|(op, e)| Error::io(op, &self.path, e)), bufs),
-                Err(_) => (Err(Error::io("write", &self.path, ring_stopped())), Vec::new()),
+                Err(_) => (
+                    Err(Error::io("write", &self.path, ring_stopped())),
+                    Vec::new(),
+                ),
             }
         })
     }

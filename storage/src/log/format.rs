@@ -198,9 +198,14 @@ impl BatchHeader {
             return Err(DecodeError::BadLength(batch_len));
         }
         if record_count == 0 || last_offset_delta < record_count - 1 {
-            return Err(DecodeError::Malformed("record count does not fit the offset range"));
+            return Err(DecodeError::Malformed(
+                "record count does not fit the offset range",
+            ));
         }
-        if base_offset.checked_add(u64::from(last_offset_delta) + 1).is_none() {
+        if base_offset
+            .checked_add(u64::from(last_offset_delta) + 1)
+            .is_none()
+        {
             return Err(DecodeError::Malformed("offset overflows"));
         }
         Ok(BatchHeader {
@@ -261,7 +266,8 @@ pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogReco
             .filter(|&e| e <= body.len())
             .ok_or(DecodeError::Malformed("record runs past the batch"))?;
         let offset_delta = c.u32()?;
-        if prev_delta.is_some_and(|p| offset_delta <= p) || offset_delta > header.last_offset_delta {
+        if prev_delta.is_some_and(|p| offset_delta <= p) || offset_delta > header.last_offset_delta
+        {
             return Err(DecodeError::Malformed("record offsets out of order"));
         }
         prev_delta = Some(offset_delta);
@@ -279,7 +285,9 @@ pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogReco
             headers.push(Header { key: name, value });
         }
         if c.pos != end {
-            return Err(DecodeError::Malformed("record length does not match its fields"));
+            return Err(DecodeError::Malformed(
+                "record length does not match its fields",
+            ));
         }
         records.push(LogRecord {
             offset: header.base_offset + u64::from(offset_delta),
@@ -293,7 +301,9 @@ pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogReco
         return Err(DecodeError::Malformed("bytes left after the last record"));
     }
     if prev_delta != Some(header.last_offset_delta) {
-        return Err(DecodeError::Malformed("last record does not carry the last offset"));
+        return Err(DecodeError::Malformed(
+            "last record does not carry the last offset",
+        ));
     }
     Ok(records)
 }
@@ -381,8 +391,8 @@ fn put_record(
     let n = u16::try_from(headers.len()).map_err(|_| "more than 65535 headers".to_string())?;
     buf.extend_from_slice(&n.to_le_bytes());
     for h in headers {
-        let name_len =
-            u16::try_from(h.key.len()).map_err(|_| "header name longer than 65535 bytes".to_string())?;
+        let name_len = u16::try_from(h.key.len())
+            .map_err(|_| "header name longer than 65535 bytes".to_string())?;
         buf.extend_from_slice(&name_len.to_le_bytes());
         buf.extend_from_slice(h.key.as_bytes());
         put_opt(buf, h.value.as_ref(), "header value")?;
@@ -432,8 +442,8 @@ fn finish_header(
     max_timestamp: i64,
     producer: Option<ProducerSeq>,
 ) -> Result<(), String> {
-    let batch_len =
-        u32::try_from(buf.len()).map_err(|_| format!("batch of {} bytes is too large", buf.len()))?;
+    let batch_len = u32::try_from(buf.len())
+        .map_err(|_| format!("batch of {} bytes is too large", buf.len()))?;
     write_header(
         buf,
         base_offset,
@@ -470,7 +480,8 @@ pub fn encode_batch_into(
     if records.is_empty() {
         return Err("a batch needs at least one record".into());
     }
-    let count = u32::try_from(records.len()).map_err(|_| "too many records in one batch".to_string())?;
+    let count =
+        u32::try_from(records.len()).map_err(|_| "too many records in one batch".to_string())?;
     let body: usize = records
         .iter()
         .map(|r| encoded_record_len(r.key.as_ref(), r.value.as_ref(), &r.headers))
@@ -490,12 +501,28 @@ pub fn encode_batch_into(
     buf.resize(BATCH_HEADER_LEN, 0);
     let batch_len = u32::try_from(BATCH_HEADER_LEN + body)
         .map_err(|_| format!("batch of {} bytes is too large", BATCH_HEADER_LEN + body))?;
-    write_header(&mut buf, 0, batch_len, count - 1, count, first_ts, max_ts, producer);
+    write_header(
+        &mut buf,
+        0,
+        batch_len,
+        count - 1,
+        count,
+        first_ts,
+        max_ts,
+        producer,
+    );
     let mut crc = crc32c::crc32c(&buf[BATCH_CRC_START..BATCH_HEADER_LEN]);
     let mut summed = BATCH_HEADER_LEN;
     for (i, r) in records.iter().enumerate() {
         let ts = r.timestamp.unwrap_or(now_us);
-        put_record(&mut buf, i as u32, ts, r.key.as_ref(), r.value.as_ref(), &r.headers)?;
+        put_record(
+            &mut buf,
+            i as u32,
+            ts,
+            r.key.as_ref(),
+            r.value.as_ref(),
+            &r.headers,
+        )?;
         if buf.len() - summed >= CRC_STRETCH_BYTES {
             crc = crc32c::crc32c_append(crc, &buf[summed..]);
             summed = buf.len();
@@ -526,10 +553,25 @@ pub(crate) fn encode_batch_at_offsets(records: &[&LogRecord]) -> Result<Vec<u8>,
     let mut max_ts = i64::MIN;
     for r in records {
         max_ts = max_ts.max(r.timestamp);
-        put_record(&mut buf, delta(r.offset)?, r.timestamp, r.key.as_ref(), r.value.as_ref(), &r.headers)?;
+        put_record(
+            &mut buf,
+            delta(r.offset)?,
+            r.timestamp,
+            r.key.as_ref(),
+            r.value.as_ref(),
+            &r.headers,
+        )?;
     }
     let count = u32::try_from(records.len()).map_err(|_| "too many records".to_string())?;
-    finish_header(&mut buf, base, delta(last.offset)?, count, first.timestamp, max_ts, None)?;
+    finish_header(
+        &mut buf,
+        base,
+        delta(last.offset)?,
+        count,
+        first.timestamp,
+        max_ts,
+        None,
+    )?;
     Ok(buf)
 }
 
@@ -550,12 +592,14 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(
-            DecodeError::Incomplete {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError::Incomplete {
                 needed: self.pos.saturating_add(n),
                 available: self.buf.len(),
-            },
-        )?;
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

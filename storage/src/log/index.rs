@@ -83,7 +83,8 @@ pub(crate) fn encode_times(entries: &[TimeEntry]) -> Vec<u8> {
 }
 
 fn check_header(bytes: &[u8], kind: u8, entry_len: usize) -> Result<&[u8], &'static str> {
-    let (Some(h), Some(body)) = (bytes.get(..INDEX_HEADER_LEN), bytes.get(INDEX_HEADER_LEN..)) else {
+    let (Some(h), Some(body)) = (bytes.get(..INDEX_HEADER_LEN), bytes.get(INDEX_HEADER_LEN..))
+    else {
         return Err("index file shorter than its header");
     };
     if h[..4] != INDEX_MAGIC {
@@ -103,7 +104,10 @@ fn check_header(bytes: &[u8], kind: u8, entry_len: usize) -> Result<&[u8], &'sta
 
 /// Decodes an offset index and checks that it is strictly increasing and inside a segment of
 /// `segment_len` bytes.
-pub(crate) fn decode_offsets(bytes: &[u8], segment_len: u64) -> Result<Vec<OffsetEntry>, &'static str> {
+pub(crate) fn decode_offsets(
+    bytes: &[u8],
+    segment_len: u64,
+) -> Result<Vec<OffsetEntry>, &'static str> {
     let body = check_header(bytes, INDEX_KIND_OFFSET, OFFSET_ENTRY_LEN)?;
     let mut c = Cursor::new(body);
     let mut out = Vec::with_capacity(body.len() / OFFSET_ENTRY_LEN);

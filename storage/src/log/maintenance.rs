@@ -147,12 +147,15 @@ async fn rewrite_segment(shared: &Shared, seg: &Segment, keep: &[&LogRecord]) ->
     let mut batch: Vec<&LogRecord> = Vec::new();
     let mut batch_bytes = 0usize;
     for r in keep {
-        let size = 64 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        let size =
+            64 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
         let span_ok = batch
             .first()
             .is_none_or(|f| r.offset - f.offset < u64::from(u32::MAX));
         if !batch.is_empty() && (batch_bytes + size > COMPACTED_BATCH_BYTES || !span_ok) {
-            bytes.extend(format::encode_batch_at_offsets(&batch).map_err(crate::Error::InvalidArgument)?);
+            bytes.extend(
+                format::encode_batch_at_offsets(&batch).map_err(crate::Error::InvalidArgument)?,
+            );
             batch.clear();
             batch_bytes = 0;
         }
@@ -160,7 +163,9 @@ async fn rewrite_segment(shared: &Shared, seg: &Segment, keep: &[&LogRecord]) ->
         batch_bytes += size;
     }
     if !batch.is_empty() {
-        bytes.extend(format::encode_batch_at_offsets(&batch).map_err(crate::Error::InvalidArgument)?);
+        bytes.extend(
+            format::encode_batch_at_offsets(&batch).map_err(crate::Error::InvalidArgument)?,
+        );
     }
     let log_path = segment_file(dir, seg.base, "log");
     let mut cleaned = log_path.clone().into_os_string();
@@ -185,7 +190,13 @@ async fn rewrite_segment(shared: &Shared, seg: &Segment, keep: &[&LogRecord]) ->
     fs.sync_dir(dir).await?;
     let new = open_segment(fs, dir, seg.base, true).await?;
     let end = new
-        .scan(new.len(), false, shared.config.index_interval_bytes, format::BATCH_DECODE_BYTES_MAX, |_| {})
+        .scan(
+            new.len(),
+            false,
+            shared.config.index_interval_bytes,
+            format::BATCH_DECODE_BYTES_MAX,
+            |_| {},
+        )
         .await?;
     let idx = end.builder.sealed();
     write_index_files(fs, dir, seg.base, &idx).await?;

@@ -117,7 +117,9 @@ impl Shared {
         }
         let mut cur = from;
         while cur < end {
-            let Some(seg) = self.segment_at(cur) else { break };
+            let Some(seg) = self.segment_at(cur) else {
+                break;
+            };
             if seg.base > cur {
                 // Retention removed the segment holding `cur` while we read.
                 cur = seg.base;
@@ -214,7 +216,12 @@ impl std::fmt::Debug for Request {
 
 impl Partition {
     /// Opens (creating if needed) the partition in `dir`, recovering it from disk.
-    pub(crate) async fn open(id: u32, dir: PathBuf, fs: SharedFs, config: TopicConfig) -> Result<Partition> {
+    pub(crate) async fn open(
+        id: u32,
+        dir: PathBuf,
+        fs: SharedFs,
+        config: TopicConfig,
+    ) -> Result<Partition> {
         let (durable, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             id,
@@ -257,14 +264,22 @@ impl Partition {
 
     /// Appends as an idempotent producer: a retry of a sequence already written returns the
     /// first write's offsets with `duplicate = true` and writes nothing.
-    pub async fn append_idempotent(&self, records: Vec<Record>, producer: ProducerSeq) -> Result<Appended> {
+    pub async fn append_idempotent(
+        &self,
+        records: Vec<Record>,
+        producer: ProducerSeq,
+    ) -> Result<Appended> {
         if producer.producer_id == 0 {
             return Err(Error::InvalidArgument("producer id 0 is reserved".into()));
         }
         self.append_batch(&records, Some(producer)).await
     }
 
-    async fn append_batch(&self, records: &[Record], producer: Option<ProducerSeq>) -> Result<Appended> {
+    async fn append_batch(
+        &self,
+        records: &[Record],
+        producer: Option<ProducerSeq>,
+    ) -> Result<Appended> {
         let buf = self.shared.take_buffer();
         let batch = format::encode_batch_into(buf, records, producer, now_micros())
             .map_err(Error::InvalidArgument)?;
@@ -678,7 +693,11 @@ fn check_producer(
     ps: ProducerSeq,
 ) -> Result<Check> {
     // A batch of this group not yet written counts as the producer's latest.
-    if let Some(&(prev, base, last)) = in_group.iter().rev().find(|(p, _, _)| p.producer_id == ps.producer_id) {
+    if let Some(&(prev, base, last)) = in_group
+        .iter()
+        .rev()
+        .find(|(p, _, _)| p.producer_id == ps.producer_id)
+    {
         if ps.sequence == prev.sequence {
             return Ok(Check::Duplicate(Appended {
                 base_offset: base,
@@ -749,7 +768,11 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
         writes.push(small);
     }
     let sync = shared.config.durability != Durability::None;
-    let (result, written) = state.active.file.write_all_and_sync(writes, start, sync).await;
+    let (result, written) = state
+        .active
+        .file
+        .write_all_and_sync(writes, start, sync)
+        .await;
     if let Err(e) = result {
         for (reply, _, _) in replies {
             let _ = reply.send(Err(failed_error(&shared.dir, &e)));
@@ -760,7 +783,9 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
     let before = state.builder.index.offsets.len();
     let before_t = state.builder.index.times.len();
     for (p, first, last, max_ts, producer) in positions {
-        state.builder.add_batch(p, first - base, last - base, max_ts);
+        state
+            .builder
+            .add_batch(p, first - base, last - base, max_ts);
         if let Some(ps) = producer {
             state.producers.record(ps, first, last);
         }
@@ -770,10 +795,14 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
         if let Some(idx) = idx.as_mut() {
             idx.offsets
                 .extend_from_slice(&state.builder.index.offsets[before..]);
-            idx.times.extend_from_slice(&state.builder.index.times[before_t..]);
+            idx.times
+                .extend_from_slice(&state.builder.index.times[before_t..]);
         }
     }
-    state.active.max_ts.store(state.builder.max_ts, Ordering::Release);
+    state
+        .active
+        .max_ts
+        .store(state.builder.max_ts, Ordering::Release);
     state.active.len.store(pos, Ordering::Release);
     shared.durable.send_replace(state.next_offset);
     for (reply, b, l) in replies {
@@ -804,7 +833,12 @@ async fn roll(shared: &Shared, state: &mut WriterState) -> Result<()> {
     *old.index.write() = Some(sealed);
     old.sealed.store(true, Ordering::Release);
     let base = state.next_offset;
-    io::write_file_atomic(fs, &segment_file(dir, base, "snapshot"), state.producers.encode()).await?;
+    io::write_file_atomic(
+        fs,
+        &segment_file(dir, base, "snapshot"),
+        state.producers.encode(),
+    )
+    .await?;
     let path = segment_file(dir, base, "log");
     let file = fs.open(&path, OpenMode::CreateNew).await?;
     fs.sync_dir(dir).await?;

@@ -157,7 +157,10 @@ mod tests {
         s.record(p(0), 10, 12);
         assert!(matches!(s.check(p(0)), Ok(Check::Duplicate(a)) if a.base_offset == 10));
         assert_eq!(s.check(p(1)).ok(), Some(Check::Write));
-        assert!(matches!(s.check(p(5)), Err(Error::OutOfOrderSequence { expected: 1, .. })));
+        assert!(matches!(
+            s.check(p(5)),
+            Err(Error::OutOfOrderSequence { expected: 1, .. })
+        ));
         let back = ProducerState::decode(&s.encode()).expect("decode");
         assert!(matches!(back.check(p(0)), Ok(Check::Duplicate(_))));
     }

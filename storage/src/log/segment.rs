@@ -59,7 +59,13 @@ pub(crate) struct ScanEnd {
 }
 
 impl Segment {
-    pub fn new(base: u64, path: PathBuf, file: Arc<dyn FileHandle>, len: u64, sealed: bool) -> Self {
+    pub fn new(
+        base: u64,
+        path: PathBuf,
+        file: Arc<dyn FileHandle>,
+        len: u64,
+        sealed: bool,
+    ) -> Self {
         Segment {
             base,
             path,
@@ -147,7 +153,9 @@ impl Segment {
             let batch_len = header.batch_len as usize;
             if here.len() < batch_len {
                 // Read the whole batch into one buffer.
-                buf = self.read_chunk(pos, batch_len.max(SCAN_CHUNK_BYTES), file_len).await?;
+                buf = self
+                    .read_chunk(pos, batch_len.max(SCAN_CHUNK_BYTES), file_len)
+                    .await?;
                 buf_pos = pos;
                 if buf.len() < batch_len {
                     return torn(builder);
@@ -158,7 +166,10 @@ impl Segment {
             if let Err(e) = format::verify_crc(&header, batch) {
                 // The last batch of a file with its tail still zero is a write that never
                 // reached the disk, not damage.
-                if end == file_len && batch.iter().rev().take_while(|&&b| b == 0).count() >= 512.min(batch_len - BATCH_HEADER_LEN) {
+                if end == file_len
+                    && batch.iter().rev().take_while(|&&b| b == 0).count()
+                        >= 512.min(batch_len - BATCH_HEADER_LEN)
+                {
                     return torn(builder);
                 }
                 return Err(self.corruption(pos, e));
@@ -199,7 +210,12 @@ impl Segment {
     }
 
     /// Makes sure the indexes are in memory, loading or rebuilding them for a sealed segment.
-    pub async fn ensure_index(&self, fs: &dyn Fs, interval_bytes: u32, batch_bytes_max: u32) -> Result<()> {
+    pub async fn ensure_index(
+        &self,
+        fs: &dyn Fs,
+        interval_bytes: u32,
+        batch_bytes_max: u32,
+    ) -> Result<()> {
         if self.index.read().is_some() {
             return Ok(());
         }
@@ -207,7 +223,10 @@ impl Segment {
         let len = self.len();
         let idx_path = segment_file(dir, self.base, "idx");
         let time_path = segment_file(dir, self.base, "timeindex");
-        let idx = match self.load_index(fs, &idx_path, &time_path, len, batch_bytes_max).await {
+        let idx = match self
+            .load_index(fs, &idx_path, &time_path, len, batch_bytes_max)
+            .await
+        {
             Ok(idx) => idx,
             Err(reason) => {
                 tracing::warn!(segment = %self.path.display(), "rebuilding index: {reason}");
@@ -266,9 +285,13 @@ impl Segment {
         len: u64,
         batch_bytes_max: u32,
     ) -> std::result::Result<SegmentIndex, String> {
-        let bytes = io::read_file(fs, idx_path).await.map_err(|e| e.to_string())?;
+        let bytes = io::read_file(fs, idx_path)
+            .await
+            .map_err(|e| e.to_string())?;
         let offsets = index::decode_offsets(&bytes, len.max(1)).map_err(|e| e.to_string())?;
-        let bytes = io::read_file(fs, time_path).await.map_err(|e| e.to_string())?;
+        let bytes = io::read_file(fs, time_path)
+            .await
+            .map_err(|e| e.to_string())?;
         let times = index::decode_times(&bytes).map_err(|e| e.to_string())?;
         // Spot-check: the last entry must point at the batch holding that offset.
         if let Some(last) = offsets.last() {
@@ -343,7 +366,11 @@ impl Segment {
                 format::verify_crc(&header, &batch).map_err(|e| self.corruption(at, e))?;
                 let records =
                     format::decode_records(&header, &batch).map_err(|e| self.corruption(at, e))?;
-                out.extend(records.into_iter().filter(|r| r.offset >= from && r.offset < until));
+                out.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.offset >= from && r.offset < until),
+                );
                 next = Some(header.next_offset().min(until));
                 bytes_taken += blen;
                 if header.batch_len as usize > chunk.len() {
@@ -368,7 +395,9 @@ impl Segment {
         let mut from = self.base;
         let mut pos = 0;
         loop {
-            let (recs, next) = self.read(pos, from, until, 4 << 20, batch_bytes_max).await?;
+            let (recs, next) = self
+                .read(pos, from, until, 4 << 20, batch_bytes_max)
+                .await?;
             out.extend(recs);
             match next {
                 Some(n) if n > from => {
@@ -382,15 +411,39 @@ impl Segment {
 }
 
 /// Writes both index files of a sealed segment, each atomically.
-pub(crate) async fn write_index_files(fs: &dyn Fs, dir: &Path, base: u64, idx: &SegmentIndex) -> Result<()> {
-    io::write_file_atomic(fs, &segment_file(dir, base, "idx"), index::encode_offsets(&idx.offsets)).await?;
-    io::write_file_atomic(fs, &segment_file(dir, base, "timeindex"), index::encode_times(&idx.times)).await
+pub(crate) async fn write_index_files(
+    fs: &dyn Fs,
+    dir: &Path,
+    base: u64,
+    idx: &SegmentIndex,
+) -> Result<()> {
+    io::write_file_atomic(
+        fs,
+        &segment_file(dir, base, "idx"),
+        index::encode_offsets(&idx.offsets),
+    )
+    .await?;
+    io::write_file_atomic(
+        fs,
+        &segment_file(dir, base, "timeindex"),
+        index::encode_times(&idx.times),
+    )
+    .await
 }
 
 /// Opens an existing segment file.
-pub(crate) async fn open_segment(fs: &dyn Fs, dir: &Path, base: u64, sealed: bool) -> Result<Segment> {
+pub(crate) async fn open_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    base: u64,
+    sealed: bool,
+) -> Result<Segment> {
     let path = segment_file(dir, base, "log");
-    let mode = if sealed { OpenMode::Read } else { OpenMode::ReadWrite };
+    let mode = if sealed {
+        OpenMode::Read
+    } else {
+        OpenMode::ReadWrite
+    };
     let file = fs.open(&path, mode).await?;
     let len = file.len().await?;
     Ok(Segment::new(base, path, file, len, sealed))

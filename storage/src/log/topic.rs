@@ -42,9 +42,8 @@ impl Topic {
                 )));
             }
         }
-        let opens = (0..config.partitions).map(|i| {
-            Partition::open(i, dir.join(i.to_string()), fs.clone(), config.clone())
-        });
+        let opens = (0..config.partitions)
+            .map(|i| Partition::open(i, dir.join(i.to_string()), fs.clone(), config.clone()));
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in futures::future::join_all(opens).await {
             partitions.push(Arc::new(p?));

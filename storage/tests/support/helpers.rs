@@ -32,7 +32,11 @@ pub fn rec(i: u64) -> Record {
     Record {
         timestamp: Some(1_000_000 + i as i64),
         key: Some(format!("key-{}", i % 7).into_bytes().into()),
-        value: Some(format!("value-{i:06}-{}", "x".repeat((i % 50) as usize)).into_bytes().into()),
+        value: Some(
+            format!("value-{i:06}-{}", "x".repeat((i % 50) as usize))
+                .into_bytes()
+                .into(),
+        ),
         headers: Vec::new(),
     }
 }
