@@ -90,7 +90,9 @@ pub fn run(args: &LogArgs) -> anyhow::Result<()> {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/braid-bench"),
     };
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
-    let base = base.canonicalize().with_context(|| format!("resolve {}", base.display()))?;
+    let base = base
+        .canonicalize()
+        .with_context(|| format!("resolve {}", base.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix("log-")
         .tempdir_in(&base)
@@ -103,7 +105,9 @@ pub fn run(args: &LogArgs) -> anyhow::Result<()> {
         );
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut backends: Vec<(&'static str, SharedFs)> = Vec::new();
     for name in &args.backends {
         let wanted: Backend = name.parse()?;
@@ -151,7 +155,16 @@ pub fn run(args: &LogArgs) -> anyhow::Result<()> {
                 if batch_records == 1 {
                     specs.extend((0..backends.len()).map(|b| (Spec::Io(b), config)));
                 }
-                run_set(&rt, tmp.path(), &backends, set, &specs, rounds, row_time, &mut rows)?;
+                run_set(
+                    &rt,
+                    tmp.path(),
+                    &backends,
+                    set,
+                    &specs,
+                    rounds,
+                    row_time,
+                    &mut rows,
+                )?;
                 set += 1;
             }
         }
@@ -166,13 +179,25 @@ pub fn run(args: &LogArgs) -> anyhow::Result<()> {
             batch_records: 1,
             appenders: 1,
         };
-        let many = Config { appenders: 64, ..single };
+        let many = Config {
+            appenders: 64,
+            ..single
+        };
         let mut specs = vec![(Spec::Raw, single)];
         for b in 0..backends.len() {
             specs.push((Spec::Log(b), single));
             specs.push((Spec::Log(b), many));
         }
-        run_set(&rt, tmp.path(), &backends, set, &specs, rounds, row_time, &mut rows)?;
+        run_set(
+            &rt,
+            tmp.path(),
+            &backends,
+            set,
+            &specs,
+            rounds,
+            row_time,
+            &mut rows,
+        )?;
         set += 1;
     }
 
@@ -216,19 +241,40 @@ fn run_set(
             specs.iter().zip(&inputs).zip(acc.iter_mut())
         {
             let round = match spec {
-                Spec::Raw => raw_loop(dir, config.workers(), config.batch_records, batch.bytes(), slice)?,
+                Spec::Raw => raw_loop(
+                    dir,
+                    config.workers(),
+                    config.batch_records,
+                    batch.bytes(),
+                    slice,
+                )?,
                 Spec::Log(b) => {
                     let (_, fs) = backends.get(*b).context("no such backend")?;
                     let sub = dir.join("topic");
-                    let out = rt.block_on(log_appends(fs.clone(), &sub, *config, records, batch.len(), slice))?;
-                    std::fs::remove_dir_all(&sub).with_context(|| format!("remove {}", sub.display()))?;
+                    let out = rt.block_on(log_appends(
+                        fs.clone(),
+                        &sub,
+                        *config,
+                        records,
+                        batch.len(),
+                        slice,
+                    ))?;
+                    std::fs::remove_dir_all(&sub)
+                        .with_context(|| format!("remove {}", sub.display()))?;
                     out
                 }
                 Spec::Io(b) => {
                     let (_, fs) = backends.get(*b).context("no such backend")?;
                     let fs = fs.clone();
                     let (workers, records_per_op) = (config.workers(), config.batch_records);
-                    rt.block_on(io_loop(fs, dir, workers, records_per_op, batch.bytes(), slice))?
+                    rt.block_on(io_loop(
+                        fs,
+                        dir,
+                        workers,
+                        records_per_op,
+                        batch.bytes(),
+                        slice,
+                    ))?
                 }
             };
             samples.add_round(round);
@@ -356,7 +402,8 @@ fn raw_loop(
                         .with_context(|| format!("fsync {}", dir.display()))?;
                     let mut samples = Worker::default();
                     let mut at = 0u64;
-                    while Instant::now() < deadline && (samples.latencies_ns.len() as u64) < ops_max {
+                    while Instant::now() < deadline && (samples.latencies_ns.len() as u64) < ops_max
+                    {
                         let t0 = Instant::now();
                         file.write_all_at(buf, at).context("pwrite")?;
                         file.sync_data().context("fdatasync")?;
@@ -368,14 +415,18 @@ fn raw_loop(
                         samples.records += records_per_op as u64;
                     }
                     drop(file);
-                    std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("remove {}", path.display()))?;
                     Ok(samples)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a raw writer panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a raw writer panicked")))
+            })
             .collect()
     });
     results.into_iter().collect()
@@ -424,14 +475,19 @@ async fn io_loop(
                     w.records += records_per_op as u64;
                 }
                 drop(file);
-                std::fs::remove_file(&path).map_err(|e| braid_storage::Error::io("remove", &path, e))?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| braid_storage::Error::io("remove", &path, e))?;
                 Ok::<_, braid_storage::Error>(w)
             })
         })
         .collect();
     let mut workers = Vec::with_capacity(tasks.len());
     for t in tasks {
-        workers.push(t.await.context("join an I/O writer")?.context("write or sync")?);
+        workers.push(
+            t.await
+                .context("join an I/O writer")?
+                .context("write or sync")?,
+        );
     }
     Ok(workers)
 }
@@ -474,8 +530,8 @@ async fn log_appends(
                     let t0 = Instant::now();
                     partition.append(batch).await?;
                     let took = t0.elapsed();
-                        samples.latencies_ns.push(took.as_nanos() as u64);
-                        samples.span += took;
+                    samples.latencies_ns.push(took.as_nanos() as u64);
+                    samples.span += took;
                     samples.records += records.len() as u64;
                     samples.bytes += batch_bytes as u64;
                 }
@@ -518,8 +574,18 @@ fn progress(row: &Row) {
 
 fn print_rows(rows: &[Row]) {
     let header = [
-        "row", "partitions", "record B", "batch", "appenders/part", "batch B", "records/s", "MB/s",
-        "p50 µs", "p99 µs", "thr / raw", "p99 / raw",
+        "row",
+        "partitions",
+        "record B",
+        "batch",
+        "appenders/part",
+        "batch B",
+        "records/s",
+        "MB/s",
+        "p50 µs",
+        "p99 µs",
+        "thr / raw",
+        "p99 / raw",
     ];
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -612,7 +678,9 @@ fn print_targets(rows: &[Row], backends: &[(&'static str, SharedFs)]) {
         // 3. 64 concurrent single-record appenders reach 20× a single appender's appends/s
         //    (the single appender of the same interleaved set).
         for conc in log.iter().filter(|r| r.config.appenders == 64) {
-            let single = log.iter().find(|r| r.set == conc.set && r.config.appenders == 1);
+            let single = log
+                .iter()
+                .find(|r| r.set == conc.set && r.config.appenders == 1);
             if let Some(single) = single {
                 let x = conc.summary.records_per_s / single.summary.records_per_s.max(1e-9);
                 println!(
@@ -630,8 +698,12 @@ fn print_targets(rows: &[Row], backends: &[(&'static str, SharedFs)]) {
         //    one-partition, one-record, one-appender row; the worst is judged).
         let worst = log
             .iter()
-            .filter(|r| r.config.partitions == 1 && r.config.appenders == 1 && r.config.batch_records == 1)
-            .filter_map(|r| raw_of(r).map(|b| (r, b, r.summary.p99_us / b.summary.p99_us.max(1e-9))))
+            .filter(|r| {
+                r.config.partitions == 1 && r.config.appenders == 1 && r.config.batch_records == 1
+            })
+            .filter_map(|r| {
+                raw_of(r).map(|b| (r, b, r.summary.p99_us / b.summary.p99_us.max(1e-9)))
+            })
             .max_by(|a, b| a.2.total_cmp(&b.2));
         if let Some((r, base, x)) = worst {
             println!(
@@ -647,7 +719,7 @@ fn print_targets(rows: &[Row], backends: &[(&'static str, SharedFs)]) {
 }
 
 /// The device and file-system type that hold `path`, from the longest matching mount point.
-fn mount_of(path: &Path) -> (String, String) {
+pub(crate) fn mount_of(path: &Path) -> (String, String) {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let mut best: Option<(usize, String, String)> = None;
     for line in mounts.lines() {
@@ -662,10 +734,12 @@ fn mount_of(path: &Path) -> (String, String) {
     best.map_or(("?".into(), "?".into()), |(_, d, k)| (d, k))
 }
 
-fn mem_total() -> String {
+pub(crate) fn mem_total() -> String {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     info.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or("?".into(), |kb| format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0)))
+        .map_or("?".into(), |kb| {
+            format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0))
+        })
 }

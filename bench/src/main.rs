@@ -5,16 +5,22 @@
 //! ratio between them means something even when the absolute numbers move with the machine.
 //! Subcommands:
 //! - `log`: LogCore appends vs a raw `pwrite` + `fdatasync` loop ([`log_bench`]).
+//! - `wire`: bulk event ingest and two queries over the PostgreSQL wire protocol, the `braid`
+//!   server vs PostgreSQL 15 started side by side ([`wire_bench`]).
 
 mod log_bench;
 mod measure;
+mod wire_bench;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "braid-bench", about = "Side-by-side benchmarks: braid vs raw limits")]
+#[command(
+    name = "braid-bench",
+    about = "Side-by-side benchmarks: braid vs raw limits and vs PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +30,9 @@ struct Cli {
 enum Command {
     /// LogCore append (durability sync) vs a raw pwrite + fdatasync loop on the same disk.
     Log(LogArgs),
+    /// Event ingest (COPY, concurrent single-row INSERTs) and queries over the wire: the braid
+    /// server vs PostgreSQL 15, both started by the run on the same disk.
+    Wire(WireArgs),
 }
 
 /// Options of the `log` subcommand.
@@ -56,9 +65,46 @@ pub struct LogArgs {
     pub backends: Vec<String>,
 }
 
+/// Options of the `wire` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct WireArgs {
+    /// Rows loaded by COPY (and queried afterwards).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Rows loaded by the concurrent single-row INSERT phase (a prefix of the same rows).
+    #[arg(long, default_value_t = 100_000)]
+    pub insert_rows: u64,
+    /// Concurrent clients of the INSERT phase, each on its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Timed repetitions of each query (after one untimed warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Smoke test: 100,000 COPY rows, 10,000 INSERT rows, 3 repetitions (overrides the above).
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory both servers' data directories are made in (a fresh temporary directory inside
+    /// it, removed at the end). Must be on the disk you want to measure; default:
+    /// `<repo>/target/braid-bench`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The `braid` server binary; default: `$CARGO_TARGET_DIR/release/braid`, else
+    /// `<repo>/target/release/braid` (build it with `cargo build --release -p braid-server`).
+    #[arg(long)]
+    pub braid_bin: Option<PathBuf>,
+    /// Directory holding PostgreSQL's `initdb`, `pg_ctl` and `postgres`.
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pub pg_bin: PathBuf,
+    /// OS user PostgreSQL runs as when the benchmark runs as root (created with
+    /// `useradd --system` if missing).
+    #[arg(long, default_value = "postgres")]
+    pub pg_user: String,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Log(args) => log_bench::run(&args),
+        Command::Wire(args) => wire_bench::run(&args),
     }
 }
