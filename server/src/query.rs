@@ -15,7 +15,7 @@ use braid_planner::{CopyIn, Engine, Error, Output, Session};
 use futures::StreamExt;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, METADATA_DATABASE, METADATA_USER};
+use pgwire::api::ClientInfo;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
 use tokio::sync::Notify;
@@ -81,16 +81,7 @@ pub(crate) fn conn_state<C: ClientInfo>(
     if let Some(s) = client.session_extensions().get::<ConnState>() {
         return Ok(s);
     }
-    let user = client
-        .metadata()
-        .get(METADATA_USER)
-        .cloned()
-        .unwrap_or_default();
-    let db = client
-        .metadata()
-        .get(METADATA_DATABASE)
-        .cloned()
-        .unwrap_or_else(|| user.clone());
+    let (user, db) = crate::startup::user_and_database(client);
     let session = engine
         .session(&db, &user, client.pid_and_secret_key().0)
         .map_err(|e| to_pgwire(&e))?;

@@ -123,16 +123,7 @@ impl StartupHandler for BraidStartup {
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
-            let user = client
-                .metadata()
-                .get(METADATA_USER)
-                .cloned()
-                .unwrap_or_default();
-            let db = client
-                .metadata()
-                .get(METADATA_DATABASE)
-                .cloned()
-                .unwrap_or_else(|| user.clone());
+            let (_, db) = user_and_database(client);
             if !self.engine.database_exists(&db) {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "FATAL".into(),
@@ -151,4 +142,20 @@ impl StartupHandler for BraidStartup {
         }
         Ok(())
     }
+}
+
+/// The user and database a client asked for at startup; the database defaults to the user name,
+/// as in PostgreSQL.
+pub(crate) fn user_and_database<C: ClientInfo + ?Sized>(client: &C) -> (String, String) {
+    let user = client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_default();
+    let db = client
+        .metadata()
+        .get(METADATA_DATABASE)
+        .cloned()
+        .unwrap_or_else(|| user.clone());
+    (user, db)
 }
