@@ -7,6 +7,7 @@
 //! This crate never sees DataFusion or pgwire; upper layers talk to it through typed APIs and
 //! the [`Error`] enum.
 
+pub mod codec;
 pub mod error;
 pub mod io;
 pub mod log;

@@ -272,8 +272,8 @@ pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogReco
         }
         prev_delta = Some(offset_delta);
         let timestamp = c.i64()?;
-        let key = c.opt_bytes(&body)?;
-        let value = c.opt_bytes(&body)?;
+        let key = opt_bytes(&mut c, &body)?;
+        let value = opt_bytes(&mut c, &body)?;
         let header_count = c.u16()?;
         let mut headers = Vec::with_capacity(usize::from(header_count).min(64));
         for _ in 0..header_count {
@@ -281,7 +281,7 @@ pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogReco
             let name = std::str::from_utf8(c.take(name_len)?)
                 .map_err(|_| DecodeError::Malformed("header name is not UTF-8"))?
                 .to_string();
-            let value = c.opt_bytes(&body)?;
+            let value = opt_bytes(&mut c, &body)?;
             headers.push(Header { key: name, value });
         }
         if c.pos != end {
@@ -580,69 +580,30 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_le_bytes());
 }
 
-/// A bounds-checked little-endian reader: every read returns an error instead of panicking.
-pub(crate) struct Cursor<'a> {
-    buf: &'a [u8],
-    pub(crate) pos: usize,
+pub(crate) use crate::codec::Cursor;
+
+impl From<crate::codec::CursorError> for DecodeError {
+    fn from(e: crate::codec::CursorError) -> Self {
+        match e {
+            crate::codec::CursorError::Incomplete { needed, available } => {
+                DecodeError::Incomplete { needed, available }
+            }
+            crate::codec::CursorError::Malformed { what, .. } => DecodeError::Malformed(what),
+        }
+    }
 }
 
-impl<'a> Cursor<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Cursor { buf, pos: 0 }
+/// A length-prefixed optional byte string, sliced out of `whole` without copying (`whole` must
+/// be the buffer `c` reads).
+fn opt_bytes(c: &mut Cursor<'_>, whole: &Bytes) -> Result<Option<Bytes>, DecodeError> {
+    let len = c.i32()?;
+    if len == -1 {
+        return Ok(None);
     }
-
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(DecodeError::Incomplete {
-                needed: self.pos.saturating_add(n),
-                available: self.buf.len(),
-            })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(i32::from_le_bytes(self.array()?))
-    }
-    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-
-    /// A length-prefixed optional byte string, sliced out of `whole` without copying
-    /// (`whole` must be the buffer this cursor reads).
-    fn opt_bytes(&mut self, whole: &Bytes) -> Result<Option<Bytes>, DecodeError> {
-        let len = self.i32()?;
-        if len == -1 {
-            return Ok(None);
-        }
-        let len = usize::try_from(len).map_err(|_| DecodeError::Malformed("negative length"))?;
-        let start = self.pos;
-        self.take(len)?;
-        Ok(Some(whole.slice(start..start + len)))
-    }
+    let len = usize::try_from(len).map_err(|_| DecodeError::Malformed("negative length"))?;
+    let start = c.pos;
+    c.take(len)?;
+    Ok(Some(whole.slice(start..start + len)))
 }
 
 #[cfg(test)]

@@ -147,85 +147,18 @@ pub fn put_varint64(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// A bounds-checked reader: every read returns an error instead of panicking.
-pub struct Cursor<'a> {
-    buf: &'a [u8],
-    pub pos: usize,
-}
+pub use crate::codec::Cursor;
 
-impl<'a> Cursor<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Cursor { buf, pos: 0 }
-    }
-
-    pub fn at(buf: &'a [u8], pos: usize) -> Self {
-        Cursor { buf, pos }
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
-    }
-
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(DecodeError::Incomplete {
-                needed: self.pos.saturating_add(n),
-                available: self.buf.len(),
-            })?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Incomplete {
-            needed: end,
-            available: self.buf.len(),
-        })?;
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-
-    pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(u8::from_le_bytes(self.array()?))
-    }
-    pub fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    pub fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    pub fn varint64(&mut self) -> Result<u64, DecodeError> {
-        let start = self.pos;
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                if shift == 63 && b > 1 {
-                    break;
-                }
-                return Ok(v);
+impl From<crate::codec::CursorError> for DecodeError {
+    fn from(e: crate::codec::CursorError) -> Self {
+        match e {
+            crate::codec::CursorError::Incomplete { needed, available } => {
+                DecodeError::Incomplete { needed, available }
+            }
+            crate::codec::CursorError::Malformed { at, what } => {
+                DecodeError::Malformed { at, what }
             }
         }
-        Err(DecodeError::malformed(start, "varint too long"))
-    }
-
-    pub fn varint32(&mut self) -> Result<u32, DecodeError> {
-        let start = self.pos;
-        let v = self.varint64()?;
-        u32::try_from(v).map_err(|_| DecodeError::malformed(start, "varint32 out of range"))
-    }
-
-    /// A u32-length-prefixed byte string.
-    pub fn bytes32(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = self.u32()? as usize;
-        self.take(n)
     }
 }
 
