@@ -4,6 +4,7 @@
 #[path = "lsm_support/common.rs"]
 mod common;
 
+use braid_storage::lsm::{LsmOptions, WriteBatch};
 use common::*;
 
 #[tokio::test]
@@ -128,5 +129,65 @@ async fn background_flush_and_compaction_keep_everything_readable() {
     }
     let got = scan_all(&lsm, u64::MAX).await;
     assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+    lsm.close().await.expect("close");
+}
+
+/// A tombstone in a level-1 table that a level-0 compaction pulls in may lie outside the key
+/// range of the level-0 tables. It may only be dropped when no deeper level holds its key:
+/// whether the output is "bottom" must be judged over every input's range, or the deleted key
+/// comes back from the deeper level.
+#[tokio::test]
+async fn tombstone_outside_the_level0_range_is_kept_while_a_deeper_level_has_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = fs();
+    let push_down = LsmOptions {
+        l0_compaction_trigger_files: 1,
+        level1_bytes_max: 1,
+        level_size_ratio: 1 << 20,
+        levels_max: 4,
+        ..small()
+    };
+    let keep_in_l1 = LsmOptions {
+        l0_compaction_trigger_files: 1,
+        level1_bytes_max: 1 << 30,
+        level_size_ratio: 2,
+        levels_max: 4,
+        ..small()
+    };
+    // "b" = old, pushed down to level 2.
+    let lsm = open(&fs, dir.path(), push_down.clone()).await;
+    lsm.apply(put("b", "old"), 1, 10).await.expect("apply");
+    lsm.flush().await.expect("flush");
+    lsm.compact().await.expect("compact");
+    let levels = lsm.levels();
+    assert_eq!(levels[2].tables, 1, "b is in level 2: {levels:?}");
+    lsm.close().await.expect("close");
+
+    // Level 1 gets a table spanning a..c that deletes "b".
+    let lsm = open(&fs, dir.path(), keep_in_l1.clone()).await;
+    let mut b = WriteBatch::new();
+    b.put("a", "1");
+    b.delete("b");
+    b.put("c", "1");
+    lsm.apply(b, 2, 20).await.expect("apply");
+    lsm.flush().await.expect("flush");
+    lsm.compact().await.expect("compact");
+    let levels = lsm.levels();
+    assert_eq!((levels[0].tables, levels[1].tables), (0, 1), "{levels:?}");
+    assert_eq!(get_str(&lsm, b"b", 2).await, None);
+
+    // A level-0 table holding only "a" pulls that level-1 table into a compaction.
+    lsm.apply(put("a", "2"), 3, 30).await.expect("apply");
+    lsm.flush().await.expect("flush");
+    lsm.compact().await.expect("compact");
+    assert_eq!(lsm.levels()[0].tables, 0);
+    assert_eq!(get_str(&lsm, b"b", 3).await, None, "deleted key came back");
+    assert_eq!(
+        scan_all(&lsm, 3).await,
+        vec![
+            (b"a".to_vec(), b"2".to_vec()),
+            (b"c".to_vec(), b"1".to_vec())
+        ]
+    );
     lsm.close().await.expect("close");
 }

@@ -101,11 +101,7 @@ pub(crate) fn pick(v: &Version, shape: Shape, pointers: &mut [Vec<u8>]) -> Optio
     if l0.len() >= shape.l0_compaction_trigger_files.max(1) && last >= 1 {
         let (lo, hi) = key_range(l0)?;
         let next = overlapping(v, 1, &lo, &hi);
-        return Some(Job {
-            inputs: vec![(0, l0.clone()), (1, next)],
-            output_level: 1,
-            bottom: is_bottom(v, 1, &lo, &hi),
-        });
+        return Some(job(v, vec![(0, l0.clone()), (1, next)], 1));
     }
     let mut best: Option<(f64, usize)> = None;
     let mut budget = shape.level1_bytes_max.max(1);
@@ -129,11 +125,24 @@ pub(crate) fn pick(v: &Version, shape: Shape, pointers: &mut [Vec<u8>]) -> Optio
     }
     let (lo, hi) = (table.meta.smallest.to_vec(), table.meta.largest.to_vec());
     let next = overlapping(v, level + 1, &lo, &hi);
-    Some(Job {
-        inputs: vec![(level, vec![table]), (level + 1, next)],
-        output_level: level + 1,
-        bottom: is_bottom(v, level + 1, &lo, &hi),
-    })
+    Some(job(v, vec![(level, vec![table]), (level + 1, next)], level + 1))
+}
+
+/// A job over `inputs`. Whether it is "bottom" (tombstones may go) is judged over the key range
+/// of every input, not only of the tables that triggered it: the overlapping tables of the next
+/// level can reach further, and a tombstone out there must stay while a deeper level still
+/// holds an older version of its key.
+fn job(v: &Version, inputs: Vec<(usize, Vec<Arc<Table>>)>, output_level: usize) -> Job {
+    let all: Vec<Arc<Table>> = inputs.iter().flat_map(|(_, ts)| ts.iter().cloned()).collect();
+    let bottom = match key_range(&all) {
+        Some((lo, hi)) => is_bottom(v, output_level, &lo, &hi),
+        None => true,
+    };
+    Job {
+        inputs,
+        output_level,
+        bottom,
+    }
 }
 
 /// Everything in the tree merged into its deepest used level (at least level 1).
