@@ -118,6 +118,8 @@ pub struct Catalog {
     state: parking_lot::RwLock<CatalogFile>,
     /// Serialises writers so two DDL statements cannot lose each other's change.
     write_lock: AsyncMutex<()>,
+    /// Bumped by every change, so prepared statements can tell that they must be planned again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Catalog {
@@ -139,7 +141,18 @@ impl Catalog {
             path,
             state: parking_lot::RwLock::new(state),
             write_lock: AsyncMutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Changes with every DDL statement that committed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn database_exists(&self, db: &str) -> bool {
@@ -214,6 +227,7 @@ impl Catalog {
         s.tables.insert(def.name.clone(), def.clone());
         self.files.write_atomic(&self.path, encode(&next)?).await?;
         *self.state.write() = next;
+        self.bump();
         Ok(def)
     }
 
@@ -229,6 +243,7 @@ impl Catalog {
         if removed.is_some() {
             self.files.write_atomic(&self.path, encode(&next)?).await?;
             *self.state.write() = next;
+            self.bump();
         }
         Ok(removed)
     }

@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod copy;
 pub mod error;
+mod fast_insert;
 pub mod functions;
 pub mod pg_catalog;
 pub mod rowcodec;

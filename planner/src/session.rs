@@ -36,6 +36,7 @@ use crate::catalog::{
 };
 pub use crate::copy::CopyFormat;
 use crate::error::{Error, Result};
+use crate::fast_insert::FastInsert;
 use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
 use crate::stream::log::{StreamLog, StreamLogs};
 use crate::stream::options::StreamOptions;
@@ -331,6 +332,10 @@ enum PreparedKind {
     Plan {
         plan: LogicalPlan,
         params: Vec<Option<DataType>>,
+        /// Set when the statement is an INSERT the fast path runs without DataFusion.
+        fast: Option<Arc<FastInsert>>,
+        /// The catalog generation the plan was made against.
+        generation: u64,
     },
     Direct {
         statement: Box<Statement>,
@@ -597,6 +602,7 @@ impl Session {
             });
         }
         self.rewrite(&mut stmt);
+        let generation = self.engine.catalog.generation();
         let plan = self
             .ctx
             .state()
@@ -620,11 +626,14 @@ impl Session {
                 *slot = t;
             }
         }
+        let fast = FastInsert::try_new(&self.ctx, &plan, &ordered)?.map(Arc::new);
         Ok(Prepared {
             sql: sql.to_string(),
             kind: PreparedKind::Plan {
                 plan,
                 params: ordered,
+                fast,
+                generation,
             },
         })
     }
@@ -637,6 +646,28 @@ impl Session {
                 statement,
                 stream_ddl,
             } => self.execute_direct(statement, *stream_ddl).await,
+            PreparedKind::Plan {
+                generation,
+                params: types,
+                ..
+            } if *generation != self.engine.catalog.generation() => {
+                // A table was created or dropped since Parse: the plan may name a dropped
+                // stream's log. Plan again, as PostgreSQL re-plans a cached statement, and
+                // refuse (as it does) when the statement would now take or return other types.
+                let again = Box::pin(self.prepare(&p.sql)).await?;
+                if again.param_types() != *types || again.result_schema() != p.result_schema() {
+                    return Err(Error::Unsupported(
+                        "cached plan must not change result type".into(),
+                    ));
+                }
+                Box::pin(self.execute_prepared(&again, params)).await
+            }
+            PreparedKind::Plan {
+                fast: Some(fast), ..
+            } => Ok(Output::Command {
+                tag: "INSERT".into(),
+                rows: Some(fast.execute(params).await?),
+            }),
             PreparedKind::Plan { plan, .. } => {
                 let plan = if params.is_empty() {
                     plan.clone()

@@ -218,3 +218,123 @@ async fn cancel_request_stops_a_running_query() -> anyhow::Result<()> {
     server.stop().await?;
     Ok(())
 }
+
+/// Prepared INSERTs into streams: multi-row VALUES mixing parameters, constants and
+/// expressions; casts; hidden columns; NOT NULL; and re-planning after DDL (a statement
+/// prepared before DROP/CREATE STREAM writes into the new stream, or is refused with 0A000
+/// when the new stream takes other types, as PostgreSQL refuses a changed cached plan).
+#[tokio::test]
+async fn prepared_inserts_follow_ddl_and_keep_semantics() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE STREAM t (id bigint NOT NULL, label text, amount double precision) \
+             WITH (partitions = 3)",
+        )
+        .await?;
+
+    let multi = client
+        .prepare(
+            "INSERT INTO t (id, label, amount, _partition) VALUES \
+             ($1, $2, 1.5, 2), ($1 + 1, upper($2), NULL, 0), (42, 'const', $3, 1)",
+        )
+        .await?;
+    assert_eq!(client.execute(&multi, &[&7i64, &"abc", &3.25f64]).await?, 3);
+    let rows: Vec<(i64, Option<String>, Option<f64>, i32)> = client
+        .query(
+            "SELECT id, label, amount, _partition FROM t ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (7, Some("abc".into()), Some(1.5), 2),
+            (8, Some("ABC".into()), None, 0),
+            (42, Some("const".into()), Some(3.25), 1),
+        ]
+    );
+
+    // NULL into a NOT NULL column: 23502, nothing appended.
+    let one = client
+        .prepare("INSERT INTO t (id, label) VALUES ($1, $2)")
+        .await?;
+    let err = client
+        .execute(&one, &[&None::<i64>, &"x"])
+        .await
+        .expect_err("not null");
+    assert_eq!(err.code(), Some(&SqlState::NOT_NULL_VIOLATION), "{err}");
+    // `_partition` out of range: refused, nothing appended.
+    let part = client
+        .prepare("INSERT INTO t (id, _partition) VALUES ($1, $2)")
+        .await?;
+    let err = client
+        .execute(&part, &[&1i64, &9i32])
+        .await
+        .expect_err("partition out of range");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_PARAMETER_VALUE),
+        "{err:?}"
+    );
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("out of range")),
+        "{message:?}"
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 3);
+
+    // DROP + CREATE with the same columns: the prepared statement writes into the new stream.
+    client
+        .batch_execute(
+            "DROP STREAM t; CREATE STREAM t (id bigint NOT NULL, label text, amount double precision)",
+        )
+        .await?;
+    assert_eq!(client.execute(&one, &[&5i64, &"new"]).await?, 1);
+    let rows: Vec<(i64, String)> = client
+        .query("SELECT id, label FROM t", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(5, "new".to_string())]);
+
+    // Re-created with other column types: the cached statement is refused, not misapplied.
+    client
+        .batch_execute("DROP STREAM t; CREATE STREAM t (id text, label text)")
+        .await?;
+    let err = client
+        .execute(&one, &[&6i64, &"changed"])
+        .await
+        .expect_err("changed types");
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+    // A fresh prepare works against the new definition.
+    let fresh = client
+        .prepare("INSERT INTO t (id, label) VALUES ($1, $2)")
+        .await?;
+    assert_eq!(client.execute(&fresh, &[&"six", &"ok"]).await?, 1);
+
+    // Dropped without a replacement: 42P01.
+    client.batch_execute("DROP STREAM t").await?;
+    let err = client
+        .execute(&fresh, &[&"seven", &"gone"])
+        .await
+        .expect_err("dropped");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err}");
+
+    drop(client);
+    server.stop().await?;
+    let bad = server.unexpected_log_lines();
+    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
+    Ok(())
+}
