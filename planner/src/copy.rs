@@ -42,8 +42,19 @@ impl Default for CopyFormat {
     }
 }
 
+/// One parsed row: a field per column, `None` for NULL.
+pub type Row = Vec<Option<String>>;
+
 /// Splits COPY data into rows of optional fields.
-pub fn parse_rows(data: &str, format: &CopyFormat) -> Result<Vec<Vec<Option<String>>>> {
+pub fn parse_rows(data: &str, format: &CopyFormat) -> Result<Vec<Row>> {
+    let mut splitter = RowSplitter::new(format.clone());
+    let mut rows = splitter.push(data.as_bytes())?;
+    rows.extend(splitter.finish()?);
+    Ok(rows)
+}
+
+/// Rows parsed from one piece of data, and whether the end marker `\.` was among them.
+fn parse_piece(data: &str, format: &CopyFormat) -> Result<(Vec<Row>, bool)> {
     match format {
         CopyFormat::Text { delimiter, null } => parse_text(data, *delimiter, null),
         CopyFormat::Csv {
@@ -51,23 +62,148 @@ pub fn parse_rows(data: &str, format: &CopyFormat) -> Result<Vec<Vec<Option<Stri
             quote,
             escape,
             null,
-            header,
-        } => {
-            let mut rows = parse_csv(data, *delimiter, *quote, *escape, null)?;
-            if *header && !rows.is_empty() {
-                rows.remove(0);
-            }
-            Ok(rows)
-        }
+            ..
+        } => parse_csv(data, *delimiter, *quote, *escape, null),
     }
 }
 
-fn parse_text(data: &str, delimiter: char, null: &str) -> Result<Vec<Vec<Option<String>>>> {
+/// Cuts COPY data arriving in chunks of any size at row boundaries, so rows can be parsed as
+/// the data comes in instead of after the last byte. A row ends at a newline, except inside a
+/// quoted CSV field; a chunk may end anywhere, even inside a UTF-8 character, since only
+/// whole rows are decoded.
+#[derive(Debug)]
+pub struct RowSplitter {
+    format: CopyFormat,
+    /// Bytes received but not yet parsed (an incomplete last row).
+    carry: Vec<u8>,
+    /// How far `carry` has been scanned for a boundary, and the quote state there.
+    scanned: usize,
+    in_quotes: bool,
+    /// CSV quote and escape when both are one byte; otherwise rows are cut only at the end.
+    csv_bytes: Option<(u8, u8)>,
+    header_pending: bool,
+    ended: bool,
+}
+
+impl RowSplitter {
+    pub fn new(format: CopyFormat) -> Self {
+        let (csv_bytes, header_pending) = match &format {
+            CopyFormat::Csv {
+                quote,
+                escape,
+                header,
+                ..
+            } => (
+                (quote.is_ascii() && escape.is_ascii()).then_some((*quote as u8, *escape as u8)),
+                *header,
+            ),
+            CopyFormat::Text { .. } => (None, false),
+        };
+        RowSplitter {
+            format,
+            carry: Vec::new(),
+            scanned: 0,
+            in_quotes: false,
+            csv_bytes,
+            header_pending,
+            ended: false,
+        }
+    }
+
+    /// Takes the next chunk; returns the rows it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Row>> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        self.carry.extend_from_slice(chunk);
+        let Some(boundary) = self.boundary() else {
+            return Ok(Vec::new());
+        };
+        let rest = self.carry.split_off(boundary);
+        let whole = std::mem::replace(&mut self.carry, rest);
+        self.scanned -= boundary;
+        self.parse(&whole)
+    }
+
+    /// End of data: parses what is left.
+    pub fn finish(&mut self) -> Result<Vec<Row>> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        let whole = std::mem::take(&mut self.carry);
+        self.scanned = 0;
+        self.parse(&whole)
+    }
+
+    /// Offset just past the last complete row in `carry`, if any.
+    fn boundary(&mut self) -> Option<usize> {
+        let is_csv = matches!(self.format, CopyFormat::Csv { .. });
+        if !is_csv {
+            // Text format escapes newlines inside fields, so every newline ends a row.
+            let at = memchr_last(&self.carry[self.scanned..], b'\n').map(|i| self.scanned + i + 1);
+            self.scanned = self.carry.len();
+            return at;
+        }
+        let (quote, escape) = self.csv_bytes?;
+        let mut last = None;
+        let mut i = self.scanned;
+        let bytes = &self.carry;
+        while let Some(&b) = bytes.get(i) {
+            if self.in_quotes {
+                if escape != quote && b == escape {
+                    // An escaped quote stays inside the field; decide once the next byte is in.
+                    match bytes.get(i + 1) {
+                        Some(&n) if n == quote => {
+                            i += 2;
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                } else if b == quote {
+                    // With escape == quote a doubled quote toggles twice: still inside.
+                    self.in_quotes = false;
+                }
+            } else if b == quote {
+                self.in_quotes = true;
+            } else if b == b'\n' {
+                last = Some(i + 1);
+            }
+            i += 1;
+        }
+        self.scanned = i;
+        last
+    }
+
+    fn parse(&mut self, whole: &[u8]) -> Result<Vec<Row>> {
+        if whole.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = std::str::from_utf8(whole)
+            .map_err(|e| Error::InvalidInput(format!("COPY data is not valid UTF-8: {e}")))?;
+        let (mut rows, ended) = parse_piece(text, &self.format)?;
+        if self.header_pending && !rows.is_empty() {
+            rows.remove(0);
+            self.header_pending = false;
+        }
+        if ended {
+            self.ended = true;
+            self.carry.clear();
+        }
+        Ok(rows)
+    }
+}
+
+fn memchr_last(hay: &[u8], needle: u8) -> Option<usize> {
+    hay.iter().rposition(|&b| b == needle)
+}
+
+fn parse_text(data: &str, delimiter: char, null: &str) -> Result<(Vec<Row>, bool)> {
     let mut rows = Vec::new();
     for line in data.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line == "\\." {
-            break;
+            return Ok((rows, true));
         }
         if line.is_empty() {
             continue;
@@ -82,7 +218,7 @@ fn parse_text(data: &str, delimiter: char, null: &str) -> Result<Vec<Vec<Option<
         }
         rows.push(fields);
     }
-    Ok(rows)
+    Ok((rows, false))
 }
 
 fn unescape_text(raw: &str) -> String {
@@ -129,7 +265,7 @@ fn parse_csv(
     quote: char,
     escape: char,
     null: &str,
-) -> Result<Vec<Vec<Option<String>>>> {
+) -> Result<(Vec<Row>, bool)> {
     let mut rows = Vec::new();
     let mut fields: Vec<Option<String>> = Vec::new();
     let mut field = String::new();
@@ -167,7 +303,7 @@ fn parse_csv(
             }
             if line_has_content || !field.is_empty() {
                 if fields.is_empty() && !quoted && field == "\\." {
-                    return Ok(rows);
+                    return Ok((rows, true));
                 }
                 fields.push(finish_csv_field(&mut field, &mut quoted, null));
                 rows.push(std::mem::take(&mut fields));
@@ -184,12 +320,13 @@ fn parse_csv(
         ));
     }
     if line_has_content || !field.is_empty() {
-        if !(fields.is_empty() && !quoted && field == "\\.") {
-            fields.push(finish_csv_field(&mut field, &mut quoted, null));
-            rows.push(fields);
+        if fields.is_empty() && !quoted && field == "\\." {
+            return Ok((rows, true));
         }
+        fields.push(finish_csv_field(&mut field, &mut quoted, null));
+        rows.push(fields);
     }
-    Ok(rows)
+    Ok((rows, false))
 }
 
 fn finish_csv_field(field: &mut String, quoted: &mut bool, null: &str) -> Option<String> {
@@ -323,5 +460,121 @@ mod tests {
         assert_eq!(rows[0][1].as_deref(), Some("x,\"y\""));
         assert_eq!(rows[1][1], None);
         assert_eq!(rows[2][1].as_deref(), Some(""));
+    }
+
+    /// Rows of awkward text: delimiters, quotes, backslashes, newlines and multi-byte
+    /// characters, so chunk cuts land inside escapes, quoted fields and UTF-8 sequences.
+    fn rows() -> impl proptest::strategy::Strategy<Value = Vec<Row>> {
+        use proptest::prelude::*;
+        let field = prop::option::weighted(
+            0.9,
+            prop::collection::vec(
+                prop::sample::select(vec![
+                    "a", "7", "\t", "\n", "\r\n", "\\", "\"", ",", "é", "∑", " ", ".",
+                ]),
+                0..6,
+            )
+            .prop_map(|parts| parts.concat()),
+        );
+        prop::collection::vec(prop::collection::vec(field, 3), 0..20)
+    }
+
+    fn to_text(rows: &[Row]) -> String {
+        let mut out = String::new();
+        for r in rows {
+            let fields: Vec<String> = r
+                .iter()
+                .map(|f| match f {
+                    None => "\\N".to_string(),
+                    Some(s) => s
+                        .replace('\\', "\\\\")
+                        .replace('\t', "\\t")
+                        .replace('\n', "\\n")
+                        .replace('\r', "\\r"),
+                })
+                .collect();
+            out.push_str(&fields.join("\t"));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn to_csv(rows: &[Row]) -> String {
+        let mut out = String::from("a,b,c\r\n");
+        for r in rows {
+            let fields: Vec<String> = r
+                .iter()
+                .map(|f| match f {
+                    None => String::new(),
+                    Some(s) => format!("\"{}\"", s.replace('"', "\"\"")),
+                })
+                .collect();
+            out.push_str(&fields.join(","));
+            out.push_str("\r\n");
+        }
+        out
+    }
+
+    fn split_at_random(data: &[u8], format: &CopyFormat, cuts: &[usize]) -> Vec<Row> {
+        let mut s = RowSplitter::new(format.clone());
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in cuts {
+            let end = (at + c).min(data.len());
+            out.extend(s.push(&data[at..end]).expect("push"));
+            at = end;
+        }
+        out.extend(s.push(&data[at..]).expect("push"));
+        out.extend(s.finish().expect("finish"));
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_survive_any_chunking(
+            rows in rows(),
+            cuts in proptest::collection::vec(0usize..9, 0..200),
+        ) {
+            let text = to_text(&rows);
+            let got = split_at_random(text.as_bytes(), &CopyFormat::default(), &cuts);
+            proptest::prop_assert_eq!(&got, &rows);
+
+            let csv = CopyFormat::Csv {
+                delimiter: ',',
+                quote: '"',
+                escape: '"',
+                null: String::new(),
+                header: true,
+            };
+            let data = to_csv(&rows);
+            let got = split_at_random(data.as_bytes(), &csv, &cuts);
+            proptest::prop_assert_eq!(&got, &rows);
+        }
+    }
+
+    #[test]
+    fn end_marker_stops_the_data_across_chunks() {
+        let mut s = RowSplitter::new(CopyFormat::default());
+        let mut rows = s.push(b"1\ta\n\\").expect("push");
+        rows.extend(s.push(b".\n2\tb\n").expect("push"));
+        rows.extend(s.finish().expect("finish"));
+        assert_eq!(
+            rows,
+            vec![vec![Some("1".to_string()), Some("a".to_string())]]
+        );
+    }
+
+    #[test]
+    fn unterminated_csv_quote_is_an_error_at_the_end() {
+        let f = CopyFormat::Csv {
+            delimiter: ',',
+            quote: '"',
+            escape: '"',
+            null: String::new(),
+            header: false,
+        };
+        let mut s = RowSplitter::new(f);
+        assert!(s.push(b"1,\"open\n2,x\n").expect("push").is_empty());
+        assert!(s.finish().is_err());
     }
 }

@@ -24,4 +24,4 @@ pub mod types;
 
 pub use datafusion;
 pub use error::{Error, Result, StorageErrorKind};
-pub use session::{CopyFormat, CopyIn, Engine, EngineOptions, Output, Prepared, Session};
+pub use session::{CopyFormat, CopyIn, CopyLoad, Engine, EngineOptions, Output, Prepared, Session};

@@ -40,6 +40,7 @@ use crate::fast_insert::FastInsert;
 use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
 use crate::stream::log::{StreamLog, StreamLogs};
 use crate::stream::options::StreamOptions;
+use crate::stream::sink::{Staged, StreamWriter};
 use crate::stream::table::StreamTable;
 use crate::stream::HIDDEN_COLUMNS;
 use crate::types::ColumnType;
@@ -299,23 +300,114 @@ impl CopyIn {
         self.columns.len()
     }
 
-    /// Parses all COPY data, appends it durably, and returns the row count.
-    pub async fn finish(&self, data: &[u8]) -> Result<u64> {
-        let text = std::str::from_utf8(data)
-            .map_err(|e| Error::InvalidInput(format!("COPY data is not valid UTF-8: {e}")))?;
-        let rows = crate::copy::parse_rows(text, &self.format)?;
+    /// Starts loading: the returned [`CopyLoad`] takes the data as it arrives, parses and
+    /// checks it off the async threads, and appends it all at the end.
+    pub fn start(self) -> CopyLoad {
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(COPY_QUEUE_CHUNKS);
         let writer = self.table.writer();
-        let mut total = 0;
-        let header = matches!(self.format, CopyFormat::Csv { header: true, .. }) as usize;
-        for (i, chunk) in rows.chunks(crate::copy::COPY_BATCH_ROWS).enumerate() {
-            let batch = crate::copy::rows_to_batch(
-                chunk,
-                &self.columns,
-                1 + header + i * crate::copy::COPY_BATCH_ROWS,
-            )?;
-            total += writer.append_batch(&batch).await?;
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker = {
+            let writer = writer.clone();
+            let cancelled = cancelled.clone();
+            tokio::task::spawn_blocking(move || {
+                stage_copy(rx, &writer, &self.columns, self.format, &cancelled)
+            })
+        };
+        CopyLoad {
+            tx: Some(tx),
+            worker: Some(worker),
+            writer,
+            cancelled,
         }
-        Ok(total)
+    }
+}
+
+/// COPY data chunks queued between the connection and the parser: enough to keep the parser
+/// busy while the next messages arrive, few enough that a slow parse pushes back on the client.
+const COPY_QUEUE_CHUNKS: usize = 256;
+
+/// Parses COPY data chunk by chunk into batches and encodes them as log records, without
+/// appending: a bad row anywhere fails the whole COPY before anything reaches the log, as a
+/// COPY in PostgreSQL is all or nothing.
+fn stage_copy(
+    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    writer: &StreamWriter,
+    columns: &[ColumnDef],
+    format: CopyFormat,
+    cancelled: &std::sync::atomic::AtomicBool,
+) -> Result<Staged> {
+    use crate::copy::{rows_to_batch, RowSplitter, COPY_BATCH_ROWS};
+    let header = matches!(format, CopyFormat::Csv { header: true, .. }) as usize;
+    let mut splitter = RowSplitter::new(format);
+    let mut staged = Staged::new(writer.log.partitions());
+    let mut rows = Vec::new();
+    let mut line = 1 + header;
+    let mut stage = |rows: &mut Vec<crate::copy::Row>, line: &mut usize| -> Result<()> {
+        let batch = rows_to_batch(rows, columns, *line)?;
+        writer.encode_batch(&batch, &mut staged)?;
+        *line += rows.len();
+        rows.clear();
+        Ok(())
+    };
+    while let Some(chunk) = rx.blocking_recv() {
+        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::InvalidInput("COPY cancelled".into()));
+        }
+        rows.extend(splitter.push(&chunk)?);
+        while rows.len() >= COPY_BATCH_ROWS {
+            let rest = rows.split_off(COPY_BATCH_ROWS);
+            stage(&mut rows, &mut line)?;
+            rows = rest;
+        }
+    }
+    rows.extend(splitter.finish()?);
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(COPY_BATCH_ROWS));
+        stage(&mut rows, &mut line)?;
+        rows = rest;
+    }
+    drop(stage);
+    Ok(staged)
+}
+
+/// A COPY in progress: see [`CopyIn::start`].
+#[derive(Debug)]
+pub struct CopyLoad {
+    tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    worker: Option<tokio::task::JoinHandle<Result<Staged>>>,
+    writer: StreamWriter,
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CopyLoad {
+    /// Where the connection sends CopyData payloads. Sending fails once the parser has stopped
+    /// on an error; the error is reported by [`CopyLoad::finish`].
+    pub fn sender(&self) -> Option<tokio::sync::mpsc::Sender<bytes::Bytes>> {
+        self.tx.clone()
+    }
+
+    /// End of data: waits for the parser, appends every staged record durably and returns
+    /// the row count.
+    pub async fn finish(mut self) -> Result<u64> {
+        self.tx = None;
+        let worker = self
+            .worker
+            .take()
+            .ok_or_else(|| Error::InvalidInput("COPY already finished".into()))?;
+        let staged = worker
+            .await
+            .map_err(|e| Error::InvalidInput(format!("COPY parser stopped: {e}")))??;
+        self.writer.append_staged(staged).await
+    }
+}
+
+impl Drop for CopyLoad {
+    /// A COPY abandoned (CopyFail, a dropped connection) stops its parser at the next chunk.
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            self.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

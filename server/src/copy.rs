@@ -1,5 +1,6 @@
-//! COPY FROM STDIN: data is buffered per connection (bounded), then parsed and appended durably
-//! at CopyDone; the command completes with the row count only after the log acknowledged it.
+//! COPY FROM STDIN: each CopyData payload goes to the COPY's parser as it arrives (bounded in
+//! total); at CopyDone the parsed rows are appended durably and the command completes with the
+//! row count only after the log acknowledged them.
 
 use std::fmt::Debug;
 
@@ -25,16 +26,27 @@ impl CopyHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let state = conn_state(&self.engine, client)?;
-        let mut pending = state.copy.lock();
-        if let Some(p) = pending.as_mut() {
-            if p.data.len() + copy_data.data.len() > COPY_BYTES_MAX {
-                *pending = None;
-                return Err(PgWireError::UserError(Box::new(error_info(
-                    "54000",
-                    format!("COPY data exceeds {COPY_BYTES_MAX} bytes; split it into several COPY statements"),
-                ))));
+        let len = copy_data.data.len();
+        let sender = {
+            let mut pending = state.copy.lock();
+            match pending.as_mut() {
+                Some(p) if p.received + len > COPY_BYTES_MAX => {
+                    *pending = None;
+                    return Err(PgWireError::UserError(Box::new(error_info(
+                        "54000",
+                        format!("COPY data exceeds {COPY_BYTES_MAX} bytes; split it into several COPY statements"),
+                    ))));
+                }
+                Some(p) => {
+                    p.received += len;
+                    p.load.sender()
+                }
+                None => None,
             }
-            p.data.extend_from_slice(&copy_data.data);
+        };
+        if let Some(tx) = sender {
+            // A closed channel means the parser stopped on bad data; CopyDone reports why.
+            let _ = tx.send(copy_data.data).await;
         }
         Ok(())
     }
@@ -54,7 +66,7 @@ impl CopyHandler for QueryHandler {
                 "CopyDone without a COPY in progress",
             ))));
         };
-        let rows = p.copy.finish(&p.data).await.map_err(|e| to_pgwire(&e))?;
+        let rows = p.load.finish().await.map_err(|e| to_pgwire(&e))?;
         let tag = Tag::new("COPY").with_rows(rows as usize);
         futures::SinkExt::send(
             client,

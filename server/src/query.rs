@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use braid_planner::{CopyIn, Engine, Error, Output, Session};
+use braid_planner::{CopyLoad, Engine, Error, Output, Session};
 use futures::StreamExt;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
@@ -24,7 +24,8 @@ use crate::encode::{encode_batch, field_infos};
 use crate::errors::{to_pg, to_pgwire};
 use crate::extended::BraidParser;
 
-/// Most COPY data buffered for one COPY statement.
+/// Most COPY data one COPY statement may send (it is held, parsed, until the COPY ends, so
+/// that a bad row leaves nothing appended).
 pub(crate) const COPY_BYTES_MAX: usize = 1 << 30;
 
 /// Counts running statements so shutdown can wait for them.
@@ -70,8 +71,9 @@ pub struct ConnState {
 }
 
 pub(crate) struct PendingCopy {
-    pub(crate) copy: CopyIn,
-    pub(crate) data: Vec<u8>,
+    pub(crate) load: CopyLoad,
+    /// Bytes received so far, against [`COPY_BYTES_MAX`].
+    pub(crate) received: usize,
 }
 
 pub(crate) fn conn_state<C: ClientInfo>(
@@ -200,8 +202,8 @@ pub(crate) async fn respond(
         Output::CopyIn(copy) => {
             let columns = copy.column_count();
             *state.copy.lock() = Some(PendingCopy {
-                copy,
-                data: Vec::new(),
+                load: copy.start(),
+                received: 0,
             });
             Ok(Response::CopyIn(CopyResponse::new(
                 0,

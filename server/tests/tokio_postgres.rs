@@ -338,3 +338,74 @@ async fn prepared_inserts_follow_ddl_and_keep_semantics() -> anyhow::Result<()> 
     assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
     Ok(())
 }
+
+/// COPY data sent in many small CopyData messages, with rows cut at arbitrary points, loads
+/// every row; a bad row far into the data fails the whole COPY with nothing appended.
+#[tokio::test]
+async fn copy_in_pieces_is_all_or_nothing() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute("CREATE STREAM c (id bigint, name text) WITH (partitions = 4)")
+        .await?;
+    let rows = 30_000usize;
+    let mut data = String::new();
+    for i in 0..rows {
+        data.push_str(&format!("{i}\tname-{i}-é\n"));
+    }
+    let send_in_pieces = |data: String| async {
+        let sink = client.copy_in("COPY c FROM STDIN").await?;
+        futures::pin_mut!(sink);
+        let bytes = data.into_bytes();
+        // Piece sizes that never line up with rows or UTF-8 characters.
+        for piece in bytes.chunks(997) {
+            sink.send(bytes::Bytes::copy_from_slice(piece)).await?;
+        }
+        sink.finish().await
+    };
+    assert_eq!(send_in_pieces(data.clone()).await?, rows as u64);
+    let (n, sum): (i64, i64) = {
+        let r = client
+            .query_one("SELECT count(*), sum(id) FROM c", &[])
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(n, rows as i64);
+    assert_eq!(sum, (rows as i64 - 1) * rows as i64 / 2);
+    let name: String = client
+        .query_one("SELECT name FROM c WHERE id = 12345", &[])
+        .await?
+        .get(0);
+    assert_eq!(name, "name-12345-é");
+
+    // Line 25,002 is bad: the COPY fails with 22P02 naming it, and none of its rows land.
+    let mut bad = data.clone();
+    let at = bad
+        .match_indices('\n')
+        .nth(25_000)
+        .map(|(i, _)| i + 1)
+        .context("end of line 25,001")?;
+    bad.insert_str(at, "oops\tx\n");
+    let err = send_in_pieces(bad).await.expect_err("bad row");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_TEXT_REPRESENTATION),
+        "{err:?}"
+    );
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("line 25002")),
+        "{message:?}"
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM c", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, rows as i64);
+
+    drop(client);
+    server.stop().await?;
+    let bad = server.unexpected_log_lines();
+    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
+    Ok(())
+}

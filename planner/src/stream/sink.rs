@@ -40,6 +40,34 @@ pub fn now_micros() -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Rows checked and encoded as log records, grouped by partition, not yet appended.
+#[derive(Debug, Default)]
+pub struct Staged {
+    per_partition: Vec<Vec<NewRecord>>,
+    rows: u64,
+    bytes: usize,
+}
+
+impl Staged {
+    pub fn new(partitions: u32) -> Self {
+        Staged {
+            per_partition: (0..partitions).map(|_| Vec::new()).collect(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Rows staged so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Key and value bytes staged so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// Writes rows into one stream.
 #[derive(Debug, Clone)]
 pub struct StreamWriter {
@@ -66,9 +94,17 @@ impl StreamWriter {
     /// Appends every row of `batch` (columns matched by name; missing user columns are NULL)
     /// and returns once all are durable.
     pub async fn append_batch(&self, batch: &RecordBatch) -> Result<u64> {
+        let mut staged = Staged::new(self.log.partitions());
+        self.encode_batch(batch, &mut staged)?;
+        self.append_staged(staged).await
+    }
+
+    /// Checks and encodes every row of `batch` into `staged` without appending anything, so a
+    /// caller can validate a whole load before the first record reaches the log.
+    pub fn encode_batch(&self, batch: &RecordBatch, staged: &mut Staged) -> Result<()> {
         let rows = batch.num_rows();
         if rows == 0 {
-            return Ok(0);
+            return Ok(());
         }
         let types: Vec<ColumnType> = self.def.column_types();
         let mut columns = Vec::with_capacity(types.len());
@@ -108,7 +144,8 @@ impl StreamWriter {
             .transpose()?;
 
         let partitions = self.log.partitions();
-        let mut per_partition: Vec<Vec<NewRecord>> = (0..partitions).map(|_| Vec::new()).collect();
+        let per_partition = &mut staged.per_partition;
+        per_partition.resize_with(partitions as usize, Vec::new);
         for row in 0..rows {
             let mut value = Vec::with_capacity(64);
             encode_row(&types, &columns, row, &mut value);
@@ -135,6 +172,7 @@ impl StreamWriter {
                 }
                 None => self.log.partition_for_key(key.as_deref()),
             };
+            staged.bytes += value.len() + key.as_ref().map_or(0, |k| k.len());
             if let Some(list) = per_partition.get_mut(partition as usize) {
                 list.push(NewRecord {
                     timestamp,
@@ -143,13 +181,21 @@ impl StreamWriter {
                 });
             }
         }
-        let appends = per_partition
+        staged.rows += rows as u64;
+        Ok(())
+    }
+
+    /// Appends staged records, every partition at once, and returns the row count once all
+    /// are durable.
+    pub async fn append_staged(&self, staged: Staged) -> Result<u64> {
+        let appends = staged
+            .per_partition
             .into_iter()
             .enumerate()
             .filter(|(_, r)| !r.is_empty())
             .map(|(p, records)| self.append_partition(p as u32, records));
         futures::future::try_join_all(appends).await?;
-        Ok(rows as u64)
+        Ok(staged.rows)
     }
 
     async fn append_partition(&self, partition: u32, records: Vec<NewRecord>) -> Result<()> {
