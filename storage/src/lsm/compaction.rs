@@ -125,7 +125,11 @@ pub(crate) fn pick(v: &Version, shape: Shape, pointers: &mut [Vec<u8>]) -> Optio
     }
     let (lo, hi) = (table.meta.smallest.to_vec(), table.meta.largest.to_vec());
     let next = overlapping(v, level + 1, &lo, &hi);
-    Some(job(v, vec![(level, vec![table]), (level + 1, next)], level + 1))
+    Some(job(
+        v,
+        vec![(level, vec![table]), (level + 1, next)],
+        level + 1,
+    ))
 }
 
 /// A job over `inputs`. Whether it is "bottom" (tombstones may go) is judged over the key range
@@ -133,7 +137,10 @@ pub(crate) fn pick(v: &Version, shape: Shape, pointers: &mut [Vec<u8>]) -> Optio
 /// level can reach further, and a tombstone out there must stay while a deeper level still
 /// holds an older version of its key.
 fn job(v: &Version, inputs: Vec<(usize, Vec<Arc<Table>>)>, output_level: usize) -> Job {
-    let all: Vec<Arc<Table>> = inputs.iter().flat_map(|(_, ts)| ts.iter().cloned()).collect();
+    let all: Vec<Arc<Table>> = inputs
+        .iter()
+        .flat_map(|(_, ts)| ts.iter().cloned())
+        .collect();
     let bottom = match key_range(&all) {
         Some((lo, hi)) => is_bottom(v, output_level, &lo, &hi),
         None => true,
