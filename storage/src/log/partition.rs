@@ -29,6 +29,18 @@ use crate::io::{self, OpenMode, SharedFs};
 /// the group's buffer.
 const WRITE_ALONE_BYTES: usize = 256 << 10;
 
+/// The active segment is extended with zeros this far ahead of small appends. `fdatasync` of a
+/// write that stays inside blocks already written needs no file-system journal commit (the
+/// file's size and block map do not change), only the data and a cache flush — how a
+/// PostgreSQL WAL file is used; appending past the end would commit the journal on every sync.
+/// Recovery reads a zero tail as "nothing written here", and the file is cut to its data
+/// length when the segment is sealed or closed.
+const PREALLOC_BYTES: u64 = 1 << 20;
+
+/// Groups at least this large extend the file as they go: the journal commit is amortised
+/// over enough bytes that writing zeros ahead would only double the disk traffic.
+const PREALLOC_GROUP_BYTES_MAX: u64 = 64 << 10;
+
 /// State shared by the writer, the readers and maintenance.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -195,6 +207,8 @@ struct WriterState {
     next_offset: u64,
     producers: ProducerState,
     active_since: Instant,
+    /// Bytes of the active file written so far, data plus zeros ahead of it (>= its length).
+    allocated: u64,
 }
 
 /// One partition of a topic.
@@ -460,7 +474,18 @@ async fn recover(shared: &Shared) -> Result<WriterState> {
             },
         )
         .await?;
-    if end.torn_bytes > 0 {
+    let mut allocated = end.valid_len;
+    if end.torn_bytes > 0 && end.zero_tail {
+        // Zeros written ahead of the data (or blocks never written): later appends overwrite
+        // them, so they stay.
+        tracing::debug!(
+            segment = %active.path.display(),
+            valid_bytes = end.valid_len,
+            zero_bytes = end.torn_bytes,
+            "active segment ends in zeros"
+        );
+        allocated = file_len;
+    } else if end.torn_bytes > 0 {
         tracing::warn!(
             segment = %active.path.display(),
             valid_bytes = end.valid_len,
@@ -500,6 +525,7 @@ async fn recover(shared: &Shared) -> Result<WriterState> {
         next_offset,
         producers,
         active_since: Instant::now(),
+        allocated,
     })
 }
 
@@ -556,6 +582,19 @@ impl Writer {
             self.handle(group).await;
         }
         rx.close();
+        // A clean close leaves the active file at its data length.
+        if let Some(state) = &self.state {
+            if state.allocated > state.active.len() {
+                let len = state.active.len();
+                let cut = async {
+                    state.active.file.set_len(len).await?;
+                    state.active.file.sync_data().await
+                };
+                if let Err(e) = cut.await {
+                    tracing::warn!(partition = %self.shared.dir.display(), "could not cut the zeros after the data at close: {e}");
+                }
+            }
+        }
         // Answer whatever raced with the close.
         while let Ok(req) = rx.try_recv() {
             if let Request::Append(p) = req {
@@ -768,6 +807,13 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
         writes.push(small);
     }
     let sync = shared.config.durability != Durability::None;
+    let mut allocated = state.allocated.max(pos);
+    if sync && pos > state.allocated && pos - start < PREALLOC_GROUP_BYTES_MAX {
+        // Cross into fresh blocks once per PREALLOC_BYTES, not on every small append.
+        let target = pos.div_ceil(PREALLOC_BYTES) * PREALLOC_BYTES;
+        writes.push(vec![0u8; (target - pos) as usize]);
+        allocated = target;
+    }
     let (result, written) = state
         .active
         .file
@@ -804,6 +850,7 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
         .max_ts
         .store(state.builder.max_ts, Ordering::Release);
     state.active.len.store(pos, Ordering::Release);
+    state.allocated = allocated;
     shared.durable.send_replace(state.next_offset);
     for (reply, b, l) in replies {
         let _ = reply.send(Ok(Appended {
@@ -825,7 +872,12 @@ async fn roll(shared: &Shared, state: &mut WriterState) -> Result<()> {
     if old.len() == 0 {
         return Ok(());
     }
-    if shared.config.durability == Durability::None {
+    // A sealed segment is read to its file length: cut the zeros written ahead before the next
+    // segment exists (recovery treats the newest segment as active and scans it).
+    if state.allocated > old.len() {
+        old.file.set_len(old.len()).await?;
+        old.file.sync_data().await?;
+    } else if shared.config.durability == Durability::None {
         old.file.sync_data().await?;
     }
     let sealed = state.builder.sealed();
@@ -849,6 +901,7 @@ async fn roll(shared: &Shared, state: &mut WriterState) -> Result<()> {
     state.active = seg;
     state.builder = IndexBuilder::new(shared.config.index_interval_bytes);
     state.active_since = Instant::now();
+    state.allocated = 0;
     // Snapshots older than the previous segment's are never read again.
     if let Ok(names) = fs.list_dir(dir).await {
         for n in names {

@@ -55,6 +55,8 @@ pub(crate) struct ScanEnd {
     pub valid_len: u64,
     /// Bytes after `valid_len` that are a torn tail (0 when the file ends cleanly).
     pub torn_bytes: u64,
+    /// The torn tail is zeros only: space written ahead of the data, not a broken write.
+    pub zero_tail: bool,
     pub builder: IndexBuilder,
 }
 
@@ -107,6 +109,7 @@ impl Segment {
                 return Ok(ScanEnd {
                     valid_len: pos,
                     torn_bytes: 0,
+                    zero_tail: false,
                     builder,
                 });
             }
@@ -119,26 +122,32 @@ impl Segment {
                 continue;
             }
             let here = &buf[rel..];
-            let torn = |builder: IndexBuilder| -> Result<ScanEnd> {
+            let torn = |builder: IndexBuilder, zero_tail: bool| -> Result<ScanEnd> {
                 Ok(ScanEnd {
                     valid_len: pos,
                     torn_bytes: file_len - pos,
+                    zero_tail,
                     builder,
                 })
             };
             let header = match BatchHeader::parse(here, batch_bytes_max) {
                 Ok(h) => h,
-                Err(DecodeError::Incomplete { .. }) => return torn(builder),
+                Err(DecodeError::Incomplete { .. }) => return torn(builder, false),
                 Err(e) => {
                     if self.zeros_to_end(pos, file_len).await? {
-                        return torn(builder);
+                        return torn(builder, true);
+                    }
+                    // Part of a header, then the zeros written ahead of it: a write cut short.
+                    let header_end = (pos + BATCH_HEADER_LEN as u64).min(file_len);
+                    if self.zeros_to_end(header_end, file_len).await? {
+                        return torn(builder, false);
                     }
                     return Err(self.corruption(pos, e));
                 }
             };
             let end = pos + u64::from(header.batch_len);
             if end > file_len {
-                return torn(builder);
+                return torn(builder, false);
             }
             if (dense && header.base_offset != expected) || header.base_offset < expected {
                 return Err(Error::corruption(
@@ -158,19 +167,20 @@ impl Segment {
                     .await?;
                 buf_pos = pos;
                 if buf.len() < batch_len {
-                    return torn(builder);
+                    return torn(builder, false);
                 }
             }
             let rel = (pos - buf_pos) as usize;
             let batch = &buf[rel..rel + batch_len];
             if let Err(e) = format::verify_crc(&header, batch) {
                 // The last batch of a file with its tail still zero is a write that never
-                // reached the disk, not damage.
-                if end == file_len
-                    && batch.iter().rev().take_while(|&&b| b == 0).count()
-                        >= 512.min(batch_len - BATCH_HEADER_LEN)
+                // reached the disk, not damage — also when only the zeros written ahead of the
+                // data follow it.
+                if batch.iter().rev().take_while(|&&b| b == 0).count()
+                    >= 512.min(batch_len - BATCH_HEADER_LEN)
+                    && (end == file_len || self.zeros_to_end(end, file_len).await?)
                 {
-                    return torn(builder);
+                    return torn(builder, false);
                 }
                 return Err(self.corruption(pos, e));
             }
