@@ -72,6 +72,21 @@ async fn apply_retention(shared: &Shared, now_us: i64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes sealed segments, oldest first, while the next segment starts at or below `offset`.
+pub(crate) async fn trim_before(shared: &Shared, offset: u64) -> Result<()> {
+    let _guard = shared.maintenance.lock().await;
+    let bases: Vec<u64> = shared.segments.read().keys().copied().collect();
+    let sealed = sealed_segments(shared);
+    for (seg, next_base) in sealed.iter().zip(bases.iter().skip(1)) {
+        if *next_base > offset {
+            break;
+        }
+        tracing::info!(segment = %seg.path.display(), offset, "trimming a segment below a consumer's position");
+        delete_segment(shared, seg).await?;
+    }
+    Ok(())
+}
+
 async fn delete_segment(shared: &Shared, seg: &Segment) -> Result<()> {
     shared.segments.write().remove(&seg.base);
     let fs = &*shared.fs;
