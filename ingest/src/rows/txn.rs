@@ -201,7 +201,7 @@ impl Transaction {
             return Err(Error::TransactionTooLarge { bytes, max });
         }
         // Encode and build the batches outside the lock; only the seqno is written under it.
-        let mut record = encode_commit(&writes);
+        let record = encode_commit(&writes);
         let keys: Vec<(TableId, Bytes)> = writes
             .iter()
             .flat_map(|(t, rows)| rows.keys().map(move |k| (*t, k.clone())))
@@ -210,57 +210,62 @@ impl Transaction {
             .into_iter()
             .map(|(t, rows)| (t, super::write_batch(rows)))
             .collect();
-        let (reply, done) = oneshot::channel();
+        let (seq, done) = self.sequence(record, keys, batches)?;
+        let position = done.await.map_err(|_| Error::Closed)??;
+        Ok(CommitInfo {
+            seq: Some(seq),
+            log_position: Some(position),
+        })
+    }
+
+    /// The commit's critical section: conflict check, seqno, hand-off to the log writer. Runs
+    /// under the oracle lock and never waits.
+    fn sequence(
+        &mut self,
+        mut record: Vec<u8>,
+        keys: Vec<(TableId, Bytes)>,
+        batches: Vec<(TableId, WriteBatch)>,
+    ) -> Result<(u64, oneshot::Receiver<Result<u64>>)> {
+        let shared = self.shared.clone();
+        let mut st = shared.state.lock();
+        self.registered = false;
+        st.oracle.deregister(self.read_seq);
+        shared.check_accepting(&st)?;
+        if let Some((table, key)) = st
+            .oracle
+            .first_conflict(self.read_seq, keys.iter().map(|(t, k)| (*t, k)))
         {
-            let shared = self.shared.clone();
-            let mut st = shared.state.lock();
-            self.registered = false;
-            st.oracle.deregister(self.read_seq);
-            shared.check_accepting(&st)?;
-            if let Some((table, key)) = st
-                .oracle
-                .first_conflict(self.read_seq, keys.iter().map(|(t, k)| (*t, k)))
-            {
-                return Err(Error::SerializationFailure { table, key });
-            }
-            let mut resolved: Vec<(Arc<Table>, WriteBatch)> = Vec::with_capacity(batches.len());
-            {
-                let tables = shared.tables.read();
-                for (t, batch) in batches {
-                    let table = tables.get(&t).cloned().ok_or(Error::TableNotFound(t))?;
-                    resolved.push((table, batch));
-                }
-            }
-            let seq = st.oracle.next_seq;
-            st.oracle.next_seq += 1;
-            set_commit_seqno(&mut record, seq);
-            st.oracle.record_commit(seq, keys);
-            let request = CommitRequest {
-                seq,
-                record,
-                batches: resolved,
-                reply,
-            };
-            match &st.sender {
-                Some(s) => {
-                    if s.send(request).is_err() {
-                        return Err(Error::Closed);
-                    }
-                }
-                None => return Err(Error::Closed),
-            }
-            let watermark = st
-                .oracle
-                .watermark(shared.visible.load(std::sync::atomic::Ordering::Acquire));
-            st.oracle.prune(watermark);
-            shared.refresh_pins(&mut st);
-            drop(st);
-            let position = done.await.map_err(|_| Error::Closed)??;
-            Ok(CommitInfo {
-                seq: Some(seq),
-                log_position: Some(position),
-            })
+            return Err(Error::SerializationFailure { table, key });
         }
+        let mut resolved: Vec<(Arc<Table>, WriteBatch)> = Vec::with_capacity(batches.len());
+        {
+            let tables = shared.tables.read();
+            for (t, batch) in batches {
+                let table = tables.get(&t).cloned().ok_or(Error::TableNotFound(t))?;
+                resolved.push((table, batch));
+            }
+        }
+        let seq = st.oracle.next_seq;
+        let (reply, done) = oneshot::channel();
+        set_commit_seqno(&mut record, seq);
+        let request = CommitRequest {
+            seq,
+            record,
+            batches: resolved,
+            reply,
+        };
+        let sent = st.sender.as_ref().is_some_and(|s| s.send(request).is_ok());
+        if !sent {
+            return Err(Error::Closed);
+        }
+        st.oracle.next_seq += 1;
+        st.oracle.record_commit(seq, keys);
+        let watermark = st
+            .oracle
+            .watermark(shared.visible.load(std::sync::atomic::Ordering::Acquire));
+        st.oracle.prune(watermark);
+        shared.refresh_pins(&mut st);
+        Ok((seq, done))
     }
 
     /// Discards every buffered write.
