@@ -166,10 +166,15 @@ impl RowStore {
         let partition = topic.partition(0)?;
         let replayed = replay(&partition, &tables).await?;
 
+        // The last commit is what readers see; the next seqno is also above every table's
+        // creation seqno (which no commit carries).
         let mut last_seq = replayed.last_seq;
+        let mut next_seq = 1;
         for t in tables.values() {
-            last_seq = last_seq.max(t.lsm.visible_seq()).max(t.created_seq);
+            last_seq = last_seq.max(t.lsm.visible_seq());
+            next_seq = next_seq.max(t.created_seq + 1);
         }
+        let next_seq = next_seq.max(last_seq + 1);
         for t in tables.values() {
             *t.pin.lock() = Some(t.lsm.snapshot_at(last_seq));
         }
@@ -188,7 +193,7 @@ impl RowStore {
             tables_dir,
             tables: RwLock::new(tables),
             state: Mutex::new(OracleState {
-                oracle: Oracle::new(last_seq + 1),
+                oracle: Oracle::new(next_seq, last_seq),
                 sender: Some(sender),
                 failed: None,
                 pins_refreshed: Instant::now(),

@@ -29,10 +29,10 @@ pub(crate) struct Oracle {
 }
 
 impl Oracle {
-    pub fn new(next_seq: u64) -> Self {
+    pub fn new(next_seq: u64, last_commit_seq: u64) -> Self {
         Oracle {
             next_seq,
-            last_commit_seq: next_seq.saturating_sub(1),
+            last_commit_seq,
             ..Oracle::default()
         }
     }
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_key_conflicts_only_with_snapshots_before_its_commit_and_is_pruned() {
-        let mut o = Oracle::new(1);
+        let mut o = Oracle::new(1, 0);
         let k = Bytes::from_static(b"k");
         o.register(0);
         o.record_commit(5, vec![(1, k.clone())]);
