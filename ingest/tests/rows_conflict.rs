@@ -41,7 +41,10 @@ async fn second_writer_of_a_key_fails_with_a_serialization_failure() {
         "{err}"
     );
     let r = store.begin();
-    assert_eq!(r.get(T, b"a").await.expect("get").map(|v| s(&v)), Some("1".into()));
+    assert_eq!(
+        r.get(T, b"a").await.expect("get").map(|v| s(&v)),
+        Some("1".into())
+    );
 
     // A delete conflicts like an update.
     let mut t3 = store.begin();
@@ -58,7 +61,9 @@ async fn second_writer_of_a_key_fails_with_a_serialization_failure() {
     // A transaction that began after the commit sees it and does not conflict.
     let mut t5 = store.begin();
     t5.put(T, b("a"), b("5")).expect("put");
-    t5.commit().await.expect("no conflict after the other commit");
+    t5.commit()
+        .await
+        .expect("no conflict after the other commit");
     store.close().await.expect("close");
 }
 
@@ -95,8 +100,14 @@ async fn disjoint_writers_both_commit_and_write_skew_is_allowed() {
     d1.commit().await.expect("write skew commits under SI");
     d2.commit().await.expect("write skew commits under SI");
     let r = store.begin();
-    assert_eq!(r.get(T, b"x").await.expect("get").map(|v| s(&v)), Some("off".into()));
-    assert_eq!(r.get(T, b"y").await.expect("get").map(|v| s(&v)), Some("off".into()));
+    assert_eq!(
+        r.get(T, b"x").await.expect("get").map(|v| s(&v)),
+        Some("off".into())
+    );
+    assert_eq!(
+        r.get(T, b"y").await.expect("get").map(|v| s(&v)),
+        Some("off".into())
+    );
     store.close().await.expect("close");
 }
 
@@ -124,7 +135,9 @@ async fn concurrent_inserts_of_one_new_key_never_both_succeed() {
     }
     // Within one transaction, a deleted key can be inserted again; an inserted one cannot.
     t3.delete(T, b("new")).expect("delete");
-    t3.insert(T, b("new"), b("4")).await.expect("re-insert after own delete");
+    t3.insert(T, b("new"), b("4"))
+        .await
+        .expect("re-insert after own delete");
     assert!(matches!(
         t3.insert(T, b("new"), b("5")).await,
         Err(Error::UniqueViolation { .. })
@@ -162,7 +175,10 @@ async fn concurrent_inserts_of_one_new_key_never_both_succeed() {
             winners[k as usize] += 1;
         }
     }
-    assert!(winners.iter().all(|&n| n == 1), "winners per key: {winners:?}");
+    assert!(
+        winners.iter().all(|&n| n == 1),
+        "winners per key: {winners:?}"
+    );
     let store = std::sync::Arc::into_inner(store).expect("sole owner");
     store.close().await.expect("close");
 }
@@ -177,7 +193,10 @@ async fn reads_see_the_snapshot_plus_own_writes() {
     other.put(T, b("a"), b("other")).expect("put");
     other.put(T, b("d"), b("other")).expect("put");
     other.commit().await.expect("commit");
-    assert_eq!(t1.get(T, b"a").await.expect("get").map(|v| s(&v)), Some("0".into()));
+    assert_eq!(
+        t1.get(T, b"a").await.expect("get").map(|v| s(&v)),
+        Some("0".into())
+    );
     assert_eq!(t1.get(T, b"d").await.expect("get"), None);
     t1.put(T, b("b"), b("mine")).expect("put");
     t1.delete(T, b("c")).expect("delete");
@@ -208,12 +227,22 @@ async fn reads_see_the_snapshot_plus_own_writes() {
     t1.rollback();
     let (_, end) = store.log_range();
     let r = store.begin();
-    assert_eq!(r.get(T, b"b").await.expect("get").map(|v| s(&v)), Some("0".into()));
+    assert_eq!(
+        r.get(T, b"b").await.expect("get").map(|v| s(&v)),
+        Some("0".into())
+    );
     let info = r.commit().await.expect("read-only commit");
     assert_eq!(info.seq, None);
-    assert_eq!(store.log_range().1, end, "a read-only commit appended to the log");
+    assert_eq!(
+        store.log_range().1,
+        end,
+        "a read-only commit appended to the log"
+    );
     // Writes to a missing table fail at once.
     let mut t = store.begin();
-    assert!(matches!(t.put(99, b("k"), b("v")), Err(Error::TableNotFound(99))));
+    assert!(matches!(
+        t.put(99, b("k"), b("v")),
+        Err(Error::TableNotFound(99))
+    ));
     store.close().await.expect("close");
 }

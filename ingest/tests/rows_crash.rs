@@ -85,7 +85,12 @@ fn kill_during_bank_transfers_then_reopen() {
         }
         last_seq = last_seq.max(report.last_seq);
         let (seq, start) = rt
-            .block_on(verify_reopened(data.path(), &acked, last_seq, round % 3 == 0))
+            .block_on(verify_reopened(
+                data.path(),
+                &acked,
+                last_seq,
+                round % 3 == 0,
+            ))
             .unwrap_or_else(|e| panic!("round {round} (seed {seed}): after the kill: {e:#}"));
         last_seq = seq;
         log_start = start;
@@ -240,8 +245,14 @@ async fn verify_reopened(
         tx.scan(t, Bound::Unbounded, Bound::Unbounded)
             .context("scan")
     };
-    let accounts = scan(ACCOUNTS_TABLE)?.collect().await.context("read accounts")?;
-    let ledger = scan(LEDGER_TABLE)?.collect().await.context("read the ledger")?;
+    let accounts = scan(ACCOUNTS_TABLE)?
+        .collect()
+        .await
+        .context("read accounts")?;
+    let ledger = scan(LEDGER_TABLE)?
+        .collect()
+        .await
+        .context("read the ledger")?;
     drop(tx);
     let mut balances: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
     for (k, v) in &accounts {
@@ -249,7 +260,10 @@ async fn verify_reopened(
         balances.insert(k.to_vec(), b);
     }
     if balances.is_empty() {
-        ensure!(acked.is_empty(), "accounts vanished after acknowledged transfers");
+        ensure!(
+            acked.is_empty(),
+            "accounts vanished after acknowledged transfers"
+        );
         store.abort().await;
         return Ok((seq, 0));
     }
@@ -272,8 +286,7 @@ async fn verify_reopened(
         let v = s(v);
         let f: Vec<&str> = v.split(' ').collect();
         ensure!(f.len() == 3, "bad ledger row {v:?}");
-        let (from, to, amount): (u64, u64, i64) =
-            (f[0].parse()?, f[1].parse()?, f[2].parse()?);
+        let (from, to, amount): (u64, u64, i64) = (f[0].parse()?, f[1].parse()?, f[2].parse()?);
         *replayed.entry(account_key(from)).or_default() -= amount;
         *replayed.entry(account_key(to)).or_default() += amount;
         present.insert(s(k));
@@ -340,7 +353,11 @@ async fn child_run(dir: PathBuf, round: u64, seed: u64) -> anyhow::Result<()> {
         }
     }
     let mut seed_tx = store.begin();
-    if seed_tx.get(ACCOUNTS_TABLE, &account_key(0)).await?.is_none() {
+    if seed_tx
+        .get(ACCOUNTS_TABLE, &account_key(0))
+        .await?
+        .is_none()
+    {
         for i in 0..ACCOUNTS {
             seed_tx.put(ACCOUNTS_TABLE, account_key(i), START_BALANCE.to_string())?;
         }

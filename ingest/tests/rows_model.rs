@@ -101,7 +101,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let fs = fs();
     let mut store = Some(open(&fs, dir.path(), small()).await);
     for t in TABLES {
-        store.as_ref().expect("open").create_table(t).await.expect("create");
+        store
+            .as_ref()
+            .expect("open")
+            .create_table(t)
+            .await
+            .expect("create");
     }
     let mut model = Model::default();
     let mut txs: Vec<Option<(Transaction, ModelTx)>> = (0..SLOTS).map(|_| None).collect();
@@ -120,7 +125,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 ));
             }
             Op::Put(s, t, k) | Op::Insert(s, t, k) | Op::Delete(s, t, k) => {
-                let Some((tx, m)) = txs[s].as_mut() else { continue };
+                let Some((tx, m)) = txs[s].as_mut() else {
+                    continue;
+                };
                 let mk = (TABLES[t], key(k));
                 value_no += 1;
                 let v = format!("v{value_no}-step{step}").into_bytes();
@@ -137,11 +144,17 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         let present = m.get(&mk).is_some();
                         match tx.insert(TABLES[t], key(k), v.clone()).await {
                             Ok(()) => {
-                                prop_assert!(!present, "step {step}: insert of a visible key succeeded");
+                                prop_assert!(
+                                    !present,
+                                    "step {step}: insert of a visible key succeeded"
+                                );
                                 m.writes.insert(mk, Some(v));
                             }
                             Err(Error::UniqueViolation { .. }) => {
-                                prop_assert!(present, "step {step}: unique violation on an absent key");
+                                prop_assert!(
+                                    present,
+                                    "step {step}: unique violation on an absent key"
+                                );
                             }
                             Err(e) => panic!("step {step}: insert: {e}"),
                         }
@@ -149,12 +162,20 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Get(s, t, k) => {
-                let Some((tx, m)) = txs[s].as_ref() else { continue };
-                let got = tx.get(TABLES[t], &key(k)).await.expect("get").map(|b| b.to_vec());
+                let Some((tx, m)) = txs[s].as_ref() else {
+                    continue;
+                };
+                let got = tx
+                    .get(TABLES[t], &key(k))
+                    .await
+                    .expect("get")
+                    .map(|b| b.to_vec());
                 prop_assert_eq!(got, m.get(&(TABLES[t], key(k))), "step {}: get", step);
             }
             Op::Scan(s, t, lo, hi) => {
-                let Some((tx, m)) = txs[s].as_ref() else { continue };
+                let Some((tx, m)) = txs[s].as_ref() else {
+                    continue;
+                };
                 let (lo, hi) = (key(lo), key(hi));
                 let got: Vec<(Vec<u8>, Vec<u8>)> = tx
                     .scan(TABLES[t], Bound::Included(&lo), Bound::Included(&hi))
@@ -168,14 +189,19 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, m.scan(TABLES[t], &lo, &hi), "step {}: scan", step);
             }
             Op::Commit(s) => {
-                let Some((tx, m)) = txs[s].take() else { continue };
+                let Some((tx, m)) = txs[s].take() else {
+                    continue;
+                };
                 let conflict = m
                     .writes
                     .keys()
                     .any(|k| model.last_write.get(k).is_some_and(|&c| c > m.began_at));
                 match tx.commit().await {
                     Ok(_) => {
-                        prop_assert!(!conflict, "step {step}: commit succeeded, the model has a conflict");
+                        prop_assert!(
+                            !conflict,
+                            "step {step}: commit succeeded, the model has a conflict"
+                        );
                         if !m.writes.is_empty() {
                             model.commits += 1;
                             for (k, v) in m.writes {
@@ -216,7 +242,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     old.close().await.expect("close");
                 }
                 let reopened = open(&fs, dir.path(), small()).await;
-                prop_assert_eq!(reopened.visible_seq(), seq, "step {}: seqno after reopen", step);
+                prop_assert_eq!(
+                    reopened.visible_seq(),
+                    seq,
+                    "step {}: seqno after reopen",
+                    step
+                );
                 let all: Vec<(Vec<u8>, Vec<u8>)> = {
                     let tx = reopened.begin();
                     let mut out = Vec::new();
@@ -244,7 +275,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         (full, v.clone())
                     })
                     .collect();
-                prop_assert_eq!(all, want, "step {}: contents after reopen (crash {})", step, crash);
+                prop_assert_eq!(
+                    all,
+                    want,
+                    "step {}: contents after reopen (crash {})",
+                    step,
+                    crash
+                );
                 store = Some(reopened);
             }
         }

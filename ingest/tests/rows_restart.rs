@@ -37,7 +37,10 @@ async fn write_some(
 ) {
     for i in from..from + n {
         let mut tx = store.begin();
-        let (k, v) = (format!("u{:04}", i % 150), format!("user-{i}-{}", "x".repeat(40)));
+        let (k, v) = (
+            format!("u{:04}", i % 150),
+            format!("user-{i}-{}", "x".repeat(40)),
+        );
         tx.put(USERS, b(&k), b(&v)).expect("put");
         model[0].insert(k, v);
         let (k, v) = (format!("o{i:05}"), format!("order-{i}"));
@@ -100,10 +103,16 @@ async fn rows_and_seqnos_survive_close_crash_and_trim() {
     let (start0, _) = store.log_range();
     let min = store.min_durable_log_position();
     let start = store.trim_log().await.expect("trim");
-    assert!(start <= min, "trimmed to {start}, past the durable minimum {min}");
+    assert!(
+        start <= min,
+        "trimmed to {start}, past the durable minimum {min}"
+    );
     store.flush().await.expect("flush");
     let start = store.trim_log().await.expect("trim after flush");
-    assert!(start > start0, "a full flush should let whole segments go ({start0} → {start})");
+    assert!(
+        start > start0,
+        "a full flush should let whole segments go ({start0} → {start})"
+    );
     write_some(&store, 600, 100, &mut model).await;
     let seq = store.visible_seq();
     store.abort().await;
@@ -123,8 +132,10 @@ async fn a_dropped_table_stays_dropped_across_crashes_and_id_reuse() {
     store.create_table(ORDERS).await.expect("create");
     for i in 0..50 {
         let mut tx = store.begin();
-        tx.put(USERS, b(&format!("old{i:03}")), b("old")).expect("put");
-        tx.put(ORDERS, b(&format!("o{i:03}")), b("kept")).expect("put");
+        tx.put(USERS, b(&format!("old{i:03}")), b("old"))
+            .expect("put");
+        tx.put(ORDERS, b(&format!("o{i:03}")), b("kept"))
+            .expect("put");
         tx.commit().await.expect("commit");
     }
     let mut pending = store.begin();
@@ -134,8 +145,14 @@ async fn a_dropped_table_stays_dropped_across_crashes_and_id_reuse() {
         pending.commit().await,
         Err(braid_ingest::Error::TableNotFound(USERS))
     ));
-    assert!(!dir.path().join("tables/app/1").exists(), "table dir left behind");
-    store.create_table(USERS).await.expect("recreate with the same id");
+    assert!(
+        !dir.path().join("tables/app/1").exists(),
+        "table dir left behind"
+    );
+    store
+        .create_table(USERS)
+        .await
+        .expect("recreate with the same id");
     let mut tx = store.begin();
     tx.put(USERS, b("new"), b("new")).expect("put");
     tx.commit().await.expect("commit");
