@@ -352,6 +352,17 @@ impl RowStore {
         Ok(())
     }
 
+    /// Flushes and fully compacts every table: shadowed versions no open transaction can read
+    /// and old tombstones go.
+    pub async fn compact(&self) -> Result<()> {
+        let tables: Vec<Arc<Table>> = self.shared.tables.read().values().cloned().collect();
+        for t in tables {
+            t.lsm.flush().await?;
+            t.lsm.compact_full().await?;
+        }
+        Ok(())
+    }
+
     /// Stops taking commits, waits for the ones in flight, flushes every table and closes the
     /// log.
     pub async fn close(mut self) -> Result<()> {

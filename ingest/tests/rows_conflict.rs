@@ -246,3 +246,43 @@ async fn reads_see_the_snapshot_plus_own_writes() {
     ));
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn an_old_snapshot_reads_its_versions_after_compaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let old = store.begin();
+    for round in 0..20 {
+        let mut tx = store.begin();
+        for k in ["a", "b", "c"] {
+            tx.put(T, b(k), b(&format!("{round}-{}", "v".repeat(500))))
+                .expect("put");
+        }
+        tx.delete(T, b("c")).expect("delete");
+        tx.commit().await.expect("commit");
+    }
+    // Other transactions come and go (each end moves the pins up to the oldest open snapshot).
+    for _ in 0..5 {
+        store.begin().rollback();
+        tokio::time::sleep(std::time::Duration::from_millis(6)).await;
+    }
+    store.compact().await.expect("compact");
+    for k in ["a", "b", "c"] {
+        assert_eq!(
+            old.get(T, k.as_bytes()).await.expect("get").map(|v| s(&v)),
+            Some("0".to_string()),
+            "the old snapshot lost its version of {k}"
+        );
+    }
+    let rows = old
+        .scan(T, Bound::Unbounded, Bound::Unbounded)
+        .expect("scan")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(rows.len(), 3);
+    drop(old);
+    let new = store.begin();
+    assert_eq!(new.get(T, b"c").await.expect("get"), None);
+    store.close().await.expect("close");
+}

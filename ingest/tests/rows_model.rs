@@ -130,7 +130,8 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 let mk = (TABLES[t], key(k));
                 value_no += 1;
-                let v = format!("v{value_no}-step{step}").into_bytes();
+                // Large enough that memtables flush and levels compact every few commits.
+                let v = format!("v{value_no}-step{step}-{}", "p".repeat(300)).into_bytes();
                 match op {
                     Op::Put(..) => {
                         tx.put(TABLES[t], key(k), v.clone()).expect("put");

@@ -15,7 +15,8 @@ pub fn fs() -> SharedFs {
     backend_from_env().expect("BRAID_IO_BACKEND names a backend")
 }
 
-/// Tiny memtables (flushes after a few KiB) and log segments, no background compaction.
+/// Tiny memtables (flushes after a few KiB), log segments and levels, so that flushes, segment
+/// rolls and background compactions (which must keep what open transactions read) happen often.
 pub fn small() -> RowStoreOptions {
     RowStoreOptions {
         lsm: LsmOptions {
@@ -23,7 +24,9 @@ pub fn small() -> RowStoreOptions {
             block_bytes: 512,
             block_cache_bytes: 1 << 20,
             table_bytes_max: 16 << 10,
-            background_compaction: false,
+            l0_compaction_trigger_files: 2,
+            level1_bytes_max: 32 << 10,
+            background_compaction: true,
             ..LsmOptions::default()
         },
         segment_bytes_max: 8 << 10,
