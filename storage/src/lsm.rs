@@ -465,6 +465,21 @@ impl Lsm {
         }
     }
 
+    /// Registers `seq` (clamped to the latest applied seqno) as a snapshot. Unlike
+    /// [`Lsm::snapshot`] the caller picks the seqno: a layer above that publishes commits later
+    /// than it applies them pins the seqno its readers were given. The caller must know that the
+    /// versions visible at `seq` are still there, e.g. because it holds an older snapshot while
+    /// it registers this one (compaction keeps every version above the oldest snapshot).
+    pub fn snapshot_at(&self, seq: u64) -> Snapshot {
+        let mut r = self.inner.snapshots.lock();
+        let seq = seq.min(self.inner.visible_seq.load(Ordering::Acquire));
+        *r.entry(seq).or_insert(0) += 1;
+        Snapshot {
+            seq,
+            registry: self.inner.snapshots.clone(),
+        }
+    }
+
     /// The highest seqno applied (every batch up to it is visible).
     pub fn visible_seq(&self) -> u64 {
         self.inner.visible_seq.load(Ordering::Acquire)

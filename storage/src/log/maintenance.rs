@@ -21,7 +21,7 @@ use super::format::{self, LogRecord};
 use super::partition::Shared;
 use super::segment::{open_segment, parse_segment_name, segment_file, write_index_files, Segment};
 use super::Cleanup;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::OpenMode;
 
 /// Target size of the batches a compacted segment is written in.
@@ -72,6 +72,21 @@ async fn apply_retention(shared: &Shared, now_us: i64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes sealed segments, oldest first, while the next segment starts at or below `offset`.
+pub(crate) async fn trim_before(shared: &Shared, offset: u64) -> Result<()> {
+    let _guard = shared.maintenance.lock().await;
+    let bases: Vec<u64> = shared.segments.read().keys().copied().collect();
+    let sealed = sealed_segments(shared);
+    for (seg, next_base) in sealed.iter().zip(bases.iter().skip(1)) {
+        if *next_base > offset {
+            break;
+        }
+        tracing::info!(segment = %seg.path.display(), offset, "trimming a segment below a consumer's position");
+        delete_segment(shared, seg).await?;
+    }
+    Ok(())
+}
+
 async fn delete_segment(shared: &Shared, seg: &Segment) -> Result<()> {
     shared.segments.write().remove(&seg.base);
     let fs = &*shared.fs;
@@ -81,10 +96,14 @@ async fn delete_segment(shared: &Shared, seg: &Segment) -> Result<()> {
             fs.remove_file(&p).await?;
         }
     }
-    // Producer snapshots at or below a deleted base are never needed again.
+    // Producer snapshots at or below a deleted base are never needed again. A segment roll
+    // removes old snapshots too, concurrently: one it removed first is not an error.
     for name in fs.list_dir(&shared.dir).await? {
         if parse_segment_name(&name, "snapshot").is_some_and(|b| b <= seg.base) {
-            fs.remove_file(&shared.dir.join(name)).await?;
+            match fs.remove_file(&shared.dir.join(name)).await {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
         }
     }
     fs.sync_dir(&shared.dir).await

@@ -373,6 +373,14 @@ impl Partition {
         super::maintenance::run(&self.shared, now_us).await
     }
 
+    /// Deletes every sealed segment whose records all lie below `offset` (a consumer such as the
+    /// database commit log says what it no longer needs; nothing at or above `offset` and never
+    /// the active segment is removed). Returns the new start offset.
+    pub async fn trim_before(&self, offset: u64) -> Result<u64> {
+        super::maintenance::trim_before(&self.shared, offset).await?;
+        Ok(self.shared.start_offset())
+    }
+
     /// Stops the writer after the queued appends; later appends fail with [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
