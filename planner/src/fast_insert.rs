@@ -31,6 +31,7 @@ use datafusion::prelude::SessionContext;
 use crate::error::{Error, Result};
 use crate::stream::sink::StreamWriter;
 use crate::stream::table::StreamTable;
+use crate::stream::txn::TxnBuffer;
 
 /// A planned-once INSERT into a stream.
 #[derive(Debug, Clone)]
@@ -118,9 +119,13 @@ impl FastInsert {
         }))
     }
 
-    /// Evaluates the rows for `params` and appends them; returns the row count once durable.
-    pub async fn execute(&self, params: Vec<ScalarValue>) -> Result<u64> {
+    /// Evaluates the rows for `params` and appends them (or holds them in the open transaction
+    /// block); returns the row count once durable (or held).
+    pub async fn execute(&self, params: Vec<ScalarValue>, txn: &TxnBuffer) -> Result<u64> {
         let batch = self.batch(params)?;
+        if let Some(rows) = txn.hold(&self.writer, &batch)? {
+            return Ok(rows);
+        }
         self.writer.append_batch(&batch).await
     }
 

@@ -42,6 +42,7 @@ use crate::stream::log::{StreamLog, StreamLogs};
 use crate::stream::options::StreamOptions;
 use crate::stream::sink::{Staged, StreamWriter};
 use crate::stream::table::StreamTable;
+use crate::stream::txn::TxnBuffer;
 use crate::stream::HIDDEN_COLUMNS;
 use crate::types::ColumnType;
 
@@ -133,7 +134,9 @@ impl Engine {
         if !self.database_exists(database) {
             return Err(Error::UndefinedDatabase(database.to_string()));
         }
+        let txn = Arc::new(TxnBuffer::default());
         let config = SessionConfig::new()
+            .with_extension(txn.clone())
             .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
@@ -154,6 +157,7 @@ impl Engine {
             database: database.to_string(),
             user: user.to_string(),
             vars: parking_lot::Mutex::new(BTreeMap::new()),
+            txn,
         })
     }
 
@@ -292,6 +296,8 @@ pub struct CopyIn {
     table: StreamTable,
     columns: Vec<ColumnDef>,
     pub format: CopyFormat,
+    /// The session's transaction block: inside one, the rows are held until COMMIT.
+    txn: Arc<TxnBuffer>,
 }
 
 impl CopyIn {
@@ -305,6 +311,7 @@ impl CopyIn {
     pub fn start(self) -> CopyLoad {
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(COPY_QUEUE_CHUNKS);
         let writer = self.table.writer();
+        let txn = self.txn.clone();
         let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let worker = {
             let writer = writer.clone();
@@ -317,6 +324,7 @@ impl CopyIn {
             tx: Some(tx),
             worker: Some(worker),
             writer,
+            txn,
             cancelled,
         }
     }
@@ -376,6 +384,7 @@ pub struct CopyLoad {
     tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     worker: Option<tokio::task::JoinHandle<Result<Staged>>>,
     writer: StreamWriter,
+    txn: Arc<TxnBuffer>,
     cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -397,7 +406,10 @@ impl CopyLoad {
         let staged = worker
             .await
             .map_err(|e| Error::InvalidInput(format!("COPY parser stopped: {e}")))??;
-        self.writer.append_staged(staged).await
+        match self.txn.hold_staged(&self.writer, staged) {
+            Ok(rows) => Ok(rows),
+            Err(staged) => self.writer.append_staged(staged).await,
+        }
     }
 }
 
@@ -467,6 +479,8 @@ pub struct Session {
     database: String,
     user: String,
     vars: parking_lot::Mutex<BTreeMap<String, String>>,
+    /// Stream appends held by an open transaction block.
+    txn: Arc<TxnBuffer>,
 }
 
 impl std::fmt::Debug for Session {
@@ -730,6 +744,15 @@ impl Session {
         })
     }
 
+    /// The transaction block failed (an error inside it): what it holds will never commit, and
+    /// a COMMIT now ends it as a ROLLBACK.
+    pub fn transaction_failed(&self) {
+        if self.txn.is_open() {
+            self.txn.rollback();
+            self.txn.begin();
+        }
+    }
+
     /// Executes a prepared statement with parameter values (`$1` first).
     pub async fn execute_prepared(&self, p: &Prepared, params: Vec<ScalarValue>) -> Result<Output> {
         match &p.kind {
@@ -758,7 +781,7 @@ impl Session {
                 fast: Some(fast), ..
             } => Ok(Output::Command {
                 tag: "INSERT".into(),
-                rows: Some(fast.execute(params).await?),
+                rows: Some(fast.execute(params, &self.txn).await?),
             }),
             PreparedKind::Plan { plan, .. } => {
                 let plan = if params.is_empty() {
@@ -837,9 +860,18 @@ impl Session {
                 names,
                 ..
             } => self.drop_streams(names, *if_exists, stream_ddl).await,
-            Statement::StartTransaction { .. } => Ok(command("BEGIN")),
-            Statement::Commit { .. } => Ok(command("COMMIT")),
-            Statement::Rollback { .. } => Ok(command("ROLLBACK")),
+            Statement::StartTransaction { .. } => {
+                self.txn.begin();
+                Ok(command("BEGIN"))
+            }
+            Statement::Commit { .. } => {
+                self.txn.commit().await?;
+                Ok(command("COMMIT"))
+            }
+            Statement::Rollback { .. } => {
+                self.txn.rollback();
+                Ok(command("ROLLBACK"))
+            }
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => self.show(&show_name(variable)),
             Statement::Discard { .. } => Ok(command("DISCARD ALL")),
@@ -1238,6 +1270,7 @@ impl Session {
             table,
             columns: cols,
             format,
+            txn: self.txn.clone(),
         }))
     }
 }

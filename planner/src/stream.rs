@@ -7,6 +7,7 @@
 //! - [`table`]: the DataFusion `TableProvider` (schema with hidden columns, filter pushdown).
 //! - [`scan`]: the execution plan that reads partitions in parallel from seek positions.
 //! - [`sink`]: turning Arrow batches into log records and appending them durably.
+//! - [`txn`]: appends held inside a transaction block until COMMIT.
 
 pub mod log;
 pub mod logcore;
@@ -15,6 +16,7 @@ pub mod options;
 pub mod scan;
 pub mod sink;
 pub mod table;
+pub mod txn;
 
 /// Hidden column: the partition a record is in.
 pub const COL_PARTITION: &str = "_partition";

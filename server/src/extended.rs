@@ -104,8 +104,12 @@ impl ExtendedQueryHandler for QueryHandler {
         let state = conn_state(&self.engine, client)?;
         let status = client.transaction_status();
         let prepared = &portal.statement.statement;
-        if in_failed(status) && !ends_transaction(&prepared.sql) {
-            return Err(to_pgwire(&Error::InFailedTransaction));
+        if in_failed(status) {
+            // Whatever the block held will never commit; COMMIT now ends it as ROLLBACK.
+            state.session.transaction_failed();
+            if !ends_transaction(&prepared.sql) {
+                return Err(to_pgwire(&Error::InFailedTransaction));
+            }
         }
         let params = decode_params(portal, &prepared.param_types())?;
         let out = state

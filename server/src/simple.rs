@@ -36,11 +36,15 @@ impl SimpleQueryHandler for QueryHandler {
         let mut status = client.transaction_status();
         let mut responses = Vec::new();
         for sql in Session::split(query) {
-            if in_failed(status) && !ends_transaction(&sql) {
-                responses.push(Response::Error(Box::new(to_pg(
-                    &Error::InFailedTransaction,
-                ))));
-                break;
+            if in_failed(status) {
+                // Whatever the block held will never commit; COMMIT now ends it as ROLLBACK.
+                state.session.transaction_failed();
+                if !ends_transaction(&sql) {
+                    responses.push(Response::Error(Box::new(to_pg(
+                        &Error::InFailedTransaction,
+                    ))));
+                    break;
+                }
             }
             if braid_planner_words(&sql) == "DEALLOCATE" {
                 // Protocol-level prepared statements live in pgwire's store, not the planner.

@@ -10,11 +10,14 @@ use datafusion::arrow::array::{
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
@@ -262,6 +265,44 @@ impl ExecutionPlan for StreamScanExec {
         _children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
+    }
+
+    /// Row counts from the partitions' offsets, so `count(*)` needs no scan. Exact when the
+    /// offsets between start and end are dense (delete cleanup, no timestamp seek); compaction
+    /// leaves holes, so there the count is only an upper bound.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        let partitions: Vec<u32> = match args.partition() {
+            Some(i) => self.bounds.partitions.get(i).copied().into_iter().collect(),
+            None => self.bounds.partitions.clone(),
+        };
+        let mut rows = 0usize;
+        for p in partitions {
+            let (Ok(start), Ok(end)) = (self.log.start_offset(p), self.log.end_offset(p)) else {
+                return Ok(Arc::new(stats));
+            };
+            let from = start.max(self.bounds.offset_start);
+            let to = self.bounds.offset_end.map_or(end, |e| e.min(end));
+            rows =
+                rows.saturating_add(usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX));
+        }
+        if let Some(l) = self.limit {
+            rows = rows.min(l);
+        }
+        let dense = self
+            .def
+            .stream_options()
+            .is_none_or(|o| o.cleanup != super::options::Cleanup::Compact);
+        stats.num_rows = if dense && self.bounds.timestamp_start.is_none() {
+            Precision::Exact(rows)
+        } else {
+            Precision::Inexact(rows)
+        };
+        Ok(Arc::new(stats))
     }
 
     fn execute(

@@ -57,6 +57,19 @@ impl Staged {
         }
     }
 
+    /// Moves `other`'s records in after this one's.
+    pub fn absorb(&mut self, other: Staged) {
+        if self.per_partition.len() < other.per_partition.len() {
+            self.per_partition
+                .resize_with(other.per_partition.len(), Vec::new);
+        }
+        for (mine, theirs) in self.per_partition.iter_mut().zip(other.per_partition) {
+            mine.extend(theirs);
+        }
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+
     /// Rows staged so far.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -224,6 +237,8 @@ impl StreamWriter {
 pub struct StreamSink {
     pub writer: StreamWriter,
     pub schema: SchemaRef,
+    /// The session's transaction block: inside one, rows are held until COMMIT.
+    pub txn: Option<Arc<super::txn::TxnBuffer>>,
 }
 
 impl DisplayAs for StreamSink {
@@ -246,11 +261,20 @@ impl DataSink for StreamSink {
         let mut count = 0;
         while let Some(batch) = data.next().await {
             let batch = batch?;
-            count += self
-                .writer
-                .append_batch(&batch)
-                .await
-                .map_err(Error::into_datafusion)?;
+            let held = match &self.txn {
+                Some(t) => t
+                    .hold(&self.writer, &batch)
+                    .map_err(Error::into_datafusion)?,
+                None => None,
+            };
+            count += match held {
+                Some(n) => n,
+                None => self
+                    .writer
+                    .append_batch(&batch)
+                    .await
+                    .map_err(Error::into_datafusion)?,
+            };
         }
         Ok(count)
     }

@@ -280,7 +280,7 @@ impl TableProvider for StreamTable {
 
     async fn insert_into(
         &self,
-        _state: &dyn DfSession,
+        state: &dyn DfSession,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
@@ -294,6 +294,7 @@ impl TableProvider for StreamTable {
         let sink = StreamSink {
             writer: self.writer(),
             schema: self.schema.clone(),
+            txn: state.config().get_extension::<super::txn::TxnBuffer>(),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
