@@ -234,3 +234,37 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example shipped in `systemd/` must stay a valid configuration file.
+    #[test]
+    fn example_config_file_parses() -> anyhow::Result<()> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/braid.toml");
+        let args = Args::parse_from(["braid", "--config", &path.display().to_string()]);
+        let config = Config::load(args)?;
+        config.check()?;
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/braid"));
+        assert_eq!(config.http_listen, SocketAddr::from(DEFAULT_HTTP_LISTEN));
+        assert_eq!(config.durability, Durability::Sync);
+        Ok(())
+    }
+
+    #[test]
+    fn restart_only_changes_are_named() -> anyhow::Result<()> {
+        let old = Config::load(Args::parse_from(["braid"]))?;
+        let mut new = old.clone();
+        new.max_connections += 1;
+        new.log = "debug".into();
+        assert!(old.restart_only_changes(&new).is_empty());
+        new.http_listen = ([127, 0, 0, 1], 1).into();
+        new.durability = Durability::None;
+        assert_eq!(
+            old.restart_only_changes(&new),
+            vec!["http_listen", "durability"]
+        );
+        Ok(())
+    }
+}

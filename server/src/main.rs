@@ -216,7 +216,9 @@ async fn run(
     )
     .await
     .with_context(|| format!("opening data directory {}", config.data_dir.display()));
+    // Wait for the reporter to be gone, so that no "recovering" STATUS can follow READY=1.
     progress.abort();
+    let _ = progress.await;
     let engine = opened?;
     let _ = engine_slot.set(engine.clone());
 

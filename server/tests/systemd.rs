@@ -200,7 +200,7 @@ async fn socket_activation_picks_sockets_by_name() -> anyhow::Result<()> {
         .context("starting systemd-socket-activate")?;
     // The first connection makes systemd-socket-activate exec braid with the sockets.
     let client = connect_retrying(pg).await?;
-    let v: i32 = client.query_one("SELECT 7", &[]).await?.get(0);
+    let v: i64 = client.query_one("SELECT 7", &[]).await?.try_get(0)?;
     assert_eq!(v, 7);
     let (code, body) = http_get(http, "/ready")?;
     assert_eq!((code, body.as_str()), (200, "ready\n"));
@@ -236,7 +236,7 @@ async fn single_unnamed_socket_is_postgres() -> anyhow::Result<()> {
         .spawn()
         .context("starting systemd-socket-activate")?;
     let client = connect_retrying(pg).await?;
-    let v: i32 = client.query_one("SELECT 8", &[]).await?.get(0);
+    let v: i64 = client.query_one("SELECT 8", &[]).await?.try_get(0)?;
     assert_eq!(v, 8);
     assert_eq!(http_get(http, "/health")?.0, 200);
     drop(client);
@@ -330,7 +330,7 @@ async fn sd_notify_ready_status_watchdog_reload_stopping() -> anyhow::Result<()>
     let n: i64 = client
         .query_one("SELECT count(*) FROM s2", &[])
         .await?
-        .get(0);
+        .try_get(0)?;
     assert_eq!(n, 2);
     assert_eq!(http_get(http, "/ready")?.0, 200);
     let lines = notes.lines();
@@ -446,13 +446,16 @@ async fn sigterm_while_inserting_keeps_every_acknowledged_row() -> anyhow::Resul
     let (mut child, pg, _) = spawn_braid(&dir, &[], &[])?;
     let client = connect_retrying(pg).await?;
     let rows = client.query("SELECT id FROM s", &[]).await?;
-    let stored: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let stored = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<BTreeSet<i64>, _>>()?;
     let missing: Vec<_> = acked.difference(&stored).take(10).collect();
     assert!(missing.is_empty(), "acknowledged rows lost: {missing:?}");
     let n: i64 = client
         .query_one("SELECT count(*) FROM s", &[])
         .await?
-        .get(0);
+        .try_get(0)?;
     assert_eq!(n as usize, stored.len(), "no row stored twice");
     sigterm(&child)?;
     assert!(wait_exit(&mut child, Duration::from_secs(30))?.success());
@@ -556,16 +559,19 @@ async fn max_connections_refuses_one_more_with_53300() -> anyhow::Result<()> {
         .await
         .err()
         .context("a third client is refused")?;
-    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    let code = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.as_db_error())
+        .map(|e| e.code().code().to_string());
     assert_eq!(code.as_deref(), Some("53300"), "{err:?}");
     for c in [&a, &b] {
-        let v: i32 = c.query_one("SELECT 1", &[]).await?.get(0);
+        let v: i64 = c.query_one("SELECT 1", &[]).await?.try_get(0)?;
         assert_eq!(v, 1, "the connected clients are unaffected");
     }
     drop(b);
     // The slot frees once the server sees the close.
     let c = connect_retrying(pg).await?;
-    let v: i32 = c.query_one("SELECT 2", &[]).await?.get(0);
+    let v: i64 = c.query_one("SELECT 2", &[]).await?.try_get(0)?;
     assert_eq!(v, 2);
     drop((a, c));
     sigterm(&child)?;
@@ -636,7 +642,7 @@ async fn garbage_and_stalled_clients_are_cut_off_alone() -> anyhow::Result<()> {
     let other = async {
         // Meanwhile another client is served as usual.
         for _ in 0..10 {
-            let v: i32 = good.query_one("SELECT 3", &[]).await?.get(0);
+            let v: i64 = good.query_one("SELECT 3", &[]).await?.try_get(0)?;
             anyhow::ensure!(v == 3);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -649,7 +655,7 @@ async fn garbage_and_stalled_clients_are_cut_off_alone() -> anyhow::Result<()> {
         started.elapsed() >= Duration::from_millis(900),
         "cut off only after the timeout"
     );
-    let v: i32 = good.query_one("SELECT 4", &[]).await?.get(0);
+    let v: i64 = good.query_one("SELECT 4", &[]).await?.try_get(0)?;
     assert_eq!(v, 4);
     drop(good);
     sigterm(&child)?;
@@ -704,7 +710,7 @@ async fn sighup_changes_log_level_without_dropping_connections() -> anyhow::Resu
     }
     // The same connection keeps working, and now its failures are logged at debug.
     let _ = client.simple_query("SELEC 2").await;
-    let v: i32 = client.query_one("SELECT 5", &[]).await?.get(0);
+    let v: i64 = client.query_one("SELECT 5", &[]).await?.try_get(0)?;
     assert_eq!(v, 5);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = read_log(&dir);
@@ -734,7 +740,7 @@ async fn sighup_changes_log_level_without_dropping_connections() -> anyhow::Resu
     }
     assert!(read_log(&dir).contains("settings=http_listen"));
     assert_eq!(http_get(http, "/health")?.0, 200, "HTTP stays where it was");
-    let v: i32 = client.query_one("SELECT 6", &[]).await?.get(0);
+    let v: i64 = client.query_one("SELECT 6", &[]).await?.try_get(0)?;
     assert_eq!(v, 6);
     drop(client);
     sigterm(&child)?;
