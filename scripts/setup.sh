@@ -7,6 +7,9 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
+# systemd-analyze and systemd-socket-activate, for the unit-file and socket-activation tests.
+{ command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null; } ||
+  need_apt+=(systemd)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

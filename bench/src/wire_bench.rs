@@ -920,6 +920,7 @@ impl BraidServer {
             .arg(format!("127.0.0.1:{port}"))
             .env_remove("RUST_LOG")
             .env_remove("BRAID_DURABILITY")
+            .env("BRAID_HTTP_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -161,6 +161,23 @@ impl Engine {
         })
     }
 
+    /// The name of the stream of `database` whose log id is `id` (`schema.name` outside the
+    /// default schema). Read-only; the server labels metrics with it.
+    pub fn stream_name(&self, database: &str, id: u64) -> Option<String> {
+        self.inner
+            .catalog
+            .tables(database)
+            .into_iter()
+            .find(|(_, def)| def.id == id)
+            .map(|(schema, def)| {
+                if schema == DEFAULT_SCHEMA {
+                    def.name
+                } else {
+                    format!("{schema}.{}", def.name)
+                }
+            })
+    }
+
     /// Closes every open log (flushes); call once at shutdown.
     pub async fn close(&self) {
         let logs: Vec<_> = self

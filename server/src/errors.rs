@@ -10,6 +10,7 @@ use pgwire::error::{ErrorInfo, PgWireError};
 
 /// Builds the wire error for `code` and `message`.
 pub fn error_info(code: &str, message: impl Into<String>) -> ErrorInfo {
+    crate::metrics::METRICS.error(code);
     ErrorInfo::new("ERROR".to_string(), code.to_string(), message.into())
 }
 

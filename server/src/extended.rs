@@ -99,11 +99,12 @@ impl ExtendedQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.refuse_if_shutting_down()?;
         let _guard = self.inflight.enter();
+        self.refuse_if_shutting_down()?;
         let state = conn_state(&self.engine, client)?;
         let status = client.transaction_status();
         let prepared = &portal.statement.statement;
+        let _timer = crate::metrics::statement(&prepared.sql);
         if in_failed(status) {
             // Whatever the block held will never commit; COMMIT now ends it as ROLLBACK.
             state.session.transaction_failed();

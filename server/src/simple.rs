@@ -30,8 +30,8 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.refuse_if_shutting_down()?;
         let _guard = self.inflight.enter();
+        self.refuse_if_shutting_down()?;
         let state = conn_state(&self.engine, client)?;
         let mut status = client.transaction_status();
         let mut responses = Vec::new();
@@ -46,6 +46,7 @@ impl SimpleQueryHandler for QueryHandler {
                     break;
                 }
             }
+            let _timer = crate::metrics::statement(&sql);
             if braid_planner_words(&sql) == "DEALLOCATE" {
                 // Protocol-level prepared statements live in pgwire's store, not the planner.
                 let name = sql

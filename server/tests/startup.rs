@@ -55,6 +55,7 @@ async fn scram_password_login() -> anyhow::Result<()> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
         .arg("--config")
         .arg(&config)
+        .env("BRAID_HTTP_LISTEN", "127.0.0.1:0")
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("starting braid")?;

@@ -139,6 +139,7 @@ impl BraidServer {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .env("BRAID_HTTP_LISTEN", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
                 std::env::var("BRAID_TEST_LOG").unwrap_or_else(|_| "info".into()),
