@@ -109,7 +109,10 @@ async fn zeros_written_ahead_survive_a_crash_and_a_write_cut_short_inside_them_i
     let topic = open(&fs, crashed.path(), cfg.clone()).await;
     let p = topic.partition(0).expect("partition");
     assert_eq!(p.end_offset(), 10, "the half batch is not a record");
-    let a = p.append(vec![rec(10)]).await.expect("append after recovery");
+    let a = p
+        .append(vec![rec(10)])
+        .await
+        .expect("append after recovery");
     assert_eq!(a.base_offset, 10);
     assert_eq!(read_all(&p, 0).await.len(), 11);
     topic.close().await.expect("close");
