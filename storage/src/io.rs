@@ -50,6 +50,8 @@ pub enum OpenMode {
 }
 
 /// An open file. Positional reads and writes only: there is no shared cursor.
+// `len` is an I/O call (it asks the backend); an `is_empty` would only be a second one.
+#[allow(clippy::len_without_is_empty)]
 pub trait FileHandle: Send + Sync + Debug {
     /// Reads into `buf` from `offset` until `buf` is full or the file ends. Returns the byte
     /// count and the buffer.

@@ -26,13 +26,13 @@ fn config() -> TopicConfig {
 fn fixture_record(i: u64) -> Record {
     Record {
         timestamp: Some(1_700_000_000_000_000 + i as i64 * 1000),
-        key: (i % 3 != 0).then(|| format!("k{}", i % 11).into_bytes().into()),
+        key: (!i.is_multiple_of(3)).then(|| format!("k{}", i % 11).into_bytes().into()),
         value: (i % 17 != 5).then(|| {
             format!("value {i} {}", "v".repeat((i % 40) as usize))
                 .into_bytes()
                 .into()
         }),
-        headers: if i % 4 == 0 {
+        headers: if i.is_multiple_of(4) {
             vec![Header {
                 key: "trace".into(),
                 value: Some(format!("t{i}").into_bytes().into()),

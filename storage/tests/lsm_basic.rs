@@ -50,11 +50,11 @@ async fn reads_merge_memtable_and_tables() {
 
     let now = lsm.visible_seq();
     let expect = |i: u64| -> Option<String> {
-        if i % 9 == 0 || i >= 300 {
+        if i.is_multiple_of(9) || i >= 300 {
             Some(format!("c{i}"))
-        } else if i % 3 == 0 {
+        } else if i.is_multiple_of(3) {
             None
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             Some(format!("b{i}"))
         } else {
             Some(format!("a{i}"))

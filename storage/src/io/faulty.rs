@@ -43,11 +43,7 @@ impl Plan {
 }
 
 fn injected(op: &'static str, path: &Path) -> Error {
-    Error::io(
-        op,
-        path,
-        std::io::Error::new(std::io::ErrorKind::Other, "injected fault"),
-    )
+    Error::io(op, path, std::io::Error::other("injected fault"))
 }
 
 /// See the module docs.

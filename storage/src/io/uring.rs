@@ -73,6 +73,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// What a write-all-then-sync request answers: the failed step and its error, or success, plus
+/// the buffers for reuse.
+type WriteAllSyncResult = (
+    std::result::Result<(), (&'static str, io::Error)>,
+    Vec<Vec<u8>>,
+);
+
 /// What a caller asks of the ring thread. Every command that expects an answer carries the
 /// sender its caller waits on, so the unbounded queue holds at most one command per call in
 /// progress (plus `Register` and `Close`, one each per open file): callers bound it.
@@ -102,10 +109,7 @@ enum Command {
         bufs: Vec<Vec<u8>>,
         offset: u64,
         sync: bool,
-        reply: Reply<(
-            std::result::Result<(), (&'static str, io::Error)>,
-            Vec<Vec<u8>>,
-        )>,
+        reply: Reply<WriteAllSyncResult>,
     },
     Len {
         id: u64,
