@@ -77,6 +77,11 @@ pub struct WireArgs {
     /// Concurrent clients of the INSERT phase, each on its own connection.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Partitions of braid's `events_ins` stream (the INSERT phase's target). Each partition
+    /// is its own file with its own `fdatasync`, so fewer partitions let one sync cover more
+    /// of the concurrent single-row INSERTs.
+    #[arg(long, default_value_t = 8)]
+    pub insert_partitions: u32,
     /// Timed repetitions of each query (after one untimed warm-up); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,

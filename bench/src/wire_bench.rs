@@ -188,13 +188,13 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
     for sys in &systems {
         let c = connect(&sys.conninfo).await?;
         let ddl = match sys.kind {
-            Kind::Braid => {
+            Kind::Braid => format!(
                 "CREATE STREAM events (id bigint, ts timestamptz, key text, payload jsonb) \
                  WITH (partitions = 8, partition_key = 'key'); \
                  CREATE STREAM events_ins (id bigint, ts timestamptz, key text, payload jsonb) \
-                 WITH (partitions = 8, partition_key = 'key')"
-                    .to_string()
-            }
+                 WITH (partitions = {}, partition_key = 'key')",
+                args.insert_partitions
+            ),
             Kind::Postgres => {
                 "CREATE TABLE events (id bigint, ts timestamptz, key text, payload jsonb); \
                  CREATE INDEX events_ts ON events (ts); \
