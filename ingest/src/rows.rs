@@ -17,6 +17,8 @@
 //!   compaction never drops a version an open transaction can still read.
 
 mod format;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod oracle;
 mod txn;
 
