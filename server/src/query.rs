@@ -3,10 +3,10 @@
 //! for draining, and turning a planner [`Output`] into a pgwire response. The flows themselves
 //! are in `simple.rs`, `extended.rs` and `copy.rs`.
 //!
-//! Transaction blocks: braid has no multi-statement transactions yet (stream appends are
-//! durable when each statement completes), but it tracks BEGIN/COMMIT/ROLLBACK so clients see
-//! the usual status, and applies PostgreSQL's rule that after an error inside a block every
-//! statement but ROLLBACK/COMMIT fails with 25P02.
+//! Transaction blocks: the session keeps the block itself (held stream appends, the row-table
+//! transaction); here the pgwire status is tracked and PostgreSQL's rule applied that after an
+//! error inside a block every statement but ROLLBACK/COMMIT fails with 25P02, and the block's
+//! writes are dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
