@@ -182,8 +182,15 @@ pub enum KeyAccess {
     /// Point gets of whole keys, ascending, without duplicates.
     Points(Vec<Vec<u8>>),
     /// Key ranges, ascending and disjoint.
-    Ranges(Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>),
+    Ranges(Vec<KeyRange>),
 }
+
+/// A range of encoded keys: (start, end).
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// What one filter says about one key column: (key column position, range bounds as
+/// (operator, value), equality values).
+type FilterConstraint = (usize, Vec<(Operator, KeyValue)>, Option<Vec<KeyValue>>);
 
 /// What the filters say about one key column.
 #[derive(Debug, Default)]
@@ -223,10 +230,7 @@ fn flip(op: Operator) -> Option<Operator> {
 
 /// One filter as (column, what it says), when it is a comparison of a key column with
 /// literals the key encoding can express.
-fn constraint_of(
-    layout: &KeyLayout,
-    e: &Expr,
-) -> Option<(usize, Vec<(Operator, KeyValue)>, Option<Vec<KeyValue>>)> {
+fn constraint_of(layout: &KeyLayout, e: &Expr) -> Option<FilterConstraint> {
     let key_col = |name: &str| {
         layout
             .columns

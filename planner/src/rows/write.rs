@@ -253,6 +253,9 @@ impl DataSink for RowSink {
     }
 }
 
+/// A row an UPDATE moves to a new key: (new key, value, its batch's columns, row index).
+type MovedRow = (Vec<u8>, Vec<u8>, Vec<ArrayRef>, usize);
+
 /// What an UPDATE or DELETE does to each row it selects.
 #[derive(Debug, Clone)]
 pub enum DmlOp {
@@ -334,7 +337,9 @@ impl RowDmlExec {
         // sees its own writes (and a key may move onto a key another row moves away from).
         let mut deletes: Vec<Bytes> = Vec::new();
         let mut puts: Vec<(Bytes, Vec<u8>)> = Vec::new();
-        let mut inserts: Vec<(Vec<u8>, Vec<u8>, Vec<ArrayRef>, usize)> = Vec::new();
+        // Rows whose key changes: (new key, value, the new row's columns and row index for a
+        // duplicate-key message).
+        let mut inserts: Vec<MovedRow> = Vec::new();
         for chunk in rows.chunks(DML_BATCH_ROWS) {
             let mut dec = RowDecoder::new(&types, &all);
             for (_, v) in chunk {
