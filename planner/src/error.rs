@@ -29,6 +29,9 @@ pub enum Error {
     /// A table or stream named in the query does not exist.
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
+    /// DROP of a table or stream that does not exist (PostgreSQL names the kind here).
+    #[error("{kind} \"{name}\" does not exist")]
+    UndefinedToDrop { kind: &'static str, name: String },
     /// CREATE of a name that is already taken.
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),

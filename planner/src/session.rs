@@ -1500,7 +1500,12 @@ impl Session {
             let (schema, name) = self.resolve(n)?;
             match self.engine.catalog.table(&self.database, &schema, &name) {
                 None if if_exists => continue,
-                None => return Err(Error::UndefinedTable(name)),
+                None => {
+                    return Err(Error::UndefinedToDrop {
+                        kind: if stream_ddl { "stream" } else { "table" },
+                        name,
+                    })
+                }
                 Some(def) if !def.is_stream() => {
                     if stream_ddl {
                         return Err(Error::WrongObjectType(format!(

@@ -58,7 +58,7 @@ pub fn to_pgwire(e: &Error) -> PgWireError {
 pub fn sqlstate(e: &Error) -> (&'static str, String) {
     let code = match e {
         Error::Syntax(_) => "42601",
-        Error::UndefinedTable(_) => "42P01",
+        Error::UndefinedTable(_) | Error::UndefinedToDrop { .. } => "42P01",
         Error::DuplicateTable(_) => "42P07",
         Error::UndefinedColumn(_) => "42703",
         Error::DuplicateColumn(_) => "42701",
