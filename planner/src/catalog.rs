@@ -1,4 +1,6 @@
-//! The persisted catalog: databases, schemas, tables (with kind and options) and columns.
+//! The persisted catalog: databases, schemas, tables (with kind and options) and columns. A
+//! table's kind is a stream (a LogCore topic) or a row table (rows in the database's
+//! [`braid_ingest::rows::RowStore`], keyed by the primary key columns named here).
 //!
 //! On disk it is one file, `catalog/catalog.json`, replaced atomically on every change (write a
 //! temporary file, fdatasync, rename, fsync the directory — see [`FileStore::write_atomic`]), so
@@ -45,6 +47,16 @@ pub trait FileStore: Send + Sync + Debug {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TableKind {
     Stream(StreamOptions),
+    Table(RowTableOptions),
+}
+
+/// What the catalog keeps about a row table besides its columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowTableOptions {
+    /// The primary key columns, in key order. Empty: the table has no primary key and its
+    /// rows are keyed by a hidden row id.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +85,17 @@ impl TableDef {
     pub fn stream_options(&self) -> Option<&StreamOptions> {
         match &self.kind {
             TableKind::Stream(o) => Some(o),
+            TableKind::Table(_) => None,
         }
+    }
+    pub fn row_options(&self) -> Option<&RowTableOptions> {
+        match &self.kind {
+            TableKind::Table(o) => Some(o),
+            TableKind::Stream(_) => None,
+        }
+    }
+    pub fn is_stream(&self) -> bool {
+        matches!(self.kind, TableKind::Stream(_))
     }
 }
 

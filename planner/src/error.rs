@@ -29,9 +29,21 @@ pub enum Error {
     /// A table or stream named in the query does not exist.
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
+    /// DROP of a table or stream that does not exist (PostgreSQL names the kind here).
+    #[error("{kind} \"{name}\" does not exist")]
+    UndefinedToDrop { kind: &'static str, name: String },
     /// CREATE of a name that is already taken.
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
+    /// A PRIMARY KEY names a column the table does not have.
+    #[error("column \"{0}\" named in key does not exist")]
+    KeyColumnMissing(String),
+    /// A column named twice in a definition.
+    #[error("{0}")]
+    DuplicateColumn(String),
+    /// A table definition that cannot be (two primary keys, ...).
+    #[error("{0}")]
+    InvalidTableDefinition(String),
     /// A column named in the query does not exist.
     #[error("column \"{0}\" does not exist")]
     UndefinedColumn(String),
@@ -47,6 +59,22 @@ pub enum Error {
     /// A NULL for a NOT NULL column.
     #[error("{0}")]
     NotNullViolation(String),
+    /// A NULL for a NOT NULL column of a row table, with PostgreSQL's message and DETAIL line.
+    #[error("{message}")]
+    NotNullRow { message: String, detail: String },
+    /// A row whose primary key is already taken (PostgreSQL's message and DETAIL line).
+    #[error("{message}")]
+    UniqueViolation {
+        message: String,
+        detail: Option<String>,
+    },
+    /// Another transaction committed a write to a row this one wrote (first committer wins);
+    /// retrying the transaction is safe.
+    #[error("could not serialize access due to concurrent update")]
+    SerializationFailure,
+    /// A row, key or transaction over a size limit.
+    #[error("{0}")]
+    ProgramLimit(String),
     /// Something braid does not do (yet); the message says what to use instead.
     #[error("{0}")]
     Unsupported(String),
@@ -81,6 +109,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// PostgreSQL's DETAIL line for this error, if it has one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Error::NotNullRow { detail, .. } => Some(detail),
+            Error::UniqueViolation { detail, .. } => detail.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Wraps a planner error so it can travel through DataFusion's execution machinery and be
     /// recovered (by downcast) at the server edge.
     pub fn into_datafusion(self) -> DataFusionError {

@@ -9,6 +9,8 @@
 //! - The catalog on disk is replaced atomically, so a crash leaves the old or the new version.
 //! - An INSERT or COPY into a stream reports its row count only after every record is durable in
 //!   the log.
+//! - A write to a row table reports success only after its transaction's commit is durable
+//!   (at the end of the statement, or at COMMIT inside a block).
 
 pub mod catalog;
 pub mod copy;
@@ -17,6 +19,7 @@ mod fast_insert;
 pub mod functions;
 pub mod pg_catalog;
 pub mod rowcodec;
+pub mod rows;
 pub mod session;
 mod sql;
 pub mod stream;

@@ -1,10 +1,16 @@
 //! The engine (shared by all connections) and the per-connection [`Session`] that turns SQL
 //! into [`Output`]s.
 //!
-//! Statement routing: braid's own statements (`CREATE STREAM`, `DROP STREAM`, `COPY ... FROM
-//! STDIN`, `SET`/`SHOW`, transaction control) are handled here; `SELECT`, `INSERT` and
-//! `EXPLAIN` are planned and run by DataFusion over the stream table providers; DataFusion's
-//! own DDL (in-memory tables and views that would not survive a restart) is refused.
+//! Statement routing: braid's own statements (`CREATE STREAM`/`TABLE`, `DROP STREAM`/`TABLE`,
+//! `COPY ... FROM STDIN`, `SET`/`SHOW`, transaction control) are handled here; `SELECT`,
+//! `INSERT`, `EXPLAIN`, and `UPDATE`/`DELETE` of row tables are planned and run by DataFusion
+//! over the stream and row table providers; DataFusion's own DDL (in-memory tables and views
+//! that would not survive a restart) is refused.
+//!
+//! Transaction blocks: BEGIN opens a block for both kinds of table — stream appends are held
+//! ([`TxnBuffer`]) and row tables share one RowStore transaction ([`RowTxn`]). COMMIT commits
+//! the row transaction first (it is the one that can fail with a serialization failure), then
+//! appends the held stream rows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -32,11 +38,16 @@ use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::catalog::{
-    Catalog, ColumnDef, FileStore, TableDef, TableKind, DEFAULT_DATABASE, DEFAULT_SCHEMA,
+    Catalog, ColumnDef, FileStore, RowTableOptions, TableDef, TableKind, DEFAULT_DATABASE,
+    DEFAULT_SCHEMA,
 };
 pub use crate::copy::CopyFormat;
 use crate::error::{Error, Result};
 use crate::fast_insert::FastInsert;
+use crate::rows::key::check_key_type;
+use crate::rows::table::RowTable;
+use crate::rows::txn::RowTxn;
+use crate::rows::{rows_error, RowsDb};
 use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
 use crate::stream::log::{StreamLog, StreamLogs};
 use crate::stream::options::StreamOptions;
@@ -45,18 +56,26 @@ use crate::stream::table::StreamTable;
 use crate::stream::txn::TxnBuffer;
 use crate::stream::HIDDEN_COLUMNS;
 use crate::types::ColumnType;
+use braid_ingest::storage::io::SharedFs;
+use braid_ingest::storage::log::Durability as LogDurability;
 
 /// Start-up settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// DataFusion target partitions (parallelism of one query).
     pub target_partitions: usize,
+    /// Disk the row tables' store uses; `None`: the backend named by `BRAID_IO_BACKEND`.
+    pub row_fs: Option<SharedFs>,
+    /// When a row-table commit is acknowledged (`Sync` unless the user asked otherwise).
+    pub row_durability: LogDurability,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            row_fs: None,
+            row_durability: LogDurability::Sync,
         }
     }
 }
@@ -67,6 +86,8 @@ struct EngineInner {
     logs: Arc<dyn StreamLogs>,
     /// Open logs by table id.
     open: AsyncMutex<HashMap<u64, Arc<dyn StreamLog>>>,
+    /// The row tables of the default database.
+    rows: Arc<RowsDb>,
     options: EngineOptions,
 }
 
@@ -97,8 +118,42 @@ impl EngineInner {
         let Some(def) = self.catalog.table(db, schema, name) else {
             return Ok(None);
         };
+        if !def.is_stream() {
+            return Err(Error::Unsupported(format!(
+                "\"{name}\" is a table: this statement is only supported on streams so far"
+            )));
+        }
         let log = self.log_for(db, &def).await?;
         Ok(Some(StreamTable::new(Arc::new(def), log)))
+    }
+
+    /// The row store of `db`; only the default database has one so far.
+    fn rows_for(&self, db: &str) -> Result<Arc<RowsDb>> {
+        if db == DEFAULT_DATABASE {
+            Ok(self.rows.clone())
+        } else {
+            Err(Error::Unsupported(format!(
+                "tables are only supported in database \"{DEFAULT_DATABASE}\" so far"
+            )))
+        }
+    }
+
+    /// The table provider of any kind of table.
+    async fn provider(
+        &self,
+        db: &str,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(def) = self.catalog.table(db, schema, name) else {
+            return Ok(None);
+        };
+        if def.is_stream() {
+            let log = self.log_for(db, &def).await?;
+            return Ok(Some(Arc::new(StreamTable::new(Arc::new(def), log))));
+        }
+        let rows = self.rows_for(db)?;
+        Ok(Some(Arc::new(RowTable::new(Arc::new(def), rows)?)))
     }
 }
 
@@ -112,14 +167,35 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<Engine> {
         let catalog = Catalog::open(files, data_dir).await?;
+        let row_fs = match &options.row_fs {
+            Some(fs) => fs.clone(),
+            None => braid_ingest::storage::io::backend_from_env()
+                .map_err(crate::stream::logcore::storage_error)?,
+        };
+        let rows = Arc::new(
+            RowsDb::open(row_fs, data_dir, DEFAULT_DATABASE, options.row_durability).await?,
+        );
         let inner = Arc::new(EngineInner {
             catalog,
             logs,
             open: AsyncMutex::new(HashMap::new()),
+            rows,
             options,
         });
         for (_, def) in inner.catalog.tables(DEFAULT_DATABASE) {
-            inner.log_for(DEFAULT_DATABASE, &def).await?;
+            if def.is_stream() {
+                inner.log_for(DEFAULT_DATABASE, &def).await?;
+                continue;
+            }
+            // A crash between the catalog write and the store's create leaves a table the
+            // store does not know: nothing of it was acknowledged, so it starts empty.
+            match inner.rows.store.create_table(def.id).await {
+                Ok(()) => {
+                    tracing::info!(table = %def.name, id = def.id, "created missing row table")
+                }
+                Err(braid_ingest::Error::TableExists(_)) => {}
+                Err(e) => return Err(rows_error(e)),
+            }
         }
         Ok(Engine { inner })
     }
@@ -135,8 +211,10 @@ impl Engine {
             return Err(Error::UndefinedDatabase(database.to_string()));
         }
         let txn = Arc::new(TxnBuffer::default());
+        let rows_txn = Arc::new(RowTxn::default());
         let config = SessionConfig::new()
             .with_extension(txn.clone())
+            .with_extension(rows_txn.clone())
             .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
@@ -158,6 +236,7 @@ impl Engine {
             user: user.to_string(),
             vars: parking_lot::Mutex::new(BTreeMap::new()),
             txn,
+            rows_txn,
         })
     }
 
@@ -190,6 +269,12 @@ impl Engine {
             .collect();
         for l in logs {
             l.close().await;
+        }
+        // Sessions and cached plans may still hold the row store, so it is flushed rather
+        // than closed: every commit is already durable in its log, and the flush saves the
+        // next start from replaying it.
+        if let Err(e) = self.inner.rows.store.flush().await {
+            tracing::warn!(error = %e, "flushing the row tables failed");
         }
     }
 }
@@ -261,12 +346,10 @@ impl SchemaProvider for BraidSchemaProvider {
         self.engine.catalog.table_names(&self.db, &self.schema)
     }
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let t = self
-            .engine
-            .stream_table(&self.db, &self.schema, name)
+        self.engine
+            .provider(&self.db, &self.schema, name)
             .await
-            .map_err(Error::into_datafusion)?;
-        Ok(t.map(|t| Arc::new(t) as Arc<dyn TableProvider>))
+            .map_err(Error::into_datafusion)
     }
     fn table_exist(&self, name: &str) -> bool {
         self.engine
@@ -498,6 +581,8 @@ pub struct Session {
     vars: parking_lot::Mutex<BTreeMap<String, String>>,
     /// Stream appends held by an open transaction block.
     txn: Arc<TxnBuffer>,
+    /// The row-table transaction of an open block.
+    rows_txn: Arc<RowTxn>,
 }
 
 impl std::fmt::Debug for Session {
@@ -655,6 +740,10 @@ impl Session {
         }
     }
 
+    fn is_row_table(&self, name: &ObjectName) -> bool {
+        self.stream_def(name).is_some_and(|d| !d.is_stream())
+    }
+
     fn stream_def(&self, name: &ObjectName) -> Option<TableDef> {
         let (schema, table) = self.resolve(name).ok()?;
         self.engine.catalog.table(&self.database, &schema, &table)
@@ -711,10 +800,26 @@ impl Session {
                 kind: PreparedKind::Empty,
             });
         };
-        let planned = matches!(
-            stmt,
-            Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. }
-        );
+        let planned = match &stmt {
+            Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. } => true,
+            // UPDATE and DELETE of row tables run in DataFusion; on streams (and missing
+            // tables) they stay with execute_direct, which explains the refusal.
+            Statement::Update(u) => match &u.table.relation {
+                TableFactor::Table { name, .. } => self.is_row_table(name),
+                _ => false,
+            },
+            Statement::Delete(d) => match &d.from {
+                datafusion::sql::sqlparser::ast::FromTable::WithFromKeyword(t)
+                | datafusion::sql::sqlparser::ast::FromTable::WithoutKeyword(t) => {
+                    t.len() == 1
+                        && t.iter().all(|t| match &t.relation {
+                            TableFactor::Table { name, .. } => self.is_row_table(name),
+                            _ => false,
+                        })
+                }
+            },
+            _ => false,
+        };
         if !planned {
             return Ok(Prepared {
                 sql: sql.to_string(),
@@ -731,6 +836,7 @@ impl Session {
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
             .await?;
+        let plan = self.relax_values_nullability(plan)?;
         let types = plan.get_parameter_types()?;
         let mut params: Vec<(usize, Option<DataType>)> = types
             .into_iter()
@@ -761,6 +867,45 @@ impl Session {
         })
     }
 
+    /// `INSERT INTO table VALUES ...`: DataFusion types the VALUES with the table's columns,
+    /// nullability included, so a NULL for a NOT NULL column would fail inside Arrow with a
+    /// message about `column2`. For row tables the VALUES are made nullable and the table's
+    /// sink reports the violation as PostgreSQL does (column, relation, failing row).
+    fn relax_values_nullability(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::common::DFSchema;
+        use datafusion::logical_expr::Values;
+        let LogicalPlan::Dml(d) = &plan else {
+            return Ok(plan);
+        };
+        let to_row_table = matches!(d.op, WriteOp::Insert(_))
+            && datafusion::datasource::source_as_provider(&d.target)
+                .is_ok_and(|p| p.downcast_ref::<RowTable>().is_some());
+        if !to_row_table {
+            return Ok(plan);
+        }
+        let input = d.input.as_ref().clone().transform_up(|p| match p {
+            LogicalPlan::Values(v) => {
+                let fields: Vec<Field> = v
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect();
+                let schema =
+                    DFSchema::from_unqualified_fields(fields.into(), v.schema.metadata().clone())?;
+                Ok(Transformed::yes(LogicalPlan::Values(Values {
+                    schema: Arc::new(schema),
+                    values: v.values,
+                })))
+            }
+            other => other.recompute_schema().map(Transformed::yes),
+        })?;
+        let mut d = d.clone();
+        d.input = Arc::new(input.data);
+        Ok(LogicalPlan::Dml(d))
+    }
+
     /// The transaction block failed (an error inside it): what it holds will never commit, and
     /// a COMMIT now ends it as a ROLLBACK.
     pub fn transaction_failed(&self) {
@@ -768,6 +913,7 @@ impl Session {
             self.txn.rollback();
             self.txn.begin();
         }
+        self.rows_txn.fail();
     }
 
     /// Executes a prepared statement with parameter values (`$1` first).
@@ -831,6 +977,29 @@ impl Session {
                     rows: Some(rows),
                 })
             }
+            LogicalPlan::Dml(DmlStatement {
+                op: op @ (WriteOp::Update | WriteOp::Delete),
+                ..
+            }) => {
+                let tag = if matches!(op, WriteOp::Update) {
+                    "UPDATE"
+                } else {
+                    "DELETE"
+                };
+                let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                let mut rows = 0;
+                for b in &batches {
+                    if let Some(c) = b.column_by_name("count") {
+                        if let Some(a) = c.as_primitive_opt::<UInt64Type>() {
+                            rows += a.iter().flatten().sum::<u64>();
+                        }
+                    }
+                }
+                Ok(Output::Command {
+                    tag: tag.into(),
+                    rows: Some(rows),
+                })
+            }
             LogicalPlan::Dml(d) => Err(Error::Unsupported(format!(
                 "{} is not supported on \"{}\"",
                 d.op, d.table_name
@@ -867,10 +1036,7 @@ impl Session {
     async fn execute_direct(&self, stmt: &Statement, stream_ddl: bool) -> Result<Output> {
         match stmt {
             Statement::CreateTable(ct) if stream_ddl => self.create_stream(ct).await,
-            Statement::CreateTable(_) => Err(Error::Unsupported(
-                "CREATE TABLE is not supported yet; create an append-only stream with CREATE STREAM"
-                    .into(),
-            )),
+            Statement::CreateTable(ct) => self.create_table(ct).await,
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
@@ -879,13 +1045,22 @@ impl Session {
             } => self.drop_streams(names, *if_exists, stream_ddl).await,
             Statement::StartTransaction { .. } => {
                 self.txn.begin();
+                self.rows_txn.begin().await;
                 Ok(command("BEGIN"))
             }
             Statement::Commit { .. } => {
+                if let Some(t) = self.rows_txn.end().await {
+                    if let Err(e) = t.commit().await {
+                        // The block is over either way, as after a failed COMMIT in PostgreSQL.
+                        self.txn.rollback();
+                        return Err(rows_error(e));
+                    }
+                }
                 self.txn.commit().await?;
                 Ok(command("COMMIT"))
             }
             Statement::Rollback { .. } => {
+                drop(self.rows_txn.end().await);
                 self.txn.rollback();
                 Ok(command("ROLLBACK"))
             }
@@ -929,13 +1104,181 @@ impl Session {
                 options,
                 legacy_options,
                 ..
-            } => self.copy(source, *to, target, options, legacy_options).await,
+            } => {
+                self.copy(source, *to, target, options, legacy_options)
+                    .await
+            }
             other => {
                 let name = other.to_string();
-                let first = name.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-                Err(Error::Unsupported(format!("{first} is not supported by braid")))
+                let first = name
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Err(Error::Unsupported(format!(
+                    "{first} is not supported by braid"
+                )))
             }
         }
+    }
+
+    async fn create_table(
+        &self,
+        ct: &datafusion::sql::sqlparser::ast::CreateTable,
+    ) -> Result<Output> {
+        let (schema, name) = self.resolve(&ct.name)?;
+        let rows = self.engine.rows_for(&self.database)?;
+        if ct.query.is_some() {
+            return Err(Error::Unsupported(
+                "CREATE TABLE ... AS SELECT is not supported; create the table, then INSERT ... SELECT"
+                    .into(),
+            ));
+        }
+        if !matches!(ct.table_options, CreateTableOptions::None) {
+            return Err(Error::Unsupported(
+                "table options (WITH ...) are not supported on tables yet".into(),
+            ));
+        }
+        let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len());
+        let mut primary_key: Option<Vec<String>> = None;
+        let multiple = || {
+            Error::InvalidTableDefinition(format!(
+                "multiple primary keys for table \"{name}\" are not allowed"
+            ))
+        };
+        for c in &ct.columns {
+            let cname = ident_name(&c.name);
+            if columns.iter().any(|x| x.name == cname) {
+                return Err(Error::DuplicateColumn(format!(
+                    "column \"{cname}\" specified more than once"
+                )));
+            }
+            let mut nullable = true;
+            for o in &c.options {
+                match &o.option {
+                    ColumnOption::NotNull => nullable = false,
+                    ColumnOption::Null => nullable = true,
+                    ColumnOption::PrimaryKey(_) => {
+                        if primary_key.is_some() {
+                            return Err(multiple());
+                        }
+                        primary_key = Some(vec![cname.clone()]);
+                    }
+                    other => {
+                        return Err(Error::Unsupported(format!(
+                            "column option {other} is not supported on tables yet"
+                        )))
+                    }
+                }
+            }
+            columns.push(ColumnDef {
+                name: cname,
+                ty: ColumnType::from_sql(&c.data_type)?,
+                nullable,
+            });
+        }
+        for tc in &ct.constraints {
+            match tc {
+                datafusion::sql::sqlparser::ast::TableConstraint::PrimaryKey(pk) => {
+                    if primary_key.is_some() {
+                        return Err(multiple());
+                    }
+                    let mut cols = Vec::with_capacity(pk.columns.len());
+                    for ic in &pk.columns {
+                        let SqlExpr::Identifier(id) = &ic.column.expr else {
+                            return Err(Error::Unsupported(format!(
+                                "primary key element {} is not a column name",
+                                ic.column.expr
+                            )));
+                        };
+                        let n = ident_name(id);
+                        if !columns.iter().any(|c| c.name == n) {
+                            return Err(Error::KeyColumnMissing(n));
+                        }
+                        if cols.contains(&n) {
+                            return Err(Error::DuplicateColumn(format!(
+                                "column \"{n}\" appears twice in primary key constraint"
+                            )));
+                        }
+                        cols.push(n);
+                    }
+                    primary_key = Some(cols);
+                }
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "constraint {other} is not supported yet; only PRIMARY KEY is"
+                    )))
+                }
+            }
+        }
+        let primary_key = primary_key.unwrap_or_default();
+        for c in &mut columns {
+            if primary_key.contains(&c.name) {
+                check_key_type(&c.name, c.ty)?;
+                // PostgreSQL makes primary key columns NOT NULL.
+                c.nullable = false;
+            }
+        }
+        if self
+            .engine
+            .catalog
+            .table(&self.database, &schema, &name)
+            .is_some()
+        {
+            if ct.if_not_exists {
+                return Ok(command("CREATE TABLE"));
+            }
+            return Err(Error::DuplicateTable(name));
+        }
+        let def = TableDef {
+            id: 0,
+            name: name.clone(),
+            columns,
+            kind: TableKind::Table(RowTableOptions { primary_key }),
+        };
+        let def = match self
+            .engine
+            .catalog
+            .create_table(&self.database, &schema, def)
+            .await
+        {
+            Ok(d) => d,
+            Err(Error::DuplicateTable(_)) if ct.if_not_exists => {
+                return Ok(command("CREATE TABLE"))
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = rows.store.create_table(def.id).await {
+            // Keep catalog and store consistent: a table the store could not create is not
+            // left behind in the catalog.
+            let _ = self
+                .engine
+                .catalog
+                .drop_table(&self.database, &schema, &name)
+                .await;
+            return Err(rows_error(e));
+        }
+        tracing::info!(table = %name, id = def.id, "created table");
+        Ok(command("CREATE TABLE"))
+    }
+
+    async fn drop_row_table(&self, schema: &str, name: &str, def: &TableDef) -> Result<()> {
+        let rows = self.engine.rows_for(&self.database)?;
+        if self
+            .engine
+            .catalog
+            .drop_table(&self.database, schema, name)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        // The catalog no longer names it; a store drop that fails only leaves an orphan
+        // directory under an id that is never used again.
+        rows.store.drop_table(def.id).await.map_err(rows_error)?;
+        rows.forget(def.id).await;
+        tracing::info!(table = %name, id = def.id, "dropped table");
+        Ok(())
     }
 
     async fn refuse_write_on(&self, name: &ObjectName, what: &str) -> Result<()> {
@@ -1157,7 +1500,20 @@ impl Session {
             let (schema, name) = self.resolve(n)?;
             match self.engine.catalog.table(&self.database, &schema, &name) {
                 None if if_exists => continue,
-                None => return Err(Error::UndefinedTable(name)),
+                None => {
+                    return Err(Error::UndefinedToDrop {
+                        kind: if stream_ddl { "stream" } else { "table" },
+                        name,
+                    })
+                }
+                Some(def) if !def.is_stream() => {
+                    if stream_ddl {
+                        return Err(Error::WrongObjectType(format!(
+                            "\"{name}\" is a table; use DROP TABLE {name}"
+                        )));
+                    }
+                    self.drop_row_table(&schema, &name, &def).await?;
+                }
                 Some(def) => {
                     if !stream_ddl {
                         return Err(Error::WrongObjectType(format!(

@@ -17,7 +17,36 @@ pub fn error_info(code: &str, message: impl Into<String>) -> ErrorInfo {
 /// Maps a planner error to the wire error.
 pub fn to_pg(e: &Error) -> ErrorInfo {
     let (code, message) = sqlstate(e);
-    error_info(code, message)
+    let mut info = error_info(code, message);
+    info.detail = detail(e).map(str::to_string);
+    info
+}
+
+/// The DETAIL line of an error, looking through DataFusion's wrappers.
+fn detail(e: &Error) -> Option<&str> {
+    match e {
+        Error::DataFusion(d) => datafusion_detail(d),
+        other => other.detail(),
+    }
+}
+
+fn datafusion_detail(e: &DataFusionError) -> Option<&str> {
+    match e {
+        DataFusionError::Context(_, inner) => datafusion_detail(inner),
+        DataFusionError::Shared(inner) => datafusion_detail(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion_detail(inner),
+        DataFusionError::Collection(errs) => errs.first().and_then(datafusion_detail),
+        DataFusionError::External(b) => {
+            if let Some(pe) = b.downcast_ref::<Error>() {
+                detail(pe)
+            } else if let Some(d) = b.downcast_ref::<DataFusionError>() {
+                datafusion_detail(d)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Same as [`to_pg`], wrapped for pgwire's handler results.
@@ -29,13 +58,19 @@ pub fn to_pgwire(e: &Error) -> PgWireError {
 pub fn sqlstate(e: &Error) -> (&'static str, String) {
     let code = match e {
         Error::Syntax(_) => "42601",
-        Error::UndefinedTable(_) => "42P01",
+        Error::UndefinedTable(_) | Error::UndefinedToDrop { .. } => "42P01",
         Error::DuplicateTable(_) => "42P07",
         Error::UndefinedColumn(_) => "42703",
+        Error::DuplicateColumn(_) => "42701",
+        Error::KeyColumnMissing(_) => "42703",
+        Error::InvalidTableDefinition(_) => "42P16",
         Error::WrongObjectType(_) => "42809",
         Error::InvalidParameter(_) => "22023",
         Error::InvalidInput(_) => "22P02",
-        Error::NotNullViolation(_) => "23502",
+        Error::NotNullViolation(_) | Error::NotNullRow { .. } => "23502",
+        Error::UniqueViolation { .. } => "23505",
+        Error::SerializationFailure => "40001",
+        Error::ProgramLimit(_) => "54000",
         Error::Unsupported(_) => "0A000",
         Error::UndefinedDatabase(_) => "3D000",
         Error::UndefinedObject(_) => "42704",

@@ -198,7 +198,7 @@ async fn run(
     );
     let files = Arc::new(StorageFiles::new(fs.clone()));
     let logs = MeteredLogs::new(Arc::new(LogCoreStreams::new(
-        fs,
+        fs.clone(),
         &config.data_dir,
         durability,
     )));
@@ -212,7 +212,11 @@ async fn run(
         files,
         Arc::new(logs),
         &config.data_dir,
-        EngineOptions::default(),
+        EngineOptions {
+            row_fs: Some(fs),
+            row_durability: durability,
+            ..EngineOptions::default()
+        },
     )
     .await
     .with_context(|| format!("opening data directory {}", config.data_dir.display()));

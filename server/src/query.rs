@@ -3,10 +3,10 @@
 //! for draining, and turning a planner [`Output`] into a pgwire response. The flows themselves
 //! are in `simple.rs`, `extended.rs` and `copy.rs`.
 //!
-//! Transaction blocks: the session holds stream appends made inside BEGIN … COMMIT until COMMIT
-//! (`braid_planner::stream::txn`); here the server applies PostgreSQL's rule that after an
-//! error inside a block every statement but ROLLBACK/COMMIT fails with 25P02, and tells the
-//! session that the block failed so a COMMIT ends it as a ROLLBACK.
+//! Transaction blocks: the session keeps the block itself (held stream appends, the row-table
+//! transaction); here the pgwire status is tracked and PostgreSQL's rule applied that after an
+//! error inside a block every statement but ROLLBACK/COMMIT fails with 25P02, and the block's
+//! writes are dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

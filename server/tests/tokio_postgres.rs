@@ -409,3 +409,69 @@ async fn copy_in_pieces_is_all_or_nothing() -> anyhow::Result<()> {
     assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
     Ok(())
 }
+
+/// Row tables answer constraint violations with PostgreSQL's SQLSTATE, message and DETAIL, and
+/// prepared statements with parameters read, write and roll back through them.
+#[tokio::test]
+async fn row_table_errors_carry_postgres_details() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let mut client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE acct (region text, id int, owner text NOT NULL, PRIMARY KEY (region, id))",
+        )
+        .await?;
+    let insert = client
+        .prepare("INSERT INTO acct VALUES ($1, $2, $3)")
+        .await?;
+    client.execute(&insert, &[&"eu", &1i32, &"ann"]).await?;
+
+    let err = client
+        .execute(&insert, &[&"eu", &1i32, &"bob"])
+        .await
+        .expect_err("a duplicate key");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::UNIQUE_VIOLATION);
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"acct_pkey\""
+    );
+    assert_eq!(
+        db.detail(),
+        Some("Key (region, id)=(eu, 1) already exists.")
+    );
+
+    let err = client
+        .execute("INSERT INTO acct VALUES ('us', 2, NULL)", &[])
+        .await
+        .expect_err("a NULL owner");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::NOT_NULL_VIOLATION);
+    assert_eq!(
+        db.message(),
+        "null value in column \"owner\" of relation \"acct\" violates not-null constraint"
+    );
+    assert_eq!(db.detail(), Some("Failing row contains (us, 2, null)."));
+
+    // A transaction through the driver: its writes are visible inside, gone after rollback.
+    let txn = client.transaction().await?;
+    txn.execute(&insert, &[&"us", &3i32, &"cy"]).await?;
+    let rows = txn
+        .query(
+            "SELECT owner FROM acct WHERE region = $1 AND id = $2",
+            &[&"us", &3i32],
+        )
+        .await?;
+    assert_eq!(rows.len(), 1);
+    txn.rollback().await?;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 1);
+    drop(client);
+    server.stop().await?;
+    let bad = server.unexpected_log_lines();
+    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
+    Ok(())
+}

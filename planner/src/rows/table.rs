@@ -1,0 +1,201 @@
+//! The DataFusion `TableProvider` for a row table: the user's columns (a hidden row id is
+//! never shown), INSERT through [`RowSink`], UPDATE and DELETE through [`RowDmlExec`], and
+//! scans through [`RowScanExec`].
+//!
+//! Comparisons of primary key columns with constants (`=`, `IN`, `<`, `<=`, `>`, `>=`,
+//! `BETWEEN`) are pushed down as `Inexact`: the scan narrows its reads to point gets or key
+//! ranges, and DataFusion still checks every filter above it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::Session as DfSession;
+use datafusion::common::DFSchema;
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::key::{key_access, usable_filter, KeyLayout};
+use super::scan::RowScanExec;
+use super::txn::RowTxn;
+use super::write::{DmlOp, RowDmlExec, RowSink, RowWriter};
+use super::RowsDb;
+use crate::catalog::TableDef;
+use crate::error::{Error, Result};
+
+/// A row table as a DataFusion table.
+#[derive(Debug)]
+pub struct RowTable {
+    pub def: Arc<TableDef>,
+    pub db: Arc<RowsDb>,
+    layout: KeyLayout,
+    schema: SchemaRef,
+}
+
+/// The schema of a row table: its columns, NOT NULL ones (and key columns) non-nullable.
+pub fn row_schema(def: &TableDef) -> SchemaRef {
+    let key: Vec<&str> = def
+        .row_options()
+        .map(|o| o.primary_key.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    Arc::new(Schema::new(
+        def.columns
+            .iter()
+            .map(|c| {
+                c.ty.arrow_field(&c.name, c.nullable && !key.contains(&c.name.as_str()))
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+impl RowTable {
+    pub fn new(def: Arc<TableDef>, db: Arc<RowsDb>) -> Result<Self> {
+        let layout = KeyLayout::new(&def)?;
+        let schema = row_schema(&def);
+        Ok(RowTable {
+            def,
+            db,
+            layout,
+            schema,
+        })
+    }
+
+    fn writer(&self) -> RowWriter {
+        RowWriter {
+            def: self.def.clone(),
+            db: self.db.clone(),
+            layout: self.layout.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for RowTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if usable_filter(&self.layout, f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        Ok(Arc::new(RowScanExec::new(
+            self.def.clone(),
+            self.db.clone(),
+            self.schema.clone(),
+            projection,
+            key_access(&self.layout, filters),
+            limit,
+        )?))
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn DfSession,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(Error::Unsupported(format!(
+                "{insert_op} is not supported on table \"{}\"",
+                self.def.name
+            ))
+            .into_datafusion());
+        }
+        let nullable: Vec<_> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let sink = RowSink {
+            writer: self.writer(),
+            schema: Arc::new(Schema::new(nullable)),
+            txn: state.config().get_extension::<RowTxn>(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn DfSession,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.dml(state, DmlOp::Delete, filters)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn DfSession,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let mut exprs = Vec::with_capacity(assignments.len());
+        for (name, e) in assignments {
+            let i = self
+                .def
+                .columns
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| Error::UndefinedColumn(name.clone()).into_datafusion())?;
+            exprs.push((i, state.create_physical_expr(e, &df_schema)?));
+        }
+        self.dml(state, DmlOp::Update(exprs), filters)
+    }
+}
+
+impl RowTable {
+    fn dml(
+        &self,
+        state: &dyn DfSession,
+        op: DmlOp,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let access = key_access(&self.layout, &filters);
+        let physical = filters
+            .into_iter()
+            .map(|f| state.create_physical_expr(f, &df_schema))
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(RowDmlExec::new(
+            self.writer(),
+            op,
+            physical,
+            access,
+            state.config().get_extension::<RowTxn>(),
+        )))
+    }
+}

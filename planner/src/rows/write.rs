@@ -1,0 +1,514 @@
+//! Writing row tables: checking rows against NOT NULL and the primary key, encoding them, and
+//! the two DataFusion plans that write — the INSERT sink and the UPDATE/DELETE plan.
+//!
+//! Errors carry PostgreSQL's messages and DETAIL lines (23502 not-null, 23505 duplicate key)
+//! so clients that match on them behave as against PostgreSQL.
+//!
+//! What must stay true: every write of a statement goes to one transaction — the session's
+//! block, or one begun for the statement and committed (durably) before the statement
+//! reports its row count. A statement reads every row it changes before it writes any
+//! (UPDATE/DELETE read first; an INSERT's input scan snapshots before the first write).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+
+use braid_ingest::rows::Transaction;
+
+use super::key::{KeyAccess, KeyLayout};
+use super::txn::RowTxn;
+use super::{read_rows, rows_error, RowsDb};
+use crate::catalog::TableDef;
+use crate::error::{Error, Result, StorageErrorKind};
+use crate::rowcodec::{encode_row, RowDecoder};
+use crate::types::ColumnType;
+
+/// Rows decoded per batch when an UPDATE or DELETE evaluates its filters.
+const DML_BATCH_ROWS: usize = 8192;
+
+/// Checks and encodes rows of one table.
+#[derive(Debug, Clone)]
+pub struct RowWriter {
+    pub def: Arc<TableDef>,
+    pub db: Arc<RowsDb>,
+    pub layout: KeyLayout,
+    pub schema: SchemaRef,
+}
+
+/// One cell as PostgreSQL prints it in a DETAIL line.
+fn pg_text(a: &ArrayRef, row: usize) -> String {
+    if a.is_null(row) {
+        return "null".into();
+    }
+    match a.data_type() {
+        DataType::Boolean => match a.as_boolean_opt() {
+            Some(b) if b.value(row) => "t".into(),
+            Some(_) => "f".into(),
+            None => "?".into(),
+        },
+        // PostgreSQL prints 0 and 1.5, Arrow 0.0 and 1.5.
+        DataType::Float64 => a
+            .as_primitive_opt::<Float64Type>()
+            .map_or("?".into(), |f| f.value(row).to_string()),
+        DataType::Float32 => a
+            .as_primitive_opt::<Float32Type>()
+            .map_or("?".into(), |f| f.value(row).to_string()),
+        _ => array_value_to_string(a, row).unwrap_or_else(|_| "?".into()),
+    }
+}
+
+impl RowWriter {
+    /// The columns of `batch` in catalog order, cast to the column types; columns the batch
+    /// does not have are NULL.
+    pub fn columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let rows = batch.num_rows();
+        let mut out = Vec::with_capacity(self.def.columns.len());
+        for c in &self.def.columns {
+            let t = c.ty.arrow_type();
+            let a = match batch
+                .schema()
+                .index_of(&c.name)
+                .ok()
+                .and_then(|i| batch.columns().get(i))
+            {
+                Some(a) if a.data_type() == &t => a.clone(),
+                Some(a) => cast(a, &t).map_err(|e| {
+                    Error::InvalidInput(format!("invalid value for column \"{}\": {e}", c.name))
+                })?,
+                None => new_null_array(&t, rows),
+            };
+            out.push(a);
+        }
+        Ok(out)
+    }
+
+    /// PostgreSQL's 23502 for a NULL in a NOT NULL (or key) column of row `row`.
+    fn check_not_null(&self, columns: &[ArrayRef], row: usize) -> Result<()> {
+        let key_cols: HashSet<usize> = self.layout.columns.iter().map(|c| c.0).collect();
+        for (i, (c, a)) in self.def.columns.iter().zip(columns).enumerate() {
+            if (!c.nullable || key_cols.contains(&i)) && a.is_null(row) {
+                let cells: Vec<String> = columns.iter().map(|a| pg_text(a, row)).collect();
+                return Err(Error::NotNullRow {
+                    message: format!(
+                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                        c.name, self.def.name
+                    ),
+                    detail: format!("Failing row contains ({}).", cells.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL's 23505 for the key of row `row`.
+    fn duplicate(&self, columns: &[ArrayRef], row: usize) -> Error {
+        let vals: Vec<String> = self
+            .layout
+            .columns
+            .iter()
+            .map(|(i, _, _)| columns.get(*i).map_or("?".into(), |a| pg_text(a, row)))
+            .collect();
+        Error::UniqueViolation {
+            message: format!(
+                "duplicate key value violates unique constraint \"{}_pkey\"",
+                self.def.name
+            ),
+            detail: Some(format!(
+                "Key {}=({}) already exists.",
+                self.layout.column_list(),
+                vals.join(", ")
+            )),
+        }
+    }
+
+    fn encode(&self, columns: &[ArrayRef], row: usize) -> Vec<u8> {
+        let types: Vec<ColumnType> = self.def.column_types();
+        let mut value = Vec::with_capacity(64);
+        encode_row(&types, columns, row, &mut value);
+        value
+    }
+
+    fn key_of(&self, columns: &[ArrayRef], row: usize) -> Result<Vec<u8>> {
+        self.layout.row_key(columns, row).ok_or_else(|| {
+            Error::DataFusion(DataFusionError::Internal(
+                "a key column is NULL after the not-null check".into(),
+            ))
+        })
+    }
+
+    /// Reserves hidden row ids for `n` rows (tables without a primary key), before any lock.
+    pub async fn reserve(&self, n: usize) -> Result<Option<i64>> {
+        if !self.layout.hidden() || n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.db.allocate_rowids(self.def.id, n as u64).await?))
+    }
+
+    /// Inserts every row of `columns` (from [`RowWriter::columns`]) into `txn`.
+    pub async fn insert(
+        &self,
+        txn: &mut Transaction,
+        columns: &[ArrayRef],
+        rows: usize,
+        first_rowid: Option<i64>,
+    ) -> Result<u64> {
+        for row in 0..rows {
+            self.check_not_null(columns, row)?;
+            let value = self.encode(columns, row);
+            let key = match first_rowid {
+                Some(first) => KeyLayout::rowid_key(first.saturating_add(row as i64)),
+                None => self.key_of(columns, row)?,
+            };
+            match txn.insert(self.def.id, key, value).await {
+                Ok(()) => {}
+                Err(braid_ingest::Error::UniqueViolation { .. }) => {
+                    return Err(self.duplicate(columns, row))
+                }
+                Err(e) => return Err(rows_error(e)),
+            }
+        }
+        Ok(rows as u64)
+    }
+}
+
+/// DataFusion sink for `INSERT INTO table ...`.
+#[derive(Debug)]
+pub struct RowSink {
+    pub writer: RowWriter,
+    /// The table's schema with every column nullable: NOT NULL is checked here, with
+    /// PostgreSQL's message, rather than by DataFusion's generic check on the sink schema.
+    pub schema: SchemaRef,
+    /// The session's transaction block.
+    pub txn: Option<Arc<RowTxn>>,
+}
+
+impl DisplayAs for RowSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RowSink: table={}", self.writer.def.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for RowSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let to_df = Error::into_datafusion;
+        let mut own: Option<Transaction> = None;
+        let mut count = 0;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            let rows = batch.num_rows();
+            if rows == 0 {
+                continue;
+            }
+            let columns = self.writer.columns(&batch).map_err(to_df)?;
+            let first_rowid = self.writer.reserve(rows).await.map_err(to_df)?;
+            // The block lock is taken per batch, after the input produced it: the input may
+            // be a scan of this session that needs the lock itself.
+            let mut guard = match &self.txn {
+                Some(t) => Some(t.lock().await),
+                None => None,
+            };
+            let store = &self.writer.db.store;
+            let txn = match guard.as_mut().and_then(|g| g.current(store)) {
+                Some(t) => t,
+                None => own.get_or_insert_with(|| store.begin()),
+            };
+            count += self
+                .writer
+                .insert(txn, &columns, rows, first_rowid)
+                .await
+                .map_err(to_df)?;
+        }
+        if let Some(t) = own {
+            t.commit().await.map_err(|e| to_df(rows_error(e)))?;
+        }
+        Ok(count)
+    }
+}
+
+/// A row an UPDATE moves to a new key: (new key, value, its batch's columns, row index).
+type MovedRow = (Vec<u8>, Vec<u8>, Vec<ArrayRef>, usize);
+
+/// What an UPDATE or DELETE does to each row it selects.
+#[derive(Debug, Clone)]
+pub enum DmlOp {
+    Delete,
+    /// New values: (column index, expression over the old row).
+    Update(Vec<(usize, Arc<dyn PhysicalExpr>)>),
+}
+
+/// `UPDATE table ... WHERE ...` / `DELETE FROM table WHERE ...`: reads the rows the key
+/// ranges leave (in the statement's transaction), keeps those every filter accepts, and
+/// writes them back changed or deletes them. Produces one row: `count`.
+#[derive(Debug)]
+pub struct RowDmlExec {
+    writer: RowWriter,
+    op: DmlOp,
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    access: KeyAccess,
+    access_desc: String,
+    txn: Option<Arc<RowTxn>>,
+    properties: Arc<PlanProperties>,
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+impl RowDmlExec {
+    pub fn new(
+        writer: RowWriter,
+        op: DmlOp,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        (access, access_desc): (KeyAccess, String),
+        txn: Option<Arc<RowTxn>>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        RowDmlExec {
+            writer,
+            op,
+            filters,
+            access,
+            access_desc,
+            txn,
+            properties,
+        }
+    }
+
+    async fn run(
+        writer: RowWriter,
+        op: DmlOp,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        access: KeyAccess,
+        block: Option<Arc<RowTxn>>,
+    ) -> Result<u64> {
+        let mut own: Option<Transaction> = None;
+        let mut guard = match &block {
+            Some(t) => Some(t.lock().await),
+            None => None,
+        };
+        let store = &writer.db.store;
+        let txn = match guard.as_mut().and_then(|g| g.current(store)) {
+            Some(t) => t,
+            None => own.get_or_insert_with(|| store.begin()),
+        };
+        let table = writer.def.id;
+        let rows = read_rows(txn, table, &access).await?;
+        let types = writer.def.column_types();
+        let all: Vec<usize> = (0..types.len()).collect();
+        let mut count = 0u64;
+        // Changes are computed for every row first and written after, so the statement never
+        // sees its own writes (and a key may move onto a key another row moves away from).
+        let mut deletes: Vec<Bytes> = Vec::new();
+        let mut puts: Vec<(Bytes, Vec<u8>)> = Vec::new();
+        // Rows whose key changes: (new key, value, the new row's columns and row index for a
+        // duplicate-key message).
+        let mut inserts: Vec<MovedRow> = Vec::new();
+        for chunk in rows.chunks(DML_BATCH_ROWS) {
+            let mut dec = RowDecoder::new(&types, &all);
+            for (_, v) in chunk {
+                dec.append(v).map_err(|e| Error::Storage {
+                    kind: StorageErrorKind::Corruption,
+                    message: format!(
+                        "could not decode a row of table \"{}\": {e}",
+                        writer.def.name
+                    ),
+                })?;
+            }
+            let columns = dec.finish();
+            let opts = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+            let batch = RecordBatch::try_new_with_options(writer.schema.clone(), columns, &opts)
+                .map_err(|e| Error::DataFusion(e.into()))?;
+            let mut keep = vec![true; chunk.len()];
+            for f in &filters {
+                let v = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let b = v
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::BooleanArray>();
+                let Some(b) = b else {
+                    return Err(Error::DataFusion(DataFusionError::Internal(
+                        "a WHERE filter did not give booleans".into(),
+                    )));
+                };
+                for (i, k) in keep.iter_mut().enumerate() {
+                    *k = *k && b.is_valid(i) && b.value(i);
+                }
+            }
+            let new_columns: Option<Vec<ArrayRef>> = match &op {
+                DmlOp::Delete => None,
+                DmlOp::Update(assignments) => {
+                    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+                    for (i, e) in assignments {
+                        let v = e.evaluate(&batch)?.into_array(batch.num_rows())?;
+                        let Some(c) = writer.def.columns.get(*i) else {
+                            continue;
+                        };
+                        let t = c.ty.arrow_type();
+                        let v = if v.data_type() == &t {
+                            v
+                        } else {
+                            cast(&v, &t).map_err(|e| {
+                                Error::InvalidInput(format!(
+                                    "invalid value for column \"{}\": {e}",
+                                    c.name
+                                ))
+                            })?
+                        };
+                        if let Some(slot) = cols.get_mut(*i) {
+                            *slot = v;
+                        }
+                    }
+                    Some(cols)
+                }
+            };
+            for (row, ((old_key, _), keep)) in chunk.iter().zip(&keep).enumerate() {
+                if !keep {
+                    continue;
+                }
+                count += 1;
+                let Some(cols) = &new_columns else {
+                    deletes.push(old_key.clone());
+                    continue;
+                };
+                writer.check_not_null(cols, row)?;
+                let value = writer.encode(cols, row);
+                let new_key = if writer.layout.hidden() {
+                    old_key.to_vec()
+                } else {
+                    writer.key_of(cols, row)?
+                };
+                if new_key.as_slice() == old_key.as_ref() {
+                    puts.push((old_key.clone(), value));
+                } else {
+                    deletes.push(old_key.clone());
+                    inserts.push((new_key, value, cols.clone(), row));
+                }
+            }
+        }
+        for k in deletes {
+            txn.delete(table, k).map_err(rows_error)?;
+        }
+        for (k, v) in puts {
+            txn.put(table, k, v).map_err(rows_error)?;
+        }
+        for (k, v, cols, row) in inserts {
+            match txn.insert(table, k, v).await {
+                Ok(()) => {}
+                Err(braid_ingest::Error::UniqueViolation { .. }) => {
+                    return Err(writer.duplicate(&cols, row))
+                }
+                Err(e) => return Err(rows_error(e)),
+            }
+        }
+        drop(guard);
+        if let Some(t) = own {
+            t.commit().await.map_err(rows_error)?;
+        }
+        Ok(count)
+    }
+}
+
+impl DisplayAs for RowDmlExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let what = match self.op {
+            DmlOp::Delete => "delete",
+            DmlOp::Update(_) => "update",
+        };
+        write!(
+            f,
+            "RowDmlExec: {what} table={}, {}",
+            self.writer.def.name, self.access_desc
+        )?;
+        if !self.filters.is_empty() {
+            let fs: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
+            write!(f, ", filters=[{}]", fs.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for RowDmlExec {
+    fn name(&self) -> &str {
+        "RowDmlExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let writer = self.writer.clone();
+        let op = self.op.clone();
+        let filters = self.filters.clone();
+        let access = self.access.clone();
+        let block = self.txn.clone();
+        let schema = count_schema();
+        let out = schema.clone();
+        let stream = futures::stream::once(async move {
+            let n = RowDmlExec::run(writer, op, filters, access, block)
+                .await
+                .map_err(Error::into_datafusion)?;
+            let batch = RecordBatch::try_new(out, vec![Arc::new(UInt64Array::from(vec![n]))])?;
+            Ok::<_, DataFusionError>(batch)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
