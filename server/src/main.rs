@@ -133,7 +133,8 @@ async fn listener(
 }
 
 /// Number of stream log directories (`<data_dir>/log/<database>/<id>`), the denominator of
-/// the recovery progress.
+/// the recovery progress. Internal topics (`_commit`, the row store's commit log) are not
+/// stream logs and are recovered by the row store, not counted here.
 async fn count_stream_logs(data_dir: &Path) -> usize {
     let root = data_dir.join("log");
     tokio::task::spawn_blocking(move || {
@@ -142,7 +143,13 @@ async fn count_stream_logs(data_dir: &Path) -> usize {
         };
         dbs.flatten()
             .filter_map(|db| std::fs::read_dir(db.path()).ok())
-            .map(|ids| ids.flatten().filter(|e| e.path().is_dir()).count())
+            .map(|ids| {
+                ids.flatten()
+                    .filter(|e| {
+                        e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('_')
+                    })
+                    .count()
+            })
             .sum()
     })
     .await
