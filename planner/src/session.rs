@@ -1219,34 +1219,14 @@ impl Session {
                 c.nullable = false;
             }
         }
-        if self
-            .engine
-            .catalog
-            .table(&self.database, &schema, &name)
-            .is_some()
-        {
-            if ct.if_not_exists {
-                return Ok(command("CREATE TABLE"));
-            }
-            return Err(Error::DuplicateTable(name));
-        }
         let def = TableDef {
             id: 0,
             name: name.clone(),
             columns,
             kind: TableKind::Table(RowTableOptions { primary_key }),
         };
-        let def = match self
-            .engine
-            .catalog
-            .create_table(&self.database, &schema, def)
-            .await
-        {
-            Ok(d) => d,
-            Err(Error::DuplicateTable(_)) if ct.if_not_exists => {
-                return Ok(command("CREATE TABLE"))
-            }
-            Err(e) => return Err(e),
+        let Some(def) = self.add_to_catalog(&schema, def, ct.if_not_exists).await? else {
+            return Ok(command("CREATE TABLE"));
         };
         if let Err(e) = rows.store.create_table(def.id).await {
             // Keep catalog and store consistent: a table the store could not create is not
@@ -1260,6 +1240,26 @@ impl Session {
         }
         tracing::info!(table = %name, id = def.id, "created table");
         Ok(command("CREATE TABLE"))
+    }
+
+    /// Adds `def` to the catalog (durably). `None` when the name is taken and IF NOT EXISTS
+    /// asked to skip; otherwise a taken name is 42P07.
+    async fn add_to_catalog(
+        &self,
+        schema: &str,
+        def: TableDef,
+        if_not_exists: bool,
+    ) -> Result<Option<TableDef>> {
+        match self
+            .engine
+            .catalog
+            .create_table(&self.database, schema, def)
+            .await
+        {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::DuplicateTable(_)) if if_not_exists => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn drop_row_table(&self, schema: &str, name: &str, def: &TableDef) -> Result<()> {
@@ -1447,34 +1447,14 @@ impl Session {
         };
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let options = StreamOptions::parse(&raw_options, &names)?;
-        if self
-            .engine
-            .catalog
-            .table(&self.database, &schema, &name)
-            .is_some()
-        {
-            if ct.if_not_exists {
-                return Ok(command("CREATE STREAM"));
-            }
-            return Err(Error::DuplicateTable(name));
-        }
         let def = TableDef {
             id: 0,
             name: name.clone(),
             columns,
             kind: TableKind::Stream(options),
         };
-        let def = match self
-            .engine
-            .catalog
-            .create_table(&self.database, &schema, def)
-            .await
-        {
-            Ok(d) => d,
-            Err(Error::DuplicateTable(_)) if ct.if_not_exists => {
-                return Ok(command("CREATE STREAM"))
-            }
-            Err(e) => return Err(e),
+        let Some(def) = self.add_to_catalog(&schema, def, ct.if_not_exists).await? else {
+            return Ok(command("CREATE STREAM"));
         };
         if let Err(e) = self.engine.log_for(&self.database, &def).await {
             // Keep catalog and logs consistent: a stream whose log cannot be created is not
