@@ -5,7 +5,10 @@
 //! - offsets run dense from 0 to the end of each partition (no gap, no duplicate), and every
 //!   record read back is one the child wrote (its value carries its own checksum);
 //! - reads never fail, from the start or from the middle of a sealed segment;
-//! - the next child resumes exactly at the end the parent saw, so offsets continue.
+//! - the next child resumes exactly at the end the parent saw, so offsets continue;
+//! - an append is all or nothing: every record carries its append's first seq and size, and
+//!   an append is either wholly present or absent. Some appends are large enough to be written
+//!   as a chain of batches, so kills also land between a chain's parts.
 //!
 //! Segments are small, so kills also land inside a roll (index files, producer snapshot, new
 //! segment). The test binary is its own child: with `BRAID_CRASH_CHILD=<dir>` set, the test
@@ -15,7 +18,7 @@
 #[path = "support/helpers.rs"]
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use braid_storage::io::SharedFs;
-use braid_storage::log::{Durability, LogRecord, Record, Topic, TopicConfig};
+use braid_storage::log::{Durability, Header, LogRecord, Record, Topic, TopicConfig};
 use bytes::Bytes;
 use support::*;
 
@@ -42,6 +45,10 @@ const KILL_DELAY_MIN_MS: u64 = 20;
 const KILL_DELAY_MAX_MS: u64 = 300;
 /// Longest pause of a child task between two appends.
 const CHILD_PAUSE_MAX_MS: u64 = 8;
+/// Records of an occasional large append: about 800 KB, written as a chain of batches.
+const LARGE_APPEND: u64 = 4000;
+/// The record header naming a record's append: `<first seq>+<records>`.
+const APPEND_HEADER: &str = "append";
 /// A child still alive after this long was orphaned by a dead parent: it exits on its own.
 const CHILD_LIFETIME_MAX: Duration = Duration::from_secs(30);
 
@@ -344,6 +351,8 @@ async fn verify_reopened(
             records.len()
         );
         let mut seen = HashSet::new();
+        // (round, task, first seq) -> (records of the append, records present).
+        let mut appends: HashMap<(u64, u64, u64), (u64, u64)> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             ensure!(
                 r.offset == i as u64,
@@ -359,6 +368,20 @@ async fn verify_reopened(
             ensure!(
                 seen.insert(id),
                 "partition {pi}: record {id:?} appears twice (again at {i})"
+            );
+            let (first, n) = append_of(r).with_context(|| format!("partition {pi} offset {i}"))?;
+            ensure!(
+                (first..first + n).contains(&id.2),
+                "partition {pi} offset {i}: seq {} is not in its append {first}+{n}",
+                id.2
+            );
+            appends.entry((id.0, id.1, first)).or_insert((n, 0)).1 += 1;
+        }
+        for ((round, task, first), (n, present)) in &appends {
+            ensure!(
+                n == present,
+                "partition {pi}: append {first}+{n} of round {round} task {task} is partial: \
+                 {present} of {n} records"
             );
         }
         for (&(_, off), (key, value)) in acked.range((pi, 0)..(pi + 1, 0)) {
@@ -392,6 +415,18 @@ async fn verify_reopened(
     }
     topic.close().await.context("close the topic")?;
     Ok(())
+}
+
+/// The `(first seq, records)` of the append a record was part of.
+fn append_of(r: &LogRecord) -> anyhow::Result<(u64, u64)> {
+    let h = r
+        .headers
+        .iter()
+        .find(|h| h.key == APPEND_HEADER)
+        .context("record without its append header")?;
+    let v = std::str::from_utf8(h.value.as_deref().context("null append header")?)?;
+    let (first, n) = v.split_once('+').context("append header layout")?;
+    Ok((first.parse()?, n.parse()?))
 }
 
 fn key_value(r: &LogRecord) -> anyhow::Result<(String, String)> {
@@ -437,15 +472,22 @@ fn child_main(dir: PathBuf) -> ! {
                 let mut seq = 0u64;
                 loop {
                     let p = (rng.next_u64() % u64::from(PARTITIONS)) as u32;
-                    let n = if rng.range(0, 9) < 4 {
-                        1
-                    } else {
-                        rng.range(2, 30)
+                    let n = match rng.range(0, 9) {
+                        0 if task == 0 => LARGE_APPEND,
+                        0..=3 => 1,
+                        _ => rng.range(2, 30),
                     };
+                    let append = Bytes::from(format!("{seq}+{n}"));
                     let records: Vec<Record> = (seq..seq + n)
                         .map(|s| {
                             let (k, v) = crash_record(round, task, s);
-                            Record::keyed(k, v)
+                            Record {
+                                headers: vec![Header {
+                                    key: APPEND_HEADER.into(),
+                                    value: Some(append.clone()),
+                                }],
+                                ..Record::keyed(k, v)
+                            }
                         })
                         .collect();
                     match topic.append(p, records).await {
