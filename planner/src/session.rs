@@ -371,6 +371,12 @@ pub enum Output {
     Command { tag: String, rows: Option<u64> },
     /// The server must now receive COPY data and pass it to [`CopyIn::finish`].
     CopyIn(CopyIn),
+    /// `COPY ... TO STDOUT`: the server sends these rows as COPY data in `format`.
+    CopyOut {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        format: CopyFormat,
+    },
 }
 
 impl std::fmt::Debug for Output {
@@ -379,6 +385,7 @@ impl std::fmt::Debug for Output {
             Output::Rows { tag, .. } => write!(f, "Rows({tag})"),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Output::CopyIn(c) => write!(f, "CopyIn({})", c.table.def.name),
+            Output::CopyOut { format, .. } => write!(f, "CopyOut({format:?})"),
         }
     }
 }
@@ -1533,9 +1540,14 @@ impl Session {
         options: &[CopyOption],
         legacy: &[CopyLegacyOption],
     ) -> Result<Output> {
-        if to || !matches!(target, CopyTarget::Stdin) {
+        let format = copy_format(options, legacy)?;
+        if to {
+            return self.copy_to(source, target, format).await;
+        }
+        if !matches!(target, CopyTarget::Stdin) {
             return Err(Error::Unsupported(
-                "only COPY stream FROM STDIN is supported".into(),
+                "COPY FROM a file or program is not supported; use COPY ... FROM STDIN (psql's \\copy)"
+                    .into(),
             ));
         }
         let CopySource::Table {
@@ -1562,63 +1574,6 @@ impl Session {
             }
             out
         };
-        let mut csv = false;
-        let mut delimiter = None;
-        let mut null = None;
-        let mut header = false;
-        let mut quote = '"';
-        let mut escape = None;
-        for o in options {
-            match o {
-                CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
-                    "csv" => csv = true,
-                    "text" => csv = false,
-                    other => {
-                        return Err(Error::Unsupported(format!(
-                            "COPY format {other} is not supported; use text or csv"
-                        )))
-                    }
-                },
-                CopyOption::Delimiter(c) => delimiter = Some(*c),
-                CopyOption::Null(s) => null = Some(s.clone()),
-                CopyOption::Header(h) => header = *h,
-                CopyOption::Quote(c) => quote = *c,
-                CopyOption::Escape(c) => escape = Some(*c),
-                _ => {}
-            }
-        }
-        for o in legacy {
-            match o {
-                CopyLegacyOption::Csv(csv_opts) => {
-                    csv = true;
-                    for c in csv_opts {
-                        match c {
-                            CopyLegacyCsvOption::Header => header = true,
-                            CopyLegacyCsvOption::Quote(q) => quote = *q,
-                            CopyLegacyCsvOption::Escape(e) => escape = Some(*e),
-                            _ => {}
-                        }
-                    }
-                }
-                CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
-                CopyLegacyOption::Null(s) => null = Some(s.clone()),
-                _ => {}
-            }
-        }
-        let format = if csv {
-            CopyFormat::Csv {
-                delimiter: delimiter.unwrap_or(','),
-                quote,
-                escape: escape.unwrap_or(quote),
-                null: null.unwrap_or_default(),
-                header,
-            }
-        } else {
-            CopyFormat::Text {
-                delimiter: delimiter.unwrap_or('\t'),
-                null: null.unwrap_or_else(|| "\\N".into()),
-            }
-        };
         Ok(Output::CopyIn(CopyIn {
             table,
             columns: cols,
@@ -1626,4 +1581,113 @@ impl Session {
             txn: self.txn.clone(),
         }))
     }
+
+    /// `COPY table [(cols)] TO STDOUT` and `COPY (query) TO STDOUT`: runs the query and hands
+    /// its rows to the server to send as COPY data.
+    async fn copy_to(
+        &self,
+        source: &CopySource,
+        target: &CopyTarget,
+        format: CopyFormat,
+    ) -> Result<Output> {
+        if !matches!(target, CopyTarget::Stdout) {
+            return Err(Error::Unsupported(
+                "COPY TO a file or program is not supported; use COPY ... TO STDOUT (psql's \\copy)"
+                    .into(),
+            ));
+        }
+        let sql = match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                if self.stream_def(table_name).is_none() {
+                    let (_, name) = self.resolve(table_name)?;
+                    return Err(Error::UndefinedTable(name));
+                }
+                let cols = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("SELECT {cols} FROM {table_name}")
+            }
+            CopySource::Query(q) => q.to_string(),
+        };
+        match Box::pin(self.execute(&sql)).await? {
+            Output::Rows { schema, stream, .. } => Ok(Output::CopyOut {
+                schema,
+                stream,
+                format,
+            }),
+            _ => Err(Error::Unsupported(
+                "COPY (query) TO needs a query that returns rows".into(),
+            )),
+        }
+    }
+}
+
+/// The format a COPY's options ask for (text unless `FORMAT csv` / `CSV`).
+fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat> {
+    let mut csv = false;
+    let mut delimiter = None;
+    let mut null = None;
+    let mut header = false;
+    let mut quote = '"';
+    let mut escape = None;
+    for o in options {
+        match o {
+            CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" => csv = true,
+                "text" => csv = false,
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "COPY format {other} is not supported; use text or csv"
+                    )))
+                }
+            },
+            CopyOption::Delimiter(c) => delimiter = Some(*c),
+            CopyOption::Null(s) => null = Some(s.clone()),
+            CopyOption::Header(h) => header = *h,
+            CopyOption::Quote(c) => quote = *c,
+            CopyOption::Escape(c) => escape = Some(*c),
+            _ => {}
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Csv(csv_opts) => {
+                csv = true;
+                for c in csv_opts {
+                    match c {
+                        CopyLegacyCsvOption::Header => header = true,
+                        CopyLegacyCsvOption::Quote(q) => quote = *q,
+                        CopyLegacyCsvOption::Escape(e) => escape = Some(*e),
+                        _ => {}
+                    }
+                }
+            }
+            CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
+            CopyLegacyOption::Null(s) => null = Some(s.clone()),
+            _ => {}
+        }
+    }
+    Ok(if csv {
+        CopyFormat::Csv {
+            delimiter: delimiter.unwrap_or(','),
+            quote,
+            escape: escape.unwrap_or(quote),
+            null: null.unwrap_or_default(),
+            header,
+        }
+    } else {
+        CopyFormat::Text {
+            delimiter: delimiter.unwrap_or('\t'),
+            null: null.unwrap_or_else(|| "\\N".into()),
+        }
+    })
 }

@@ -171,11 +171,19 @@ fn encode_value(
         }
         DataType::Float32 if is_text(field) => {
             let v = col.as_primitive::<Float32Type>().value(row);
-            encode_as_text(enc, &float_text(f64::from(v), v.to_string()), &ty)
+            encode_as_text(
+                enc,
+                &float_text(f64::from(v), format!("{v:e}"), v.to_string(), FLT_DIG),
+                &ty,
+            )
         }
         DataType::Float64 if is_text(field) => {
             let v = col.as_primitive::<Float64Type>().value(row);
-            encode_as_text(enc, &float_text(v, v.to_string()), &ty)
+            encode_as_text(
+                enc,
+                &float_text(v, format!("{v:e}"), v.to_string(), DBL_DIG),
+                &ty,
+            )
         }
         DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),
@@ -220,11 +228,9 @@ fn encode_value(
             match DateTime::<Utc>::from_timestamp_micros(us) {
                 // PostgreSQL's text form; the session time zone is always UTC for now.
                 Some(dt) if is_text(field) && tz.is_some() => {
-                    encode_as_text(enc, &dt.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(), &ty)
+                    encode_as_text(enc, &format!("{}+00", timestamp_text(&dt)), &ty)
                 }
-                Some(dt) if is_text(field) => {
-                    encode_as_text(enc, &dt.format("%Y-%m-%d %H:%M:%S%.f").to_string(), &ty)
-                }
+                Some(dt) if is_text(field) => encode_as_text(enc, &timestamp_text(&dt), &ty),
                 Some(dt) if tz.is_some() => enc.encode_field(&dt),
                 Some(dt) => enc.encode_field(&dt.naive_utc()),
                 None => encode_text(enc, formatter, row, &ty),
@@ -241,18 +247,45 @@ fn is_text(field: &FieldInfo) -> bool {
     field.format() == FieldFormat::Text
 }
 
-/// PostgreSQL's text for a float: shortest round-trip digits, `NaN`, `Infinity`.
-fn float_text(v: f64, shortest: String) -> String {
+/// Decimal digits a float4 / float8 always round-trips (`FLT_DIG`, `DBL_DIG`): PostgreSQL
+/// switches to scientific notation at this exponent.
+const FLT_DIG: i32 = 6;
+const DBL_DIG: i32 = 15;
+
+/// PostgreSQL's text for a float (`float4out` / `float8out` with the default
+/// `extra_float_digits = 1`): the shortest digits that read back to the same value, in fixed
+/// notation when the decimal exponent is in `-4..digits`, else as `1.5e+20` / `1e-05` (at least
+/// two exponent digits); `NaN`, `Infinity`, `-Infinity`. `sci` and `fixed` are Rust's shortest
+/// round-trip renderings (`{:e}` and `{}`) of the value at its own width.
+fn float_text(v: f64, sci: String, fixed: String, digits: i32) -> String {
     if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        return fixed;
+    };
+    let Ok(exp) = exp.parse::<i32>() else {
+        return fixed;
+    };
+    if v == 0.0 || (-4..digits).contains(&exp) {
+        return fixed;
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+}
+
+/// PostgreSQL's text for a timestamp (UTC): seconds with only the fractional digits needed.
+fn timestamp_text(dt: &DateTime<Utc>) -> String {
+    let base = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+    let micros = dt.timestamp_subsec_micros();
+    if micros == 0 {
+        base
     } else {
-        shortest
+        let frac = format!("{micros:06}");
+        format!("{base}.{}", frac.trim_end_matches('0'))
     }
 }
 
@@ -323,4 +356,49 @@ fn encode_text(
         FieldFormat::Text,
         &Default::default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f8(v: f64) -> String {
+        float_text(v, format!("{v:e}"), v.to_string(), DBL_DIG)
+    }
+
+    fn f4(v: f32) -> String {
+        float_text(f64::from(v), format!("{v:e}"), v.to_string(), FLT_DIG)
+    }
+
+    /// Expected values are PostgreSQL 15's output for the same literals.
+    #[test]
+    fn floats_render_like_postgresql() {
+        assert_eq!(f8(1e20), "1e+20");
+        assert_eq!(f8(1e15), "1e+15");
+        assert_eq!(f8(1e14), "100000000000000");
+        assert_eq!(f8(123456789012345678.0), "1.2345678901234568e+17");
+        assert_eq!(f8(0.0001), "0.0001");
+        assert_eq!(f8(0.00001), "1e-05");
+        assert_eq!(f8(1.5e-7), "1.5e-07");
+        assert_eq!(f8(-2.5e300), "-2.5e+300");
+        assert_eq!(f8(1.5), "1.5");
+        assert_eq!(f8(0.0), "0");
+        assert_eq!(f8(-0.0), "-0");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(f4(1e14), "1e+14");
+        assert_eq!(f4(123456.0), "123456");
+        assert_eq!(f4(1234567.0), "1.234567e+06");
+        assert_eq!(f4(123456789012345678.0), "1.2345679e+17");
+        assert_eq!(f4(0.1), "0.1");
+    }
+
+    #[test]
+    fn timestamps_keep_only_needed_fraction_digits() {
+        let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).map(|d| timestamp_text(&d));
+        assert_eq!(at(0).as_deref(), Some("1970-01-01 00:00:00"));
+        assert_eq!(at(500_000).as_deref(), Some("1970-01-01 00:00:00.5"));
+        assert_eq!(at(123_456).as_deref(), Some("1970-01-01 00:00:00.123456"));
+        assert_eq!(at(120_000).as_deref(), Some("1970-01-01 00:00:00.12"));
+    }
 }

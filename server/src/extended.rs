@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use braid_planner::{Engine, Error, Prepared};
+use braid_planner::{Engine, Error, Output, Prepared};
 use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::ExtendedQueryHandler;
@@ -118,6 +118,16 @@ impl ExtendedQueryHandler for QueryHandler {
             .execute_prepared(prepared, params)
             .await
             .map_err(|e| to_pgwire(&e))?;
+        if let Output::CopyOut {
+            schema,
+            stream,
+            format,
+        } = out
+        {
+            return crate::copy_out::send(client, schema, stream, &format)
+                .await?
+                .map_err(|e| to_pgwire(&e));
+        }
         respond(&state, out, &portal.result_column_format, status)
             .await
             .map_err(|e| to_pgwire(&e))

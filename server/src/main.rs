@@ -9,6 +9,7 @@
 mod config;
 mod conn;
 mod copy;
+mod copy_out;
 mod encode;
 mod errors;
 mod extended;

@@ -199,6 +199,10 @@ pub(crate) async fn respond(
                 None => Response::Execution(Tag::new(&tag)),
             },
         }),
+        // The connection sends COPY TO's data itself (see `copy_out`); never reaches here.
+        Output::CopyOut { .. } => Err(Error::Unsupported(
+            "COPY TO STDOUT is not available here".into(),
+        )),
         Output::CopyIn(copy) => {
             let columns = copy.column_count();
             *state.copy.lock() = Some(PendingCopy {

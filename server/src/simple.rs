@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
-use braid_planner::{Error, Session};
+use braid_planner::{Error, Output, Session};
 use futures::Sink;
 use pgwire::api::portal::Format;
 use pgwire::api::query::SimpleQueryHandler;
@@ -59,6 +59,11 @@ impl SimpleQueryHandler for QueryHandler {
                 }
             }
             let result = match state.session.execute(&sql).await {
+                Ok(Output::CopyOut {
+                    schema,
+                    stream,
+                    format,
+                }) => crate::copy_out::send(client, schema, stream, &format).await?,
                 Ok(out) => respond(&state, out, &Format::UnifiedText, status).await,
                 Err(e) => Err(e),
             };

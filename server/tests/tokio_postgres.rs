@@ -475,3 +475,104 @@ async fn row_table_errors_carry_postgres_details() -> anyhow::Result<()> {
     assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
     Ok(())
 }
+
+/// COPY ... TO STDOUT sends what PostgreSQL 15 sends for the same rows (the expected text was
+/// taken from PostgreSQL 15 running these statements), and its output loads back with COPY
+/// FROM into an equal stream.
+#[tokio::test]
+async fn copy_to_stdout_matches_postgresql_and_reads_back() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE STREAM s (id bigint, name text, ok boolean, at timestamptz, \
+             score double precision, n numeric(10,2)) WITH (partitions = 1); \
+             CREATE STREAM back (id bigint, name text, ok boolean, at timestamptz, \
+             score double precision, n numeric(10,2)) WITH (partitions = 1); \
+             INSERT INTO s VALUES (1, 'plain', true, '2024-05-01 12:00:00+00', 1.5, 12.30), \
+             (2, E'tab\\there\\nnew\\\\line', false, NULL, NULL, NULL), \
+             (3, '', NULL, '2024-05-01 12:00:00.5+00', -0.25, 0), \
+             (4, NULL, true, NULL, 1e20, -5.5), \
+             (5, 'a,b \"q\"', false, '1999-12-31 23:59:59.123456+00', 0.1, 100)",
+        )
+        .await?;
+    let copy_out = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let stream = client.copy_out(sql).await?;
+            futures::pin_mut!(stream);
+            let mut out = Vec::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                out.extend_from_slice(&chunk?);
+            }
+            anyhow::Ok(String::from_utf8(out)?)
+        }
+    };
+    let text = copy_out("COPY (SELECT * FROM s ORDER BY id) TO STDOUT").await?;
+    assert_eq!(
+        text,
+        "1\tplain\tt\t2024-05-01 12:00:00+00\t1.5\t12.30\n\
+         2\ttab\\there\\nnew\\\\line\tf\t\\N\t\\N\t\\N\n\
+         3\t\t\\N\t2024-05-01 12:00:00.5+00\t-0.25\t0.00\n\
+         4\t\\N\tt\t\\N\t1e+20\t-5.50\n\
+         5\ta,b \"q\"\tf\t1999-12-31 23:59:59.123456+00\t0.1\t100.00\n"
+    );
+    assert_eq!(
+        copy_out("COPY (SELECT id, name FROM s ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)")
+            .await?,
+        "id,name\n1,plain\n2,\"tab\there\nnew\\line\"\n3,\"\"\n4,\n5,\"a,b \"\"q\"\"\"\n"
+    );
+    assert_eq!(
+        copy_out(
+            "COPY (SELECT id, name FROM s ORDER BY id) TO STDOUT \
+             WITH (FORMAT csv, NULL 'NULL', DELIMITER ';')"
+        )
+        .await?,
+        "1;plain\n2;\"tab\there\nnew\\line\"\n3;\n4;NULL\n5;\"a,b \"\"q\"\"\"\n"
+    );
+    assert_eq!(
+        copy_out("COPY s (id, ok) TO STDOUT WITH (DELIMITER '|', NULL '')").await?,
+        "1|t\n2|f\n3|\n4|t\n5|f\n"
+    );
+    // The whole stream in text form loads back into an equal stream.
+    let dump = copy_out("COPY s TO STDOUT").await?;
+    let sink = client.copy_in("COPY back FROM STDIN").await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(dump)).await?;
+    assert_eq!(sink.finish().await?, 5);
+    let diff: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT * FROM s EXCEPT SELECT * FROM back) d",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(diff, 0, "the reloaded rows equal the originals");
+
+    let err = copy_out("COPY nope TO STDOUT").await.expect_err("missing");
+    let code = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code().cloned());
+    assert_eq!(code, Some(SqlState::UNDEFINED_TABLE), "{err:?}");
+    let err = client
+        .batch_execute("COPY s TO '/tmp/braid-copy-out.txt'")
+        .await
+        .expect_err("COPY TO a file");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::FEATURE_NOT_SUPPORTED),
+        "{err:?}"
+    );
+    // The connection is still usable.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM s", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 5);
+
+    drop(client);
+    server.stop().await?;
+    let bad = server.unexpected_log_lines();
+    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
+    Ok(())
+}
