@@ -57,6 +57,20 @@ pub struct RowTableOptions {
     /// rows are keyed by a hidden row id.
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// Columns dropped by ALTER TABLE ... DROP COLUMN: their values stay in rows stored before
+    /// the drop, so their slots keep their places in every stored row (new rows store NULL
+    /// there) and the other columns never move. Absent when nothing was dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedColumn>,
+}
+
+/// The slot of a dropped column in a row table's stored rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedColumn {
+    /// Position of the value in a stored row.
+    pub position: usize,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +79,14 @@ pub struct ColumnDef {
     #[serde(rename = "type")]
     pub ty: ColumnType,
     pub nullable: bool,
+    /// `DEFAULT` expression as SQL text (PostgreSQL dialect), evaluated for each row an INSERT
+    /// does not give a value for. Absent in catalogs written before defaults existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// What rows stored before the column was added (ALTER TABLE ... ADD COLUMN ... DEFAULT)
+    /// read for it: the row codec's encoding of the one value, in hex. Absent: NULL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +118,23 @@ impl TableDef {
     }
     pub fn is_stream(&self) -> bool {
         matches!(self.kind, TableKind::Stream(_))
+    }
+
+    /// For each slot of a stored row, in order: the index of the column stored there, or the
+    /// type of the dropped column whose slot it is.
+    pub fn stored_slots(&self) -> Vec<Result<usize, ColumnType>> {
+        let dropped: &[DroppedColumn] = self.row_options().map_or(&[], |o| &o.dropped);
+        let n = self.columns.len() + dropped.len();
+        let mut next = 0;
+        (0..n)
+            .map(|p| match dropped.iter().find(|d| d.position == p) {
+                Some(d) => Err(d.ty),
+                None => {
+                    next += 1;
+                    Ok(next - 1)
+                }
+            })
+            .collect()
     }
 }
 
@@ -251,6 +290,36 @@ impl Catalog {
         *self.state.write() = next;
         self.bump();
         Ok(def)
+    }
+
+    /// Replaces the table `name` by `def` (same id; `def.name` may differ: a rename). Fails
+    /// with [`Error::UndefinedTable`] if `name` does not exist and [`Error::DuplicateTable`] if
+    /// a rename takes a name in use.
+    pub async fn alter_table(
+        &self,
+        db: &str,
+        schema: &str,
+        name: &str,
+        def: TableDef,
+    ) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        let s = next
+            .databases
+            .get_mut(db)
+            .and_then(|d| d.schemas.get_mut(schema))
+            .ok_or_else(|| Error::UndefinedTable(name.to_string()))?;
+        if s.tables.remove(name).is_none() {
+            return Err(Error::UndefinedTable(name.to_string()));
+        }
+        if s.tables.contains_key(&def.name) {
+            return Err(Error::DuplicateTable(def.name));
+        }
+        s.tables.insert(def.name.clone(), def);
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        self.bump();
+        Ok(())
     }
 
     /// Removes a table; returns its definition, or `None` if it did not exist.

@@ -26,6 +26,10 @@ pub enum Error {
     /// The SQL text does not parse.
     #[error("syntax error: {0}")]
     Syntax(String),
+    /// A statement that parses but breaks a rule PostgreSQL checks after parsing (42601, with
+    /// PostgreSQL's message as is).
+    #[error("{0}")]
+    SyntaxRule(String),
     /// A table or stream named in the query does not exist.
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
@@ -68,6 +72,13 @@ pub enum Error {
         message: String,
         detail: Option<String>,
     },
+    /// An ON CONFLICT target that names no unique constraint of the table (42P10).
+    #[error("{0}")]
+    InvalidColumnReference(String),
+    /// A statement that would change one row twice (21000), as ON CONFLICT DO UPDATE with two
+    /// proposed rows of the same key.
+    #[error("{message}")]
+    CardinalityViolation { message: String, hint: String },
     /// Another transaction committed a write to a row this one wrote (first committer wins);
     /// retrying the transaction is safe.
     #[error("could not serialize access due to concurrent update")]
@@ -109,6 +120,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// PostgreSQL's HINT line for this error, if it has one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::CardinalityViolation { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+
     /// PostgreSQL's DETAIL line for this error, if it has one.
     pub fn detail(&self) -> Option<&str> {
         match self {

@@ -18,7 +18,9 @@
 //! ```
 //!
 //! A row with fewer columns than the catalog (written before a column was added) decodes the
-//! missing ones as NULL. Decoding never trusts the bytes: every read is bounds-checked and a
+//! missing ones as NULL, or as the value [`RowDecoder::with_missing`] gives for that column
+//! (a row table's ADD COLUMN ... DEFAULT). Row tables keep a dropped column's slot in the
+//! layout and write NULL there ([`encode_row_with`]), so slots never move. Decoding never trusts the bytes: every read is bounds-checked and a
 //! short or malformed value is an error, never a panic.
 
 use std::sync::Arc;
@@ -63,58 +65,93 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Encodes row `row` of `columns` (arrays already of each column's Arrow type) into `out`.
 pub fn encode_row(types: &[ColumnType], columns: &[ArrayRef], row: usize, out: &mut Vec<u8>) {
+    encode_row_with(types, |i| columns.get(i), row, out)
+}
+
+/// Encodes row `row` into `out`, taking the array of slot `i` from `slot(i)`; a slot without
+/// an array is NULL (a dropped column's slot of a row table).
+pub fn encode_row_with<'a>(
+    types: &[ColumnType],
+    slot: impl Fn(usize) -> Option<&'a ArrayRef>,
+    row: usize,
+    out: &mut Vec<u8>,
+) {
     out.push(ROW_FORMAT_VERSION);
     put_varint(out, types.len() as u64);
     let bitmap_at = out.len();
     out.resize(bitmap_at + types.len().div_ceil(8), 0);
-    for (i, (ty, col)) in types.iter().zip(columns).enumerate() {
-        if col.is_null(row) {
-            if let Some(b) = out.get_mut(bitmap_at + i / 8) {
-                *b |= 1 << (i % 8);
+    for (i, ty) in types.iter().enumerate() {
+        match slot(i) {
+            Some(col) if !col.is_null(row) => put_value(out, *ty, col, row),
+            _ => {
+                if let Some(b) = out.get_mut(bitmap_at + i / 8) {
+                    *b |= 1 << (i % 8);
+                }
             }
-            continue;
         }
-        match ty {
-            ColumnType::Bool => out.push(col.as_boolean().value(row) as u8),
-            ColumnType::Int2 => {
-                out.extend_from_slice(&col.as_primitive::<Int16Type>().value(row).to_le_bytes())
-            }
-            ColumnType::Int4 => {
-                out.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_le_bytes())
-            }
-            ColumnType::Int8 => {
-                out.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_le_bytes())
-            }
-            ColumnType::Float4 => {
-                out.extend_from_slice(&col.as_primitive::<Float32Type>().value(row).to_le_bytes())
-            }
-            ColumnType::Float8 => {
-                out.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_le_bytes())
-            }
-            ColumnType::Numeric { .. } => out.extend_from_slice(
-                &col.as_primitive::<Decimal128Type>()
-                    .value(row)
-                    .to_le_bytes(),
-            ),
-            ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => {
-                let s = col.as_string::<i32>().value(row);
-                put_varint(out, s.len() as u64);
-                out.extend_from_slice(s.as_bytes());
-            }
-            ColumnType::Bytea => {
-                let b = col.as_binary::<i32>().value(row);
-                put_varint(out, b.len() as u64);
-                out.extend_from_slice(b);
-            }
-            ColumnType::Date => {
-                out.extend_from_slice(&col.as_primitive::<Date32Type>().value(row).to_le_bytes())
-            }
-            ColumnType::Timestamp | ColumnType::Timestamptz => out.extend_from_slice(
-                &col.as_primitive::<TimestampMicrosecondType>()
-                    .value(row)
-                    .to_le_bytes(),
-            ),
+    }
+}
+
+/// One value as the decoder sees it inside a row (variable-length values without their
+/// length prefix), for [`RowDecoder::with_missing`]; `None` for NULL.
+pub fn encode_value(ty: ColumnType, col: &ArrayRef, row: usize) -> Option<Vec<u8>> {
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match ty {
+        ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => {
+            col.as_string::<i32>().value(row).as_bytes().to_vec()
         }
+        ColumnType::Bytea => col.as_binary::<i32>().value(row).to_vec(),
+        _ => {
+            let mut out = Vec::new();
+            put_value(&mut out, ty, col, row);
+            out
+        }
+    })
+}
+
+fn put_value(out: &mut Vec<u8>, ty: ColumnType, col: &ArrayRef, row: usize) {
+    match ty {
+        ColumnType::Bool => out.push(col.as_boolean().value(row) as u8),
+        ColumnType::Int2 => {
+            out.extend_from_slice(&col.as_primitive::<Int16Type>().value(row).to_le_bytes())
+        }
+        ColumnType::Int4 => {
+            out.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_le_bytes())
+        }
+        ColumnType::Int8 => {
+            out.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_le_bytes())
+        }
+        ColumnType::Float4 => {
+            out.extend_from_slice(&col.as_primitive::<Float32Type>().value(row).to_le_bytes())
+        }
+        ColumnType::Float8 => {
+            out.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_le_bytes())
+        }
+        ColumnType::Numeric { .. } => out.extend_from_slice(
+            &col.as_primitive::<Decimal128Type>()
+                .value(row)
+                .to_le_bytes(),
+        ),
+        ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => {
+            let s = col.as_string::<i32>().value(row);
+            put_varint(out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        ColumnType::Bytea => {
+            let b = col.as_binary::<i32>().value(row);
+            put_varint(out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        ColumnType::Date => {
+            out.extend_from_slice(&col.as_primitive::<Date32Type>().value(row).to_le_bytes())
+        }
+        ColumnType::Timestamp | ColumnType::Timestamptz => out.extend_from_slice(
+            &col.as_primitive::<TimestampMicrosecondType>()
+                .value(row)
+                .to_le_bytes(),
+        ),
     }
 }
 
@@ -170,6 +207,8 @@ pub struct RowDecoder {
     /// (index in the catalog column list, builder)
     columns: Vec<(usize, ColumnBuilder)>,
     types: Vec<ColumnType>,
+    /// Per column: the value a row too short to hold it reads instead of NULL.
+    missing: Vec<Option<Vec<u8>>>,
 }
 
 enum ColumnBuilder {
@@ -267,12 +306,20 @@ impl RowDecoder {
         RowDecoder {
             columns,
             types: types.to_vec(),
+            missing: Vec::new(),
         }
+    }
+
+    /// Values (from [`encode_value`]) that rows written before a column existed read for it,
+    /// indexed like `types`; columns without one read NULL.
+    pub fn with_missing(mut self, missing: Vec<Option<Vec<u8>>>) -> Self {
+        self.missing = missing;
+        self
     }
 
     /// Decodes one row and appends its projected values. On error nothing is appended.
     pub fn append(&mut self, value: &[u8]) -> Result<(), DecodeError> {
-        let values = decode_values(&self.types, value)?;
+        let values = decode_values(&self.types, value, &self.missing)?;
         // Check text first so that a bad row leaves every builder untouched.
         for (idx, builder) in &self.columns {
             if let (ColumnBuilder::Text(_), Some(Some(v))) = (builder, values.get(*idx)) {
@@ -305,6 +352,7 @@ impl RowDecoder {
 fn decode_values<'a>(
     types: &[ColumnType],
     value: &'a [u8],
+    missing: &'a [Option<Vec<u8>>],
 ) -> Result<Vec<Option<&'a [u8]>>, DecodeError> {
     let mut r = Reader { buf: value, pos: 0 };
     let [version] = r.array::<1>().map_err(|_| DecodeError::Empty)?;
@@ -316,7 +364,7 @@ fn decode_values<'a>(
     let mut out = Vec::with_capacity(types.len());
     for i in 0..types.len() {
         if i >= ncols {
-            out.push(None);
+            out.push(missing.get(i).and_then(|m| m.as_deref()));
             continue;
         }
         let null = bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);

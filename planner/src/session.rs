@@ -45,8 +45,11 @@ pub use crate::copy::CopyFormat;
 use crate::error::{Error, Result};
 use crate::fast_insert::FastInsert;
 use crate::rows::key::check_key_type;
+use crate::rows::returning::Returning;
 use crate::rows::table::RowTable;
 use crate::rows::txn::RowTxn;
+use crate::rows::upsert::{insert_rows, ConflictPlan};
+use crate::rows::write::{RowDmlExec, RowSink};
 use crate::rows::{rows_error, RowsDb};
 use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
 use crate::stream::log::{StreamLog, StreamLogs};
@@ -88,6 +91,9 @@ struct EngineInner {
     open: AsyncMutex<HashMap<u64, Arc<dyn StreamLog>>>,
     /// The row tables of the default database.
     rows: Arc<RowsDb>,
+    /// Plans row tables' column defaults when a table provider is made (providers are made
+    /// outside any session); braid's functions are registered on it as on a session's.
+    defaults: datafusion::execution::context::SessionState,
     options: EngineOptions,
 }
 
@@ -153,7 +159,14 @@ impl EngineInner {
             return Ok(Some(Arc::new(StreamTable::new(Arc::new(def), log))));
         }
         let rows = self.rows_for(db)?;
-        Ok(Some(Arc::new(RowTable::new(Arc::new(def), rows)?)))
+        let defaults = if def.columns.iter().any(|c| c.default.is_some()) {
+            crate::rows::default::default_exprs(&self.defaults, &def)?
+        } else {
+            HashMap::new()
+        };
+        Ok(Some(Arc::new(
+            RowTable::new(Arc::new(def), rows)?.with_defaults(defaults),
+        )))
     }
 }
 
@@ -175,11 +188,14 @@ impl Engine {
         let rows = Arc::new(
             RowsDb::open(row_fs, data_dir, DEFAULT_DATABASE, options.row_durability).await?,
         );
+        let defaults_ctx = SessionContext::new();
+        crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
         let inner = Arc::new(EngineInner {
             catalog,
             logs,
             open: AsyncMutex::new(HashMap::new()),
             rows,
+            defaults: defaults_ctx.state(),
             options,
         });
         for (_, def) in inner.catalog.tables(DEFAULT_DATABASE) {
@@ -547,11 +563,21 @@ enum PreparedKind {
         fast: Option<Arc<FastInsert>>,
         /// The catalog generation the plan was made against.
         generation: u64,
+        /// RETURNING / ON CONFLICT of a row-table write, run by braid around the plan.
+        clauses: Option<Arc<RowClauses>>,
     },
     Direct {
         statement: Box<Statement>,
         stream_ddl: bool,
     },
+}
+
+/// The clauses of an INSERT, UPDATE or DELETE on a row table that DataFusion does not plan:
+/// they are taken off the statement before planning and applied around the planned write.
+#[derive(Debug)]
+pub struct RowClauses {
+    returning: Option<Returning>,
+    on_conflict: Option<ConflictPlan>,
 }
 
 impl Prepared {
@@ -566,6 +592,9 @@ impl Prepared {
     /// The schema of the rows the statement returns, if it returns rows.
     pub fn result_schema(&self) -> Option<SchemaRef> {
         match &self.kind {
+            PreparedKind::Plan {
+                clauses: Some(c), ..
+            } => c.returning.as_ref().map(Returning::schema),
             PreparedKind::Plan { plan, .. } => match plan {
                 LogicalPlan::Dml(_) => None,
                 p => Some(Arc::new(p.schema().as_arrow().clone())),
@@ -636,6 +665,16 @@ fn show_schema(name: &str) -> SchemaRef {
     } else {
         Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
     }
+}
+
+/// Whether row table `table` holds a row now.
+async fn has_rows(rows: &RowsDb, table: u64) -> Result<bool> {
+    use std::ops::Bound;
+    let txn = rows.store.begin();
+    let mut scan = txn
+        .scan(table, Bound::Unbounded, Bound::Unbounded)
+        .map_err(rows_error)?;
+    Ok(scan.next().await.map_err(rows_error)?.is_some())
 }
 
 /// Settings every session starts with; drivers read several of them.
@@ -765,7 +804,7 @@ impl Session {
     }
 
     /// Applies braid's rewrites (hidden columns, INSERT column lists) to a statement.
-    fn rewrite(&self, stmt: &mut Statement) {
+    fn rewrite(&self, stmt: &mut Statement) -> Result<()> {
         let columns_of = |name: &ObjectName| -> Option<Vec<String>> {
             self.stream_def(name)
                 .map(|d| d.columns.iter().map(|c| c.name.clone()).collect())
@@ -773,24 +812,84 @@ impl Session {
         strip_pg_catalog_functions(stmt);
         match stmt {
             Statement::Query(q) => hide_hidden_columns(q, &columns_of),
-            Statement::Explain { statement, .. } => self.rewrite(statement),
+            Statement::Explain { statement, .. } => self.rewrite(statement)?,
             Statement::Insert(insert) => {
                 if let Some(src) = &mut insert.source {
                     hide_hidden_columns(src, &columns_of);
                 }
                 if let TableObject::TableName(name) = &insert.table {
-                    if insert.columns.is_empty() {
-                        if let Some(cols) = columns_of(name) {
-                            insert.columns = cols
-                                .into_iter()
-                                .map(|c| ObjectName::from(vec![Ident::with_quote('"', c)]))
-                                .collect();
+                    match self.stream_def(name) {
+                        Some(def) if !def.is_stream() => self.rewrite_row_insert(insert, &def)?,
+                        _ => {
+                            if insert.columns.is_empty() {
+                                if let Some(cols) = columns_of(name) {
+                                    insert.columns = cols
+                                        .into_iter()
+                                        .map(|c| ObjectName::from(vec![Ident::with_quote('"', c)]))
+                                        .collect();
+                                }
+                            }
                         }
                     }
                 }
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// An INSERT into a row table, made plannable by DataFusion as PostgreSQL reads it:
+    /// `DEFAULT VALUES` becomes a row of `DEFAULT`s; without a column list, `VALUES` rows
+    /// shorter than the table fill its first columns (the rest take their defaults); the
+    /// `DEFAULT` keyword in `VALUES` becomes the column's default expression.
+    fn rewrite_row_insert(
+        &self,
+        insert: &mut datafusion::sql::sqlparser::ast::Insert,
+        def: &TableDef,
+    ) -> Result<()> {
+        use datafusion::sql::sqlparser::ast::SetExpr;
+        let quoted = |c: &str| ObjectName::from(vec![Ident::with_quote('"', c)]);
+        if insert.source.is_none() && insert.columns.is_empty() {
+            let row = vec!["DEFAULT"; def.columns.len()].join(", ");
+            let query = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("VALUES ({row})"))
+                .and_then(|mut p| p.parse_query())
+                .map_err(parse_error)?;
+            insert.source = Some(query);
+        }
+        if insert.columns.is_empty() {
+            let width = match insert.source.as_deref().map(|q| q.body.as_ref()) {
+                Some(SetExpr::Values(v)) => v.rows.first().map_or(0, |r| r.content.len()),
+                _ => def.columns.len(),
+            };
+            insert.columns = def
+                .columns
+                .iter()
+                .take(width.max(1))
+                .map(|c| quoted(&c.name))
+                .collect();
+            if width > def.columns.len() {
+                return Err(Error::SyntaxRule(
+                    "INSERT has more expressions than target columns".into(),
+                ));
+            }
+        }
+        let targets: Vec<&ColumnDef> = insert
+            .columns
+            .iter()
+            .map(|n| {
+                let parts = object_parts(n);
+                let name = parts.last().cloned().unwrap_or_default();
+                def.columns.iter().find(|c| c.name == name)
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        if let Some(src) = insert.source.as_deref_mut() {
+            if targets.len() == insert.columns.len() {
+                crate::rows::default::replace_default_keywords(&mut src.body, &targets)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs one statement of a simple query.
@@ -836,7 +935,8 @@ impl Session {
                 },
             });
         }
-        self.rewrite(&mut stmt);
+        self.rewrite(&mut stmt)?;
+        let clauses = self.take_row_clauses(&mut stmt)?.map(Arc::new);
         let generation = self.engine.catalog.generation();
         let plan = self
             .ctx
@@ -862,7 +962,10 @@ impl Session {
                 *slot = t;
             }
         }
-        let fast = FastInsert::try_new(&self.ctx, &plan, &ordered)?.map(Arc::new);
+        let fast = match clauses {
+            Some(_) => None,
+            None => FastInsert::try_new(&self.ctx, &plan, &ordered)?.map(Arc::new),
+        };
         Ok(Prepared {
             sql: sql.to_string(),
             kind: PreparedKind::Plan {
@@ -870,6 +973,7 @@ impl Session {
                 params: ordered,
                 fast,
                 generation,
+                clauses,
             },
         })
     }
@@ -953,15 +1057,181 @@ impl Session {
                 tag: "INSERT".into(),
                 rows: Some(fast.execute(params, &self.txn).await?),
             }),
-            PreparedKind::Plan { plan, .. } => {
+            PreparedKind::Plan { plan, clauses, .. } => {
                 let plan = if params.is_empty() {
                     plan.clone()
                 } else {
                     plan.clone().with_param_values(params)?
                 };
-                self.execute_plan(plan).await
+                match clauses {
+                    Some(c) => self.execute_with_clauses(plan, c).await,
+                    None => self.execute_plan(plan).await,
+                }
             }
         }
+    }
+
+    /// Takes RETURNING and ON CONFLICT (and the INSERT's table alias, which only they can use)
+    /// off an INSERT, UPDATE or DELETE of a row table and plans them; `None` when the
+    /// statement has neither.
+    fn take_row_clauses(&self, stmt: &mut Statement) -> Result<Option<RowClauses>> {
+        use datafusion::sql::sqlparser::ast::{FromTable, OnInsert};
+        let (name, alias, returning, on) = match stmt {
+            Statement::Insert(insert) => {
+                let TableObject::TableName(name) = &insert.table else {
+                    return Ok(None);
+                };
+                if !self.is_row_table(name) {
+                    return Ok(None);
+                }
+                // Only RETURNING and ON CONFLICT can use the alias; DataFusion refuses it.
+                let alias = insert.table_alias.take().map(|a| ident_name(&a.alias));
+                if insert.returning.is_none() && insert.on.is_none() {
+                    return Ok(None);
+                }
+                let on = match insert.on.take() {
+                    None => None,
+                    Some(OnInsert::OnConflict(c)) => Some(c),
+                    Some(other) => {
+                        return Err(Error::Unsupported(format!(
+                            "{} is not supported; use ON CONFLICT",
+                            other.to_string().trim()
+                        )))
+                    }
+                };
+                (name.clone(), alias, insert.returning.take(), on)
+            }
+            Statement::Update(u) => {
+                let TableFactor::Table { name, alias, .. } = &u.table.relation else {
+                    return Ok(None);
+                };
+                if u.returning.is_none() || !self.is_row_table(name) {
+                    return Ok(None);
+                }
+                let alias = alias.as_ref().map(|a| ident_name(&a.name));
+                (name.clone(), alias, u.returning.take(), None)
+            }
+            Statement::Delete(d) => {
+                let (FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t)) = &d.from;
+                let Some(TableFactor::Table { name, alias, .. }) = t.first().map(|t| &t.relation)
+                else {
+                    return Ok(None);
+                };
+                if d.returning.is_none() || !self.is_row_table(name) {
+                    return Ok(None);
+                }
+                let alias = alias.as_ref().map(|a| ident_name(&a.name));
+                (name.clone(), alias, d.returning.take(), None)
+            }
+            _ => return Ok(None),
+        };
+        let def = self
+            .stream_def(&name)
+            .ok_or_else(|| Error::UndefinedTable(name.to_string()))?;
+        let qualifier = alias.unwrap_or_else(|| def.name.clone());
+        let schema = crate::rows::table::row_schema(&def);
+        let state = self.ctx.state();
+        let returning = returning
+            .map(|items| Returning::plan(&state, &schema, &qualifier, &items))
+            .transpose()?;
+        let on_conflict = on
+            .map(|on| ConflictPlan::plan(&state, &def, &schema, &qualifier, &on))
+            .transpose()?;
+        Ok(Some(RowClauses {
+            returning,
+            on_conflict,
+        }))
+    }
+
+    /// Runs a row-table write with RETURNING or ON CONFLICT: DataFusion plans the write, and
+    /// its physical plan is taken apart — the INSERT's input rows go through
+    /// [`insert_rows`], an UPDATE/DELETE runs producing the rows it changed — and RETURNING is
+    /// evaluated over the rows written.
+    async fn execute_with_clauses(&self, plan: LogicalPlan, c: &RowClauses) -> Result<Output> {
+        use datafusion::datasource::sink::DataSinkExec;
+        let tag = match &plan {
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Insert(_),
+                ..
+            }) => "INSERT",
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Update,
+                ..
+            }) => "UPDATE",
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Delete,
+                ..
+            }) => "DELETE",
+            _ => return self.execute_plan(plan).await,
+        };
+        let state = self.ctx.state();
+        let physical = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let task = self.ctx.task_ctx();
+        let internal = |what: &str| {
+            Error::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+                "the planned {what} is not a row table write"
+            )))
+        };
+        let (count, rows) = if tag == "INSERT" {
+            let sink_exec = physical
+                .downcast_ref::<DataSinkExec>()
+                .ok_or_else(|| internal("INSERT"))?;
+            let sink = sink_exec
+                .sink()
+                .downcast_ref::<RowSink>()
+                .ok_or_else(|| internal("INSERT"))?;
+            let input = datafusion::physical_plan::execute_stream(sink_exec.input().clone(), task)?;
+            let outcome = insert_rows(
+                &state,
+                &sink.writer,
+                sink.txn.clone(),
+                input,
+                c.on_conflict.as_ref(),
+                c.returning.is_some(),
+            )
+            .await?;
+            (outcome.count, outcome.rows)
+        } else {
+            // The row table's plan may sit under wrappers DataFusion adds; it is the write.
+            let mut node = physical.clone();
+            while node.downcast_ref::<RowDmlExec>().is_none() {
+                let next = match node.children().as_slice() {
+                    [only] => Arc::clone(only),
+                    _ => return Err(internal(tag)),
+                };
+                node = next;
+            }
+            let dml = node
+                .downcast_ref::<RowDmlExec>()
+                .ok_or_else(|| internal(tag))?;
+            let exec: Arc<dyn datafusion::physical_plan::ExecutionPlan> =
+                Arc::new(dml.with_returning());
+            let rows = datafusion::physical_plan::collect(exec, task).await?;
+            let n = rows.iter().map(|b| b.num_rows() as u64).sum();
+            (n, rows)
+        };
+        let Some(returning) = &c.returning else {
+            return Ok(Output::Command {
+                tag: tag.into(),
+                rows: Some(count),
+            });
+        };
+        let batches = returning.evaluate(&state, &rows)?;
+        let schema = returning.schema();
+        Ok(Output::Rows {
+            schema: schema.clone(),
+            stream: Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::iter(batches.into_iter().map(Ok)),
+            )),
+            // The server adds the row count: "INSERT 0 n", "UPDATE n", "DELETE n".
+            tag: if tag == "INSERT" { "INSERT 0" } else { tag },
+        })
     }
 
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<Output> {
@@ -1098,12 +1368,8 @@ impl Session {
                 }
                 Err(Error::Unsupported("DELETE is not supported".into()))
             }
-            Statement::Truncate(t) => {
-                for n in &t.table_names {
-                    self.refuse_write_on(&n.name, "TRUNCATE").await?;
-                }
-                Err(Error::Unsupported("TRUNCATE is not supported".into()))
-            }
+            Statement::Truncate(t) => self.truncate(t).await,
+            Statement::AlterTable(at) => self.alter_table(at).await,
             Statement::Copy {
                 source,
                 to,
@@ -1161,10 +1427,31 @@ impl Session {
                 )));
             }
             let mut nullable = true;
+            let ty = ColumnType::from_sql(&c.data_type)?;
+            let mut default = None;
             for o in &c.options {
                 match &o.option {
                     ColumnOption::NotNull => nullable = false,
                     ColumnOption::Null => nullable = true,
+                    ColumnOption::Default(e) => {
+                        if default.is_some() {
+                            return Err(Error::SyntaxRule(format!(
+                                "multiple default values specified for column \"{cname}\" of table \"{name}\""
+                            )));
+                        }
+                        let probe = ColumnDef {
+                            name: cname.clone(),
+                            ty,
+                            nullable,
+                            default: None,
+                            missing: None,
+                        };
+                        default = Some(crate::rows::default::check_default(
+                            &self.ctx.state(),
+                            &probe,
+                            e,
+                        )?);
+                    }
                     ColumnOption::PrimaryKey(_) => {
                         if primary_key.is_some() {
                             return Err(multiple());
@@ -1180,8 +1467,10 @@ impl Session {
             }
             columns.push(ColumnDef {
                 name: cname,
-                ty: ColumnType::from_sql(&c.data_type)?,
+                ty,
                 nullable,
+                default,
+                missing: None,
             });
         }
         for tc in &ct.constraints {
@@ -1230,7 +1519,10 @@ impl Session {
             id: 0,
             name: name.clone(),
             columns,
-            kind: TableKind::Table(RowTableOptions { primary_key }),
+            kind: TableKind::Table(RowTableOptions {
+                primary_key,
+                dropped: Vec::new(),
+            }),
         };
         let Some(def) = self.add_to_catalog(&schema, def, ct.if_not_exists).await? else {
             return Ok(command("CREATE TABLE"));
@@ -1286,6 +1578,221 @@ impl Session {
         rows.forget(def.id).await;
         tracing::info!(table = %name, id = def.id, "dropped table");
         Ok(())
+    }
+
+    /// `TRUNCATE t [, ...]` of row tables: every row of every named table is deleted in one
+    /// transaction (the block's, or one of its own), so it commits, rolls back and conflicts
+    /// like any other write, all tables or none. Names are checked before anything is deleted.
+    /// `RESTART IDENTITY` and `CASCADE` have nothing to act on (no sequences, no foreign keys)
+    /// and are accepted.
+    async fn truncate(&self, t: &datafusion::sql::sqlparser::ast::Truncate) -> Result<Output> {
+        let mut tables = Vec::with_capacity(t.table_names.len());
+        for target in &t.table_names {
+            let (schema, name) = self.resolve(&target.name)?;
+            let def = match self.engine.catalog.table(&self.database, &schema, &name) {
+                Some(d) => d,
+                None if t.if_exists => continue,
+                None => return Err(Error::UndefinedTable(name)),
+            };
+            if def.is_stream() {
+                self.refuse_write_on(&target.name, "TRUNCATE").await?;
+            }
+            if !tables.iter().any(|d: &TableDef| d.id == def.id) {
+                tables.push(def);
+            }
+        }
+        let rows = self.engine.rows_for(&self.database)?;
+        let mut guard = self.rows_txn.lock().await;
+        let mut own = None;
+        let txn = match guard.current(&rows.store) {
+            Some(t) => t,
+            None => own.insert(rows.store.begin()),
+        };
+        for def in &tables {
+            crate::rows::delete_all(txn, def.id).await?;
+        }
+        drop(guard);
+        if let Some(t) = own {
+            t.commit().await.map_err(rows_error)?;
+        }
+        Ok(command("TRUNCATE TABLE"))
+    }
+
+    /// `ALTER TABLE` of a row table: ADD COLUMN, DROP COLUMN, RENAME COLUMN, RENAME TO. Only
+    /// the catalog changes (one atomic write for all the statement's operations); stored rows
+    /// are never rewritten, see [`crate::rows::StoredLayout`].
+    async fn alter_table(
+        &self,
+        at: &datafusion::sql::sqlparser::ast::AlterTable,
+    ) -> Result<Output> {
+        use crate::catalog::DroppedColumn;
+        use datafusion::sql::sqlparser::ast::{AlterTableOperation as Op, RenameTableNameKind};
+        let (schema, name) = self.resolve(&at.name)?;
+        let Some(def) = self.engine.catalog.table(&self.database, &schema, &name) else {
+            if at.if_exists {
+                return Ok(command("ALTER TABLE"));
+            }
+            return Err(Error::UndefinedTable(name));
+        };
+        if def.is_stream() {
+            return Err(Error::Unsupported(format!(
+                "ALTER TABLE is not supported on stream \"{name}\""
+            )));
+        }
+        let rows = self.engine.rows_for(&self.database)?;
+        let state = self.ctx.state();
+        let mut new = def.clone();
+        let exists = |c: &str| {
+            Error::DuplicateColumn(format!(
+                "column \"{c}\" of relation \"{name}\" already exists"
+            ))
+        };
+        for op in &at.operations {
+            match op {
+                Op::AddColumn {
+                    if_not_exists,
+                    column_def,
+                    column_position,
+                    ..
+                } => {
+                    if column_position.is_some() {
+                        return Err(Error::Unsupported(
+                            "ADD COLUMN ... FIRST/AFTER is not supported".into(),
+                        ));
+                    }
+                    let cname = ident_name(&column_def.name);
+                    if new.columns.iter().any(|c| c.name == cname) {
+                        if *if_not_exists {
+                            continue;
+                        }
+                        return Err(exists(&cname));
+                    }
+                    let mut col = ColumnDef {
+                        name: cname.clone(),
+                        ty: ColumnType::from_sql(&column_def.data_type)?,
+                        nullable: true,
+                        default: None,
+                        missing: None,
+                    };
+                    for o in &column_def.options {
+                        match &o.option {
+                            ColumnOption::NotNull => col.nullable = false,
+                            ColumnOption::Null => col.nullable = true,
+                            ColumnOption::Default(e) => {
+                                col.default =
+                                    Some(crate::rows::default::check_default(&state, &col, e)?);
+                                col.missing = crate::rows::default::missing_value(&state, &col, e)?;
+                            }
+                            other => {
+                                return Err(Error::Unsupported(format!(
+                                    "ADD COLUMN with {other} is not supported"
+                                )))
+                            }
+                        }
+                    }
+                    if !col.nullable && col.missing.is_none() && has_rows(&rows, def.id).await? {
+                        return Err(Error::NotNullViolation(format!(
+                            "column \"{cname}\" of relation \"{name}\" contains null values"
+                        )));
+                    }
+                    new.columns.push(col);
+                }
+                Op::DropColumn {
+                    column_names,
+                    if_exists,
+                    ..
+                } => {
+                    for c in column_names {
+                        let cname = ident_name(c);
+                        let Some(i) = new.columns.iter().position(|x| x.name == cname) else {
+                            if *if_exists {
+                                continue;
+                            }
+                            return Err(Error::UndefinedColumn(format!(
+                                "{cname}\" of relation \"{name}"
+                            )));
+                        };
+                        let key = new.row_options().map(|o| o.primary_key.clone());
+                        if key.is_some_and(|k| k.contains(&cname)) {
+                            return Err(Error::Unsupported(format!(
+                                "dropping primary key column \"{cname}\" of table \"{name}\" is not supported"
+                            )));
+                        }
+                        if new.columns.len() == 1 {
+                            return Err(Error::Unsupported(format!(
+                                "dropping the last column of table \"{name}\" is not supported"
+                            )));
+                        }
+                        let position = new
+                            .stored_slots()
+                            .iter()
+                            .position(|s| *s == Ok(i))
+                            .ok_or_else(|| {
+                                Error::DataFusion(datafusion::error::DataFusionError::Internal(
+                                    format!("column \"{cname}\" has no stored slot"),
+                                ))
+                            })?;
+                        let ty = new.columns.remove(i).ty;
+                        if let TableKind::Table(o) = &mut new.kind {
+                            o.dropped.push(DroppedColumn { position, ty });
+                            o.dropped.sort_by_key(|d| d.position);
+                        }
+                    }
+                }
+                Op::RenameColumn {
+                    old_column_name,
+                    new_column_name,
+                } => {
+                    let (old, to) = (ident_name(old_column_name), ident_name(new_column_name));
+                    if new.columns.iter().any(|c| c.name == to) {
+                        return Err(exists(&to));
+                    }
+                    let col = new
+                        .columns
+                        .iter_mut()
+                        .find(|c| c.name == old)
+                        .ok_or_else(|| Error::UndefinedColumn(old.clone()))?;
+                    col.name = to.clone();
+                    if let TableKind::Table(o) = &mut new.kind {
+                        for k in &mut o.primary_key {
+                            if *k == old {
+                                *k = to.clone();
+                            }
+                        }
+                    }
+                }
+                Op::RenameTable { table_name } => {
+                    let (RenameTableNameKind::To(n) | RenameTableNameKind::As(n)) = table_name;
+                    let parts = object_parts(n);
+                    let [to] = parts.as_slice() else {
+                        return Err(Error::SyntaxRule(
+                            "a table cannot be renamed into another schema".into(),
+                        ));
+                    };
+                    new.name = to.clone();
+                }
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "ALTER TABLE ... {other} is not supported; ADD COLUMN, DROP COLUMN, \
+                         RENAME COLUMN and RENAME TO are"
+                    )))
+                }
+            }
+        }
+        if new.name != name
+            && self
+                .engine
+                .catalog
+                .table(&self.database, &schema, &new.name)
+                .is_some()
+        {
+            return Err(Error::DuplicateTable(new.name));
+        }
+        self.engine
+            .catalog
+            .alter_table(&self.database, &schema, &name, new)
+            .await?;
+        Ok(command("ALTER TABLE"))
     }
 
     async fn refuse_write_on(&self, name: &ObjectName, what: &str) -> Result<()> {
@@ -1420,6 +1927,8 @@ impl Session {
                 name: cname,
                 ty: ColumnType::from_sql(&c.data_type)?,
                 nullable,
+                default: None,
+                missing: None,
             });
         }
         if !ct.constraints.is_empty() {

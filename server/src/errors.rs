@@ -19,7 +19,35 @@ pub fn to_pg(e: &Error) -> ErrorInfo {
     let (code, message) = sqlstate(e);
     let mut info = error_info(code, message);
     info.detail = detail(e).map(str::to_string);
+    info.hint = hint(e).map(str::to_string);
     info
+}
+
+/// The HINT line of an error, looking through DataFusion's wrappers.
+fn hint(e: &Error) -> Option<&str> {
+    match e {
+        Error::DataFusion(d) => datafusion_hint(d),
+        other => other.hint(),
+    }
+}
+
+fn datafusion_hint(e: &DataFusionError) -> Option<&str> {
+    match e {
+        DataFusionError::Context(_, inner) => datafusion_hint(inner),
+        DataFusionError::Shared(inner) => datafusion_hint(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion_hint(inner),
+        DataFusionError::Collection(errs) => errs.first().and_then(datafusion_hint),
+        DataFusionError::External(b) => {
+            if let Some(pe) = b.downcast_ref::<Error>() {
+                hint(pe)
+            } else if let Some(d) = b.downcast_ref::<DataFusionError>() {
+                datafusion_hint(d)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
 }
 
 /// The DETAIL line of an error, looking through DataFusion's wrappers.
@@ -57,7 +85,7 @@ pub fn to_pgwire(e: &Error) -> PgWireError {
 /// The SQLSTATE and message for a planner error.
 pub fn sqlstate(e: &Error) -> (&'static str, String) {
     let code = match e {
-        Error::Syntax(_) => "42601",
+        Error::Syntax(_) | Error::SyntaxRule(_) => "42601",
         Error::UndefinedTable(_) | Error::UndefinedToDrop { .. } => "42P01",
         Error::DuplicateTable(_) => "42P07",
         Error::UndefinedColumn(_) => "42703",
@@ -70,6 +98,8 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::NotNullViolation(_) | Error::NotNullRow { .. } => "23502",
         Error::UniqueViolation { .. } => "23505",
         Error::SerializationFailure => "40001",
+        Error::InvalidColumnReference(_) => "42P10",
+        Error::CardinalityViolation { .. } => "21000",
         Error::ProgramLimit(_) => "54000",
         Error::Unsupported(_) => "0A000",
         Error::UndefinedDatabase(_) => "3D000",

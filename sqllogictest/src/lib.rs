@@ -272,3 +272,188 @@ impl Drop for BraidServer {
         }
     }
 }
+
+/// Where PostgreSQL's programs are: `$BRAID_PG_BIN`, else PostgreSQL 15's Debian location.
+pub fn postgres_bin_dir() -> PathBuf {
+    std::env::var_os("BRAID_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// A temporary PostgreSQL cluster (the reference the SQL tests are checked against): `initdb`
+/// into a temporary directory, started with `pg_ctl` on a free port on 127.0.0.1, trust
+/// authentication, `fsync=off` (nothing here needs durability across a machine crash).
+///
+/// PostgreSQL refuses to run as root, so when the tests run as root every program runs as the
+/// user `$BRAID_PG_USER` (default `postgres`) through `runuser`.
+#[derive(Debug)]
+pub struct PostgresServer {
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
+    pub port: u16,
+    run_as: Option<String>,
+    running: bool,
+    _temp: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    /// Creates and starts a fresh cluster.
+    pub async fn start() -> anyhow::Result<PostgresServer> {
+        let temp = tempfile::Builder::new()
+            .prefix("braid-pg-")
+            .tempdir()
+            .context("creating a temporary directory for PostgreSQL")?;
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let run_as =
+            is_root.then(|| std::env::var("BRAID_PG_USER").unwrap_or_else(|_| "postgres".into()));
+        if run_as.is_some() {
+            // The cluster's user must be able to create its directories in here.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o777))
+                .context("opening the temporary directory to the PostgreSQL user")?;
+        }
+        let socket_dir = temp.path().join("sock");
+        let mut s = PostgresServer {
+            data_dir: temp.path().join("data"),
+            log_path: temp.path().join("postgres.log"),
+            socket_dir,
+            port: free_port()?,
+            run_as,
+            running: false,
+            _temp: temp,
+        };
+        s.run("mkdir", &["-p", &s.socket_dir.display().to_string()], false)?;
+        let data = s.data_dir.display().to_string();
+        s.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            true,
+        )?;
+        s.pg_ctl_start()?;
+        Ok(s)
+    }
+
+    /// Runs `program` (from [`postgres_bin_dir`] when `pg`) as the cluster's user.
+    fn run(&self, program: &str, args: &[&str], pg: bool) -> anyhow::Result<()> {
+        let program = if pg {
+            postgres_bin_dir().join(program).display().to_string()
+        } else {
+            program.to_string()
+        };
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", &program]);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {args:?} failed with {}:\n{}{}\nlog:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        Ok(())
+    }
+
+    fn pg_ctl_start(&mut self) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c timezone=UTC",
+            self.port,
+            self.socket_dir.display()
+        );
+        let data = self.data_dir.display().to_string();
+        let log = self.log_path.display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+            ],
+            true,
+        )?;
+        self.running = true;
+        Ok(())
+    }
+
+    fn pg_ctl_stop(&mut self, mode: &str) -> anyhow::Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        let data = self.data_dir.display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", mode, "-w", "stop"], true)?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// The connection string for tokio-postgres.
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
+            self.port
+        )
+    }
+
+    /// Opens a connection; the connection task runs in the background.
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .context("connecting to PostgreSQL")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// A clean shutdown (`pg_ctl stop -m fast`).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("fast")
+    }
+
+    /// Clean shutdown, then start on the same data directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("fast")?;
+        self.pg_ctl_start()
+    }
+
+    /// `pg_ctl stop -m immediate` (no checkpoint: the next start runs crash recovery, as after
+    /// a SIGKILL), then start again.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("immediate")?;
+        self.pg_ctl_start()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl_stop("immediate");
+    }
+}

@@ -10,13 +10,25 @@
 //! files), `BRAID_SLT_COMPLETE=1 ...` rewrites the expected output from what the server
 //! returns (review the diff!). Each file gets its own server and data directory; after the
 //! file the server is stopped with SIGTERM and must exit 0 with no ERROR/WARN log line.
+//!
+//! Checking against PostgreSQL: `BRAID_SLT_TARGET=postgres cargo test -p braid-sqllogictest
+//! -- tables` runs the same files against a temporary PostgreSQL 15 cluster instead of braid
+//! (`initdb` in a temporary directory, a free port on 127.0.0.1, programs from `$BRAID_PG_BIN`,
+//! default `/usr/lib/postgresql/15/bin`; as root they run as `$BRAID_PG_USER`, default
+//! `postgres`). A file that passes there has PostgreSQL's results, SQLSTATEs and messages.
+//! With `BRAID_SLT_COMPLETE=1` it writes PostgreSQL's output into the files. There,
+//! `RESTART SERVER` is a clean `pg_ctl` restart and `KILL SERVER` an immediate stop (crash
+//! recovery on start). Records can be limited to one side with `onlyif braid` / `skipif
+//! braid` or `onlyif postgres` / `skipif postgres` (the runner's label is the target's name).
+//! Files under `test_files/` whose name does not start with `tables/` mostly use braid's own
+//! statements (streams) and are not meant to pass on PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use braid_sqllogictest::BraidServer;
+use braid_sqllogictest::{BraidServer, PostgresServer};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
 use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
@@ -69,8 +81,68 @@ fn harness_err(e: anyhow::Error) -> DbError {
     }
 }
 
+/// Which server the files run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Braid,
+    Postgres,
+}
+
+/// The server under test.
+#[derive(Debug)]
+enum Server {
+    Braid(BraidServer),
+    Postgres(PostgresServer),
+}
+
+impl Server {
+    async fn start(target: Target) -> anyhow::Result<Server> {
+        Ok(match target {
+            Target::Braid => Server::Braid(BraidServer::start().await?),
+            Target::Postgres => Server::Postgres(PostgresServer::start().await?),
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<Client> {
+        match self {
+            Server::Braid(s) => s.connect().await,
+            Server::Postgres(s) => s.connect().await,
+        }
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        match self {
+            Server::Braid(s) => s.restart().await,
+            Server::Postgres(s) => s.restart().await,
+        }
+    }
+
+    async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        match self {
+            Server::Braid(s) => s.kill_and_restart().await,
+            Server::Postgres(s) => s.kill_and_restart().await,
+        }
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        match self {
+            Server::Braid(s) => s.stop().await,
+            Server::Postgres(s) => s.stop().await,
+        }
+    }
+
+    /// ERROR/WARN lines of braid's log; PostgreSQL logs every failed statement, which the
+    /// files expect, so its log is not checked.
+    fn unexpected_log_lines(&self) -> Vec<String> {
+        match self {
+            Server::Braid(s) => s.unexpected_log_lines(),
+            Server::Postgres(_) => Vec::new(),
+        }
+    }
+}
+
 struct BraidDb {
-    server: Arc<Mutex<BraidServer>>,
+    server: Arc<Mutex<Server>>,
     client: Client,
     protocol: Protocol,
 }
@@ -282,8 +354,13 @@ fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_file(path: &Path, protocol: Protocol, complete: bool) -> anyhow::Result<()> {
-    let server = Arc::new(Mutex::new(BraidServer::start().await?));
+async fn run_file(
+    path: &Path,
+    protocol: Protocol,
+    complete: bool,
+    target: Target,
+) -> anyhow::Result<()> {
+    let server = Arc::new(Mutex::new(Server::start(target).await?));
     let s2 = server.clone();
     let mut runner = Runner::new(move || {
         let server = s2.clone();
@@ -296,7 +373,10 @@ async fn run_file(path: &Path, protocol: Protocol, complete: bool) -> anyhow::Re
             })
         }
     });
-    runner.add_label("braid");
+    runner.add_label(match target {
+        Target::Braid => "braid",
+        Target::Postgres => "postgres",
+    });
     let result = if complete {
         runner
             .update_test_file(
@@ -348,6 +428,11 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let complete = std::env::var("BRAID_SLT_COMPLETE").is_ok_and(|v| v == "1");
+    let target = match std::env::var("BRAID_SLT_TARGET").as_deref() {
+        Err(_) | Ok("") | Ok("braid") => Target::Braid,
+        Ok("postgres") => Target::Postgres,
+        Ok(other) => anyhow::bail!("BRAID_SLT_TARGET={other}: expected braid or postgres"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -366,7 +451,7 @@ fn main() -> anyhow::Result<()> {
         };
         for &protocol in protocols {
             let label = format!("{name} [{protocol:?}]");
-            match runtime.block_on(run_file(file, protocol, complete)) {
+            match runtime.block_on(run_file(file, protocol, complete, target)) {
                 Ok(()) => {
                     passed += 1;
                     println!("test {label} ... ok");

@@ -23,7 +23,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::key::KeyAccess;
 use super::txn::RowTxn;
-use super::{rows_error, RowsDb};
+use super::{rows_error, RowsDb, StoredLayout};
 use crate::catalog::TableDef;
 use crate::error::{Error, StorageErrorKind};
 use crate::rowcodec::RowDecoder;
@@ -242,7 +242,9 @@ impl ExecutionPlan for RowScanExec {
         let table = self.def.id;
         let table_name = self.def.name.clone();
         let access = self.access.clone();
-        let decoder = RowDecoder::new(&self.def.column_types(), &self.projection);
+        let decoder = StoredLayout::of(&self.def)
+            .map_err(Error::into_datafusion)?
+            .decoder(&self.projection);
         let remaining = self.limit.unwrap_or(usize::MAX);
         let out_schema = schema.clone();
         let start = async move {

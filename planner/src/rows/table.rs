@@ -6,6 +6,7 @@
 //! `BETWEEN`) are pushed down as `Inexact`: the scan narrows its reads to point gets or key
 //! ranges, and DataFusion still checks every filter above it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,7 +24,7 @@ use super::key::{key_access, usable_filter, KeyLayout};
 use super::scan::RowScanExec;
 use super::txn::RowTxn;
 use super::write::{DmlOp, RowDmlExec, RowSink, RowWriter};
-use super::RowsDb;
+use super::{RowsDb, StoredLayout};
 use crate::catalog::TableDef;
 use crate::error::{Error, Result};
 
@@ -34,6 +35,9 @@ pub struct RowTable {
     pub db: Arc<RowsDb>,
     layout: KeyLayout,
     schema: SchemaRef,
+    stored: Arc<StoredLayout>,
+    /// Planned `DEFAULT` expressions by column name ([`super::default`]).
+    defaults: HashMap<String, Expr>,
 }
 
 /// The schema of a row table: its columns, NOT NULL ones (and key columns) non-nullable.
@@ -56,12 +60,21 @@ impl RowTable {
     pub fn new(def: Arc<TableDef>, db: Arc<RowsDb>) -> Result<Self> {
         let layout = KeyLayout::new(&def)?;
         let schema = row_schema(&def);
+        let stored = Arc::new(StoredLayout::of(&def)?);
         Ok(RowTable {
             def,
             db,
             layout,
             schema,
+            stored,
+            defaults: HashMap::new(),
         })
+    }
+
+    /// The table with its columns' planned defaults.
+    pub fn with_defaults(mut self, defaults: HashMap<String, Expr>) -> Self {
+        self.defaults = defaults;
+        self
     }
 
     fn writer(&self) -> RowWriter {
@@ -70,6 +83,7 @@ impl RowTable {
             db: self.db.clone(),
             layout: self.layout.clone(),
             schema: self.schema.clone(),
+            stored: self.stored.clone(),
         }
     }
 }
@@ -82,6 +96,10 @@ impl TableProvider for RowTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn supports_filters_pushdown(

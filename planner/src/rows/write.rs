@@ -30,17 +30,15 @@ use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExp
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use braid_ingest::rows::Transaction;
 
 use super::key::{KeyAccess, KeyLayout};
 use super::txn::RowTxn;
-use super::{read_rows, rows_error, RowsDb};
+use super::{read_rows, rows_error, RowsDb, StoredLayout};
 use crate::catalog::TableDef;
 use crate::error::{Error, Result, StorageErrorKind};
-use crate::rowcodec::{encode_row, RowDecoder};
-use crate::types::ColumnType;
 
 /// Rows decoded per batch when an UPDATE or DELETE evaluates its filters.
 const DML_BATCH_ROWS: usize = 8192;
@@ -52,6 +50,8 @@ pub struct RowWriter {
     pub db: Arc<RowsDb>,
     pub layout: KeyLayout,
     pub schema: SchemaRef,
+    /// Where each column goes in a stored row.
+    pub stored: Arc<StoredLayout>,
 }
 
 /// One cell as PostgreSQL prints it in a DETAIL line.
@@ -102,7 +102,7 @@ impl RowWriter {
     }
 
     /// PostgreSQL's 23502 for a NULL in a NOT NULL (or key) column of row `row`.
-    fn check_not_null(&self, columns: &[ArrayRef], row: usize) -> Result<()> {
+    pub(crate) fn check_not_null(&self, columns: &[ArrayRef], row: usize) -> Result<()> {
         let key_cols: HashSet<usize> = self.layout.columns.iter().map(|c| c.0).collect();
         for (i, (c, a)) in self.def.columns.iter().zip(columns).enumerate() {
             if (!c.nullable || key_cols.contains(&i)) && a.is_null(row) {
@@ -120,7 +120,7 @@ impl RowWriter {
     }
 
     /// PostgreSQL's 23505 for the key of row `row`.
-    fn duplicate(&self, columns: &[ArrayRef], row: usize) -> Error {
+    pub(crate) fn duplicate(&self, columns: &[ArrayRef], row: usize) -> Error {
         let vals: Vec<String> = self
             .layout
             .columns
@@ -140,14 +140,13 @@ impl RowWriter {
         }
     }
 
-    fn encode(&self, columns: &[ArrayRef], row: usize) -> Vec<u8> {
-        let types: Vec<ColumnType> = self.def.column_types();
+    pub(crate) fn encode(&self, columns: &[ArrayRef], row: usize) -> Vec<u8> {
         let mut value = Vec::with_capacity(64);
-        encode_row(&types, columns, row, &mut value);
+        self.stored.encode(columns, row, &mut value);
         value
     }
 
-    fn key_of(&self, columns: &[ArrayRef], row: usize) -> Result<Vec<u8>> {
+    pub(crate) fn key_of(&self, columns: &[ArrayRef], row: usize) -> Result<Vec<u8>> {
         self.layout.row_key(columns, row).ok_or_else(|| {
             Error::DataFusion(DataFusionError::Internal(
                 "a key column is NULL after the not-null check".into(),
@@ -275,6 +274,9 @@ pub struct RowDmlExec {
     access: KeyAccess,
     access_desc: String,
     txn: Option<Arc<RowTxn>>,
+    /// Produce the rows changed (new values of an UPDATE, old rows of a DELETE) in the
+    /// table's schema instead of the count, for RETURNING.
+    returning: bool,
     properties: Arc<PlanProperties>,
 }
 
@@ -307,6 +309,28 @@ impl RowDmlExec {
             access,
             access_desc,
             txn,
+            returning: false,
+            properties,
+        }
+    }
+
+    /// The same statement producing the rows it changes (in the table's schema) instead of
+    /// their count.
+    pub fn with_returning(&self) -> RowDmlExec {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(self.writer.schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        RowDmlExec {
+            writer: self.writer.clone(),
+            op: self.op.clone(),
+            filters: self.filters.clone(),
+            access: self.access.clone(),
+            access_desc: self.access_desc.clone(),
+            txn: self.txn.clone(),
+            returning: true,
             properties,
         }
     }
@@ -317,7 +341,8 @@ impl RowDmlExec {
         filters: Vec<Arc<dyn PhysicalExpr>>,
         access: KeyAccess,
         block: Option<Arc<RowTxn>>,
-    ) -> Result<u64> {
+        returning: bool,
+    ) -> Result<(u64, Vec<RecordBatch>)> {
         let mut own: Option<Transaction> = None;
         let mut guard = match &block {
             Some(t) => Some(t.lock().await),
@@ -330,8 +355,7 @@ impl RowDmlExec {
         };
         let table = writer.def.id;
         let rows = read_rows(txn, table, &access).await?;
-        let types = writer.def.column_types();
-        let all: Vec<usize> = (0..types.len()).collect();
+        let all: Vec<usize> = (0..writer.def.columns.len()).collect();
         let mut count = 0u64;
         // Changes are computed for every row first and written after, so the statement never
         // sees its own writes (and a key may move onto a key another row moves away from).
@@ -340,8 +364,9 @@ impl RowDmlExec {
         // Rows whose key changes: (new key, value, the new row's columns and row index for a
         // duplicate-key message).
         let mut inserts: Vec<MovedRow> = Vec::new();
+        let mut changed: Vec<RecordBatch> = Vec::new();
         for chunk in rows.chunks(DML_BATCH_ROWS) {
-            let mut dec = RowDecoder::new(&types, &all);
+            let mut dec = writer.stored.decoder(&all);
             for (_, v) in chunk {
                 dec.append(v).map_err(|e| Error::Storage {
                     kind: StorageErrorKind::Corruption,
@@ -397,6 +422,22 @@ impl RowDmlExec {
                     Some(cols)
                 }
             };
+            if returning {
+                let rows = match &new_columns {
+                    None => batch.clone(),
+                    Some(cols) => RecordBatch::try_new_with_options(
+                        writer.schema.clone(),
+                        cols.clone(),
+                        &opts,
+                    )
+                    .map_err(|e| Error::DataFusion(e.into()))?,
+                };
+                let mask = datafusion::arrow::array::BooleanArray::from(keep.clone());
+                changed.push(
+                    datafusion::arrow::compute::filter_record_batch(&rows, &mask)
+                        .map_err(|e| Error::DataFusion(e.into()))?,
+                );
+            }
             for (row, ((old_key, _), keep)) in chunk.iter().zip(&keep).enumerate() {
                 if !keep {
                     continue;
@@ -440,7 +481,7 @@ impl RowDmlExec {
         if let Some(t) = own {
             t.commit().await.map_err(rows_error)?;
         }
-        Ok(count)
+        Ok((count, changed))
     }
 }
 
@@ -500,15 +541,28 @@ impl ExecutionPlan for RowDmlExec {
         let filters = self.filters.clone();
         let access = self.access.clone();
         let block = self.txn.clone();
-        let schema = count_schema();
+        let returning = self.returning;
+        let schema = if returning {
+            self.writer.schema.clone()
+        } else {
+            count_schema()
+        };
         let out = schema.clone();
         let stream = futures::stream::once(async move {
-            let n = RowDmlExec::run(writer, op, filters, access, block)
+            let (n, rows) = RowDmlExec::run(writer, op, filters, access, block, returning)
                 .await
                 .map_err(Error::into_datafusion)?;
-            let batch = RecordBatch::try_new(out, vec![Arc::new(UInt64Array::from(vec![n]))])?;
-            Ok::<_, DataFusionError>(batch)
-        });
+            let batches = if returning {
+                rows
+            } else {
+                vec![RecordBatch::try_new(
+                    out,
+                    vec![Arc::new(UInt64Array::from(vec![n]))],
+                )?]
+            };
+            Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+        })
+        .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

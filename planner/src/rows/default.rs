@@ -1,0 +1,148 @@
+//! Column `DEFAULT` expressions of row tables.
+//!
+//! A default is kept in the catalog as SQL text (the PostgreSQL dialect, as sqlparser prints
+//! it). At CREATE TABLE it is checked the way PostgreSQL checks it: no column references, no
+//! subqueries, and it must plan and convert to the column's type (a constant that does not, like
+//! `int DEFAULT 'abc'`, fails then, not at the first INSERT). At INSERT it becomes a DataFusion
+//! expression that DataFusion's INSERT planning puts in place of every column the statement
+//! leaves out ([`crate::rows::table::RowTable`]'s `get_column_default`), and the `DEFAULT`
+//! keyword inside `VALUES` is replaced by the same expression before planning
+//! ([`replace_default_keywords`]).
+//!
+//! What must stay true: a default is evaluated per statement by the planner, like any
+//! expression of the INSERT, so `now()` is the statement's time in every row, as in PostgreSQL
+//! (where `now()` is the transaction's start; braid uses the statement's).
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Expr, ExprSchemable};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions, Expr as SqlExpr, ExprWithAlias, SetExpr, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::catalog::{ColumnDef, TableDef};
+use crate::error::{Error, Result};
+
+/// Checks a column's `DEFAULT` expression and returns the text the catalog keeps.
+pub fn check_default(state: &SessionState, column: &ColumnDef, expr: &SqlExpr) -> Result<String> {
+    let refused = visit_expressions(expr, |e| match e {
+        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => {
+            ControlFlow::Break("cannot use column reference in DEFAULT expression")
+        }
+        SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. } => {
+            ControlFlow::Break("cannot use subquery in DEFAULT expression")
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if let ControlFlow::Break(m) = refused {
+        return Err(Error::Unsupported(m.into()));
+    }
+    let logical = plan_default(state, expr)?;
+    // Simplifying folds constants, so a literal that does not convert to the column's type
+    // fails here with the cast's error (22P02), as PostgreSQL's CREATE TABLE does.
+    let empty = Arc::new(DFSchema::empty());
+    let cast = logical.cast_to(&column.ty.arrow_type(), empty.as_ref())?;
+    let ctx = SimplifyContext::builder()
+        .with_schema(empty)
+        .with_current_time()
+        .build();
+    ExprSimplifier::new(ctx).simplify(cast)?;
+    Ok(expr.to_string())
+}
+
+fn plan_default(state: &SessionState, expr: &SqlExpr) -> Result<Expr> {
+    let with_alias = ExprWithAlias {
+        expr: expr.clone(),
+        alias: None,
+    };
+    Ok(state.create_logical_expr_from_sql_expr(with_alias, &DFSchema::empty())?)
+}
+
+/// The value rows stored before `ADD COLUMN ... DEFAULT expr` read for the new column: the
+/// default evaluated once, as PostgreSQL does for a non-volatile default, in the row codec's
+/// encoding and hex (`None` for NULL). A default that is not constant after folding (a
+/// volatile function) is refused: PostgreSQL would rewrite every row with its own value.
+pub fn missing_value(
+    state: &SessionState,
+    column: &ColumnDef,
+    expr: &SqlExpr,
+) -> Result<Option<String>> {
+    let logical = plan_default(state, expr)?;
+    let empty = Arc::new(DFSchema::empty());
+    let ty = column.ty.arrow_type();
+    let cast = logical.cast_to(&ty, empty.as_ref())?;
+    let ctx = SimplifyContext::builder()
+        .with_schema(empty)
+        .with_current_time()
+        .build();
+    let folded = ExprSimplifier::new(ctx).simplify(cast)?;
+    let Expr::Literal(value, _) = folded else {
+        return Err(Error::Unsupported(format!(
+            "ADD COLUMN \"{}\" with a DEFAULT that is not constant ({expr}) is not supported; \
+             add the column, then UPDATE the rows",
+            column.name
+        )));
+    };
+    let array = value.to_array_of_size(1)?;
+    let array = if array.data_type() == &ty {
+        array
+    } else {
+        datafusion::arrow::compute::cast(&array, &ty).map_err(|e| Error::DataFusion(e.into()))?
+    };
+    Ok(crate::rowcodec::encode_value(column.ty, &array, 0).map(|b| crate::rows::encode_hex(&b)))
+}
+
+/// Parses a stored default back into SQL.
+pub fn parse_default(text: &str) -> Result<SqlExpr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| Error::CatalogCorrupt {
+            path: "catalog".into(),
+            reason: format!("a column default does not parse ({text}): {e}"),
+        })
+}
+
+/// The planned defaults of `def`'s columns, by column name (columns without one are absent).
+pub fn default_exprs(state: &SessionState, def: &TableDef) -> Result<HashMap<String, Expr>> {
+    let mut out = HashMap::new();
+    for c in &def.columns {
+        if let Some(text) = &c.default {
+            out.insert(c.name.clone(), plan_default(state, &parse_default(text)?)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `e` is the bare keyword `DEFAULT` (sqlparser reads it as an identifier in VALUES).
+fn is_default_keyword(e: &SqlExpr) -> bool {
+    matches!(e, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
+/// Replaces `DEFAULT` in the rows of an `INSERT ... VALUES` by the column's default (or NULL).
+/// `columns[i]` is the target column of the i-th value of a row.
+pub fn replace_default_keywords(body: &mut SetExpr, columns: &[&ColumnDef]) -> Result<()> {
+    let SetExpr::Values(values) = body else {
+        return Ok(());
+    };
+    for row in &mut values.rows {
+        for (i, cell) in row.content.iter_mut().enumerate() {
+            if !is_default_keyword(cell) {
+                continue;
+            }
+            *cell = match columns.get(i).and_then(|c| c.default.as_deref()) {
+                Some(text) => SqlExpr::Nested(Box::new(parse_default(text)?)),
+                None => SqlExpr::value(Value::Null),
+            };
+        }
+    }
+    Ok(())
+}
