@@ -7,9 +7,12 @@
 //! - `log`: LogCore appends vs a raw `pwrite` + `fdatasync` loop ([`log_bench`]).
 //! - `wire`: bulk event ingest and two queries over the PostgreSQL wire protocol, the `braid`
 //!   server vs PostgreSQL 15 started side by side ([`wire_bench`]).
+//! - `tables`: pgbench-like row-table transactions (TPC-B-like, select-only) and queries over
+//!   the wire, the `braid` server vs PostgreSQL 15 started side by side ([`tables_bench`]).
 
 mod log_bench;
 mod measure;
+mod tables_bench;
 mod wire_bench;
 
 use std::path::PathBuf;
@@ -33,6 +36,10 @@ enum Command {
     /// Event ingest (COPY, concurrent single-row INSERTs) and queries over the wire: the braid
     /// server vs PostgreSQL 15, both started by the run on the same disk.
     Wire(WireArgs),
+    /// pgbench-like row tables over the wire: TPC-B-like and select-only transactions from
+    /// concurrent clients, a range scan and an aggregate; the braid server vs PostgreSQL 15,
+    /// both started by the run on the same disk.
+    Tables(TablesArgs),
 }
 
 /// Options of the `log` subcommand.
@@ -106,10 +113,51 @@ pub struct WireArgs {
     pub pg_user: String,
 }
 
+/// Options of the `tables` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct TablesArgs {
+    /// Rows of `pgbench_accounts` (one branch per 100,000, ten tellers per branch).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub accounts: u64,
+    /// Timed seconds of each workload on each system (split over the rounds).
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Concurrent clients, each on its own connection.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Interleaved rounds (braid, PostgreSQL, braid, …) each workload's time is split into.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Timed repetitions of each query (after one untimed warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Smoke test: 100,000 accounts, 4 s per workload in one round, 3 query repetitions
+    /// (overrides the above).
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory both servers' data directories are made in (a fresh temporary directory inside
+    /// it, removed at the end). Must be on the disk you want to measure; default:
+    /// `<repo>/target/braid-bench`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The `braid` server binary; default: `$CARGO_TARGET_DIR/release/braid`, else
+    /// `<repo>/target/release/braid` (build it with `cargo build --release -p braid-server`).
+    #[arg(long)]
+    pub braid_bin: Option<PathBuf>,
+    /// Directory holding PostgreSQL's `initdb`, `pg_ctl` and `postgres`.
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pub pg_bin: PathBuf,
+    /// OS user PostgreSQL runs as when the benchmark runs as root (created with
+    /// `useradd --system` if missing).
+    #[arg(long, default_value = "postgres")]
+    pub pg_user: String,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Log(args) => log_bench::run(&args),
         Command::Wire(args) => wire_bench::run(&args),
+        Command::Tables(args) => tables_bench::run(&args),
     }
 }

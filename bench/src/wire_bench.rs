@@ -85,50 +85,20 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
             reps: args.reps.max(1),
         }
     };
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let braid_bin = match &args.braid_bin {
-        Some(b) => b.clone(),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target"))
-            .join("release/braid"),
-    };
-    if !braid_bin.is_file() {
-        bail!(
-            "no braid binary at {}: build it with `cargo build --release -p braid-server` (same CARGO_TARGET_DIR) or pass --braid-bin",
-            braid_bin.display()
-        );
-    }
+    let env = RunEnv::prepare(
+        args.braid_bin.as_ref(),
+        &args.pg_bin,
+        args.dir.as_ref(),
+        "wire-",
+    )?;
+    let (braid_bin, base, tmp, device, fs_type) = (
+        &env.braid_bin,
+        &env.base,
+        &env.tmp,
+        &env.device,
+        &env.fs_type,
+    );
     let postgres = args.pg_bin.join("postgres");
-    if !postgres.is_file() {
-        bail!("no PostgreSQL at {}: pass --pg-bin DIR", postgres.display());
-    }
-
-    let base = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| repo.join("target/braid-bench"));
-    std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
-    let base = base
-        .canonicalize()
-        .with_context(|| format!("resolve {}", base.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("wire-")
-        .tempdir_in(&base)
-        .with_context(|| format!("create a temporary directory in {}", base.display()))?;
-    // PostgreSQL's user must be able to reach its data directory inside.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("chmod {}", tmp.path().display()))?;
-    }
-    let (device, fs_type) = mount_of(tmp.path());
-    if fs_type == "tmpfs" || fs_type == "ramfs" {
-        eprintln!(
-            "warning: {} is on {fs_type}: fsync is free there, pass --dir on a real disk",
-            base.display()
-        );
-    }
 
     println!("# braid-bench wire");
     println!();
@@ -148,7 +118,7 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
     println!(
         "braid: {} (built {}), durability sync (default); PostgreSQL: {} ({}), defaults",
         braid_bin.display(),
-        modified_ago(&braid_bin),
+        modified_ago(braid_bin),
         command_output(Command::new(&postgres).arg("--version"))
             .unwrap_or_else(|e| format!("? ({e})")),
         args.pg_bin.display(),
@@ -170,7 +140,7 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
     );
     println!();
 
-    let braid = BraidServer::start(&braid_bin, &tmp.path().join("braid")).await?;
+    let braid = BraidServer::start(braid_bin, &tmp.path().join("braid")).await?;
     let pg = PgServer::start(&args.pg_bin, &args.pg_user, &tmp.path().join("pg")).await?;
     let systems = [
         System {
@@ -383,7 +353,82 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verdict(ok: bool) -> &'static str {
+/// What every side-by-side run needs before it starts the servers: the braid binary, and a
+/// fresh temporary directory on the disk to measure, reachable by PostgreSQL's user.
+pub(crate) struct RunEnv {
+    pub braid_bin: PathBuf,
+    /// The directory the temporary directory is made in (canonical).
+    pub base: PathBuf,
+    /// Both servers' data directories go inside; removed on drop.
+    pub tmp: tempfile::TempDir,
+    pub device: String,
+    pub fs_type: String,
+}
+
+impl RunEnv {
+    /// Finds the braid binary (`--braid-bin`, else `$CARGO_TARGET_DIR/release/braid`, else
+    /// `<repo>/target/release/braid`) and PostgreSQL, and makes the run's directory in `dir`
+    /// (default `<repo>/target/braid-bench`). Warns when that is on tmpfs, where fsync is free.
+    pub(crate) fn prepare(
+        braid_bin: Option<&PathBuf>,
+        pg_bin: &Path,
+        dir: Option<&PathBuf>,
+        prefix: &str,
+    ) -> anyhow::Result<RunEnv> {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let braid_bin = match braid_bin {
+            Some(b) => b.clone(),
+            None => std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join("target"))
+                .join("release/braid"),
+        };
+        if !braid_bin.is_file() {
+            bail!(
+                "no braid binary at {}: build it with `cargo build --release -p braid-server` (same CARGO_TARGET_DIR) or pass --braid-bin",
+                braid_bin.display()
+            );
+        }
+        let postgres = pg_bin.join("postgres");
+        if !postgres.is_file() {
+            bail!("no PostgreSQL at {}: pass --pg-bin DIR", postgres.display());
+        }
+
+        let base = dir
+            .cloned()
+            .unwrap_or_else(|| repo.join("target/braid-bench"));
+        std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+        let base = base
+            .canonicalize()
+            .with_context(|| format!("resolve {}", base.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&base)
+            .with_context(|| format!("create a temporary directory in {}", base.display()))?;
+        // PostgreSQL's user must be able to reach its data directory inside.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", tmp.path().display()))?;
+        }
+        let (device, fs_type) = mount_of(tmp.path());
+        if fs_type == "tmpfs" || fs_type == "ramfs" {
+            eprintln!(
+                "warning: {} is on {fs_type}: fsync is free there, pass --dir on a real disk",
+                base.display()
+            );
+        }
+        Ok(RunEnv {
+            braid_bin,
+            base,
+            tmp,
+            device,
+            fs_type,
+        })
+    }
+}
+
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
     } else {
@@ -535,7 +580,7 @@ impl ToSql for JsonText<'_> {
 // ---------------------------------------------------------------------------------------------
 // The phases.
 
-async fn connect(conninfo: &str) -> anyhow::Result<Client> {
+pub(crate) async fn connect(conninfo: &str) -> anyhow::Result<Client> {
     let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
         .await
         .with_context(|| format!("connect to {conninfo}"))?;
@@ -664,7 +709,7 @@ struct QueryRow {
 }
 
 /// The values of the first row of a simple-query result, joined with `, `.
-fn first_row(messages: &[SimpleQueryMessage]) -> String {
+pub(crate) fn first_row(messages: &[SimpleQueryMessage]) -> String {
     messages
         .iter()
         .find_map(|m| match m {
@@ -680,7 +725,7 @@ fn first_row(messages: &[SimpleQueryMessage]) -> String {
 }
 
 /// All rows of a simple-query result (EXPLAIN output), one line each.
-fn all_rows(messages: &[SimpleQueryMessage]) -> Vec<String> {
+pub(crate) fn all_rows(messages: &[SimpleQueryMessage]) -> Vec<String> {
     messages
         .iter()
         .filter_map(|m| match m {
@@ -826,7 +871,7 @@ async fn run_queries(systems: &[System; 2], s: &Settings) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_unstable_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
@@ -839,7 +884,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn command_output(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn command_output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
@@ -852,7 +897,7 @@ fn command_output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn modified_ago(path: &Path) -> String {
+pub(crate) fn modified_ago(path: &Path) -> String {
     std::fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
@@ -861,7 +906,7 @@ fn modified_ago(path: &Path) -> String {
 }
 
 /// Bytes allocated on disk under `dir` (`st_blocks`, so sparse preallocation counts as used).
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -899,7 +944,7 @@ async fn wait_ready(
 /// The braid server as a child process in its own process group (so a Ctrl-C at the terminal
 /// reaches the benchmark, which stops it, rather than both at once). Dropping it stops it.
 #[derive(Debug)]
-struct BraidServer {
+pub(crate) struct BraidServer {
     child: Option<Child>,
     data_dir: PathBuf,
     log: PathBuf,
@@ -907,7 +952,7 @@ struct BraidServer {
 }
 
 impl BraidServer {
-    async fn start(bin: &Path, data_dir: &Path) -> anyhow::Result<BraidServer> {
+    pub(crate) async fn start(bin: &Path, data_dir: &Path) -> anyhow::Result<BraidServer> {
         use std::os::unix::process::CommandExt;
         let port = free_port()?;
         let log = data_dir.with_extension("log");
@@ -952,19 +997,19 @@ impl BraidServer {
         Ok(server)
     }
 
-    fn conninfo(&self) -> String {
+    pub(crate) fn conninfo(&self) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
     }
 
-    fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
     /// Stops the server with SIGTERM (it drains and exits 0) and returns its WARN/ERROR lines.
-    fn stop(mut self) -> anyhow::Result<Vec<String>> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<Vec<String>> {
         let status = self.terminate();
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let problems = log
@@ -1012,7 +1057,7 @@ impl Drop for BraidServer {
 /// directory (its defaults; only the port, the listen address and the socket directory are
 /// set). Dropping it stops it (`pg_ctl stop -m fast`).
 #[derive(Debug)]
-struct PgServer {
+pub(crate) struct PgServer {
     bin: PathBuf,
     /// `Some(user)` when running as root: every PostgreSQL tool runs through `runuser -u`.
     user: Option<String>,
@@ -1022,7 +1067,11 @@ struct PgServer {
 }
 
 impl PgServer {
-    async fn start(bin: &Path, wanted_user: &str, data_dir: &Path) -> anyhow::Result<PgServer> {
+    pub(crate) async fn start(
+        bin: &Path,
+        wanted_user: &str,
+        data_dir: &Path,
+    ) -> anyhow::Result<PgServer> {
         let root = command_output(Command::new("id").arg("-u"))? == "0";
         let user = if root {
             let user = if Command::new("id")
@@ -1134,18 +1183,18 @@ impl PgServer {
         }
     }
 
-    fn conninfo(&self) -> String {
+    pub(crate) fn conninfo(&self) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
     }
 
-    fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 
