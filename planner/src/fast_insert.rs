@@ -188,12 +188,12 @@ impl FastInsert {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        Ok(RecordBatch::try_new_with_options(
+        RecordBatch::try_new_with_options(
             schema,
             columns,
             &RecordBatchOptions::new().with_row_count(Some(self.rows.len())),
         )
-        .map_err(arrow)?)
+        .map_err(arrow)
     }
 }
 

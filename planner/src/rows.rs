@@ -143,11 +143,11 @@ pub(crate) fn decode_hex(s: &str) -> std::result::Result<Vec<u8>, String> {
         b'A'..=b'F' => Ok(c - b'A' + 10),
         _ => Err(format!("{s:?} is not hex")),
     };
-    let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    let pairs = s.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return Err(format!("{s:?} has an odd number of hex digits"));
     }
-    b.chunks(2)
+    pairs
         .map(|p| match p {
             [h, l] => Ok(digit(*h)? << 4 | digit(*l)?),
             _ => Err(format!("{s:?} is not hex")),

@@ -497,7 +497,6 @@ fn stage_copy(
         stage(&mut rows, &mut line)?;
         rows = rest;
     }
-    drop(stage);
     Ok(staged)
 }
 
@@ -557,7 +556,8 @@ pub struct Prepared {
 enum PreparedKind {
     Empty,
     Plan {
-        plan: LogicalPlan,
+        /// Boxed: a plan is large and most statements prepared are short-lived.
+        plan: Box<LogicalPlan>,
         params: Vec<Option<DataType>>,
         /// Set when the statement is an INSERT the fast path runs without DataFusion.
         fast: Option<Arc<FastInsert>>,
@@ -595,7 +595,7 @@ impl Prepared {
             PreparedKind::Plan {
                 clauses: Some(c), ..
             } => c.returning.as_ref().map(Returning::schema),
-            PreparedKind::Plan { plan, .. } => match plan {
+            PreparedKind::Plan { plan, .. } => match plan.as_ref() {
                 LogicalPlan::Dml(_) => None,
                 p => Some(Arc::new(p.schema().as_arrow().clone())),
             },
@@ -969,7 +969,7 @@ impl Session {
         Ok(Prepared {
             sql: sql.to_string(),
             kind: PreparedKind::Plan {
-                plan,
+                plan: Box::new(plan),
                 params: ordered,
                 fast,
                 generation,
@@ -1059,9 +1059,9 @@ impl Session {
             }),
             PreparedKind::Plan { plan, clauses, .. } => {
                 let plan = if params.is_empty() {
-                    plan.clone()
+                    plan.as_ref().clone()
                 } else {
-                    plan.clone().with_param_values(params)?
+                    plan.as_ref().clone().with_param_values(params)?
                 };
                 match clauses {
                     Some(c) => self.execute_with_clauses(plan, c).await,

@@ -62,7 +62,7 @@ impl StreamOptions {
                 }
                 "partition_key" => {
                     let col = value.trim().to_string();
-                    if !columns.iter().any(|c| *c == col) {
+                    if !columns.contains(&col) {
                         return Err(Error::InvalidParameter(format!(
                             "partition_key '{col}' is not a column of the stream (columns: {})",
                             columns.join(", ")
