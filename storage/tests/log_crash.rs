@@ -7,8 +7,8 @@
 //! - reads never fail, from the start or from the middle of a sealed segment;
 //! - the next child resumes exactly at the end the parent saw, so offsets continue;
 //! - an append is all or nothing: every record carries its append's first seq and size, and
-//!   an append is either wholly present or absent. Some appends are large enough to be written
-//!   as a chain of batches, so kills also land between a chain's parts.
+//!   an append is either wholly present or absent. Some appends are large (about 800 KB, many
+//!   pages of one write), so kills also land while a large batch is half in the file.
 //!
 //! Segments are small, so kills also land inside a roll (index files, producer snapshot, new
 //! segment). The test binary is its own child: with `BRAID_CRASH_CHILD=<dir>` set, the test
@@ -45,7 +45,7 @@ const KILL_DELAY_MIN_MS: u64 = 20;
 const KILL_DELAY_MAX_MS: u64 = 300;
 /// Longest pause of a child task between two appends.
 const CHILD_PAUSE_MAX_MS: u64 = 8;
-/// Records of an occasional large append: about 800 KB, written as a chain of batches.
+/// Records of an occasional large append: about 800 KB in one batch.
 const LARGE_APPEND: u64 = 4000;
 /// The record header naming a record's append: `<first seq>+<records>`.
 const APPEND_HEADER: &str = "append";

@@ -9,8 +9,7 @@
 //!  8  batch_len          u32   bytes of the whole batch, header included
 //! 12  magic              [4]   "BRDB"
 //! 16  version            u8    1
-//! 17  attributes         u8    bit 0: continued (more batches of the same append follow);
-//!                                 other bits 0
+//! 17  attributes         u8    0 (reserved)
 //! 18  reserved           u16   0
 //! 20  crc32c             u32   over bytes 24..batch_len
 //! 24  last_offset_delta  u32   offset of the last record minus base_offset
@@ -25,12 +24,6 @@
 //! checksummed by the appending task and only stamped with its offset by the writer (Kafka does
 //! the same). Those two fields are still checked: offsets must follow on from the previous
 //! batch and the length must land on the next batch or the end of the file.
-//!
-//! A large append is written as a *chain* of batches so that its first part reaches the disk
-//! while the appender still encodes the rest: every batch of the chain but the last has the
-//! `continued` attribute. A chain is one append: readers never see it before its last batch is
-//! durable, and recovery cuts a chain that has no last batch (an append that never finished)
-//! exactly like a torn batch.
 //!
 //! Record:
 //! ```text
@@ -52,9 +45,6 @@ pub const BATCH_HEADER_LEN: usize = 64;
 pub const BATCH_DECODE_BYTES_MAX: u32 = 1 << 30;
 /// First byte covered by the batch checksum.
 pub const BATCH_CRC_START: usize = 24;
-/// Attribute bit: more batches of the same append follow this one.
-pub const ATTR_CONTINUED: u8 = 0x01;
-const ATTR_KNOWN: u8 = ATTR_CONTINUED;
 const RECORD_FIXED_LEN: usize = 4 + 4 + 8 + 4 + 4 + 2;
 
 /// Offset and time index files: a 16-byte header, then fixed-size entries.
@@ -149,7 +139,6 @@ pub enum DecodeError {
 pub struct BatchHeader {
     pub base_offset: u64,
     pub batch_len: u32,
-    pub attributes: u8,
     pub crc: u32,
     pub last_offset_delta: u32,
     pub record_count: u32,
@@ -166,11 +155,6 @@ impl BatchHeader {
 
     pub fn next_offset(&self) -> u64 {
         self.last_offset() + 1
-    }
-
-    /// More batches of the same append follow (see the module docs on chains).
-    pub fn continued(&self) -> bool {
-        self.attributes & ATTR_CONTINUED != 0
     }
 
     pub fn producer(&self) -> Option<ProducerSeq> {
@@ -200,10 +184,7 @@ impl BatchHeader {
         if version != BATCH_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
-        let attributes = c.u8()?;
-        if attributes & !ATTR_KNOWN != 0 {
-            return Err(DecodeError::Malformed("unknown batch attributes"));
-        }
+        let _attributes = c.u8()?;
         let _reserved = c.u16()?;
         let crc = c.u32()?;
         let last_offset_delta = c.u32()?;
@@ -230,7 +211,6 @@ impl BatchHeader {
         Ok(BatchHeader {
             base_offset,
             batch_len,
-            attributes,
             crc,
             last_offset_delta,
             record_count,
@@ -337,8 +317,6 @@ pub struct EncodedBatch {
     pub(crate) max_timestamp: i64,
     pub(crate) producer: Option<ProducerSeq>,
     pub(crate) has_null_key: bool,
-    /// A part of a chain that is not its last (see the module docs).
-    pub(crate) continued: bool,
 }
 
 impl EncodedBatch {
@@ -436,7 +414,6 @@ fn write_header(
     first_timestamp: i64,
     max_timestamp: i64,
     producer: Option<ProducerSeq>,
-    attributes: u8,
 ) {
     let (pid, seq) = producer.map_or((0, 0), |p| (p.producer_id, p.sequence));
     let h = &mut buf[..BATCH_HEADER_LEN];
@@ -444,7 +421,7 @@ fn write_header(
     h[8..12].copy_from_slice(&batch_len.to_le_bytes());
     h[12..16].copy_from_slice(&BATCH_MAGIC);
     h[16] = BATCH_VERSION;
-    h[17] = attributes;
+    h[17] = 0;
     h[18..20].copy_from_slice(&0u16.to_le_bytes());
     h[20..24].copy_from_slice(&0u32.to_le_bytes());
     h[24..28].copy_from_slice(&last_offset_delta.to_le_bytes());
@@ -476,7 +453,6 @@ fn finish_header(
         first_timestamp,
         max_timestamp,
         producer,
-        0,
     );
     let crc = crc32c::crc32c(&buf[BATCH_CRC_START..]);
     buf[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -496,45 +472,10 @@ pub fn encode_batch(
 /// [`encode_batch`] into a recycled buffer (its contents are discarded), so that large appends
 /// do not pay for fresh pages on every call.
 pub fn encode_batch_into(
-    buf: Vec<u8>,
-    records: &[Record],
-    producer: Option<ProducerSeq>,
-    now_us: i64,
-) -> Result<EncodedBatch, String> {
-    encode_part_into(buf, records, producer, now_us, false)
-}
-
-/// Where a large append is cut into the batches of a chain: consecutive record ranges of
-/// about `part_bytes` encoded bytes each, and the encoded size of the whole chain. One range
-/// (the whole append) when it is not worth cutting.
-pub fn plan_chain(records: &[Record], part_bytes: usize) -> (Vec<std::ops::Range<usize>>, u64) {
-    let mut parts = Vec::new();
-    let mut total = 0u64;
-    let mut start = 0;
-    let mut size = 0usize;
-    for (i, r) in records.iter().enumerate() {
-        size += encoded_record_len(r.key.as_ref(), r.value.as_ref(), &r.headers);
-        if size >= part_bytes {
-            parts.push(start..i + 1);
-            total += (BATCH_HEADER_LEN + size) as u64;
-            start = i + 1;
-            size = 0;
-        }
-    }
-    if start < records.len() {
-        parts.push(start..records.len());
-        total += (BATCH_HEADER_LEN + size) as u64;
-    }
-    (parts, total)
-}
-
-/// [`encode_batch_into`] for one part of a chain: `continued` marks every part but the last.
-pub fn encode_part_into(
     mut buf: Vec<u8>,
     records: &[Record],
     producer: Option<ProducerSeq>,
     now_us: i64,
-    continued: bool,
 ) -> Result<EncodedBatch, String> {
     if records.is_empty() {
         return Err("a batch needs at least one record".into());
@@ -569,7 +510,6 @@ pub fn encode_part_into(
         first_ts,
         max_ts,
         producer,
-        if continued { ATTR_CONTINUED } else { 0 },
     );
     let mut crc = crc32c::crc32c(&buf[BATCH_CRC_START..BATCH_HEADER_LEN]);
     let mut summed = BATCH_HEADER_LEN;
@@ -598,7 +538,6 @@ pub fn encode_part_into(
         max_timestamp: max_ts,
         producer,
         has_null_key,
-        continued,
     })
 }
 

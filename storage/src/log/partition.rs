@@ -6,8 +6,7 @@
 //! `group_bytes_max`), stamps offsets, writes it with as few calls as it can, runs one
 //! `fdatasync`, and only then publishes the new durable end and answers every appender. Readers
 //! never read past the published durable end, so they never see a record that could still be
-//! lost. A large append is a chain of batches (see [`format`]): the writer writes each part
-//! while the appender encodes the next, and syncs and publishes once after the last.
+//! lost.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,12 +40,6 @@ const PREALLOC_BYTES: u64 = 1 << 20;
 /// Groups at least this large extend the file as they go: the journal commit is amortised
 /// over enough bytes that writing zeros ahead would only double the disk traffic.
 const PREALLOC_GROUP_BYTES_MAX: u64 = 64 << 10;
-
-/// Appends that encode to at least this much are written as a chain of parts of about
-/// `CHAIN_PART_BYTES`: the first part's write starts after encoding a quarter of a megabyte
-/// instead of the whole append, and the rest is encoded while earlier parts are written.
-const CHAIN_MIN_BYTES: u64 = 512 << 10;
-const CHAIN_PART_BYTES: usize = 256 << 10;
 
 /// State shared by the writer, the readers and maintenance.
 #[derive(Debug)]
@@ -201,20 +194,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Appended>>,
 }
 
-/// A large append written as a chain of batches (see [`format`]'s module docs): the first
-/// part, and the rest as the appender encodes them. The last part received has
-/// `continued == false`; a channel that closes before it means the appender went away.
-struct Chain {
-    first: EncodedBatch,
-    /// Encoded bytes of the whole chain, for the decision to roll before writing it.
-    total_bytes: u64,
-    rest: mpsc::UnboundedReceiver<EncodedBatch>,
-    reply: oneshot::Sender<Result<Appended>>,
-}
-
 enum Request {
     Append(Pending),
-    Chain(Chain),
     Close(oneshot::Sender<()>),
 }
 
@@ -242,7 +223,6 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Request::Append(p) => write!(f, "Append({} bytes)", p.batch.len()),
-            Request::Chain(c) => write!(f, "Chain({} bytes)", c.total_bytes),
             Request::Close(_) => write!(f, "Close"),
         }
     }
@@ -314,76 +294,12 @@ impl Partition {
         records: Vec<Record>,
         producer: Option<ProducerSeq>,
     ) -> Result<Appended> {
-        // Idempotent appends stay single batches: the producer state is kept per batch.
-        if producer.is_none() && records.len() > 1 {
-            let (parts, total) = format::plan_chain(&records, CHAIN_PART_BYTES);
-            if parts.len() > 1 && total >= CHAIN_MIN_BYTES {
-                return self.append_chain(records, parts, total).await;
-            }
-        }
         let buf = self.shared.take_buffer();
         let batch = format::encode_batch_into(buf, &records, producer, now_micros())
             .map_err(Error::InvalidArgument)?;
         let durable = self.submit(batch).await?;
         // Free the records while the writer writes and syncs, not after: for a large batch this
         // is thousands of frees the caller would otherwise wait for on top of the fdatasync.
-        drop(records);
-        durable.await.map_err(|_| Error::Closed)?
-    }
-
-    /// Appends a large batch as a chain: the writer writes each part while the next one is
-    /// encoded here, so encoding overlaps the write instead of preceding it. All parts or none
-    /// become visible, after one `fdatasync` at the end.
-    async fn append_chain(
-        &self,
-        records: Vec<Record>,
-        parts: Vec<std::ops::Range<usize>>,
-        total_bytes: u64,
-    ) -> Result<Appended> {
-        let cfg = &self.shared.config;
-        if total_bytes > u64::from(cfg.batch_bytes_max) {
-            return Err(Error::InvalidArgument(format!(
-                "batch of {total_bytes} bytes is larger than batch_bytes_max ({})",
-                cfg.batch_bytes_max
-            )));
-        }
-        if cfg.cleanup == Cleanup::Compact && records.iter().any(|r| r.key.is_none()) {
-            return Err(Error::InvalidArgument(
-                "records appended to a compacted topic need a key".into(),
-            ));
-        }
-        let now = now_micros();
-        let last = parts.len() - 1;
-        let encode = |i: usize| {
-            format::encode_part_into(
-                self.shared.take_buffer(),
-                &records[parts[i].clone()],
-                None,
-                now,
-                i < last,
-            )
-            .map_err(Error::InvalidArgument)
-        };
-        let first = encode(0)?;
-        let (rest_tx, rest) = mpsc::unbounded_channel();
-        let (reply, durable) = oneshot::channel();
-        self.tx
-            .send(Request::Chain(Chain {
-                first,
-                total_bytes,
-                rest,
-                reply,
-            }))
-            .await
-            .map_err(|_| Error::Closed)?;
-        for i in 1..parts.len() {
-            // An encoding error drops `rest_tx` unfinished: the writer cuts what it wrote.
-            let part = encode(i)?;
-            if rest_tx.send(part).is_err() {
-                break; // the writer answered already (failed): its reply says why
-            }
-        }
-        drop(rest_tx);
         drop(records);
         durable.await.map_err(|_| Error::Closed)?
     }
@@ -654,48 +570,33 @@ impl Writer {
             let Some(first) = rx.recv().await else { break };
             let mut group = Vec::new();
             let mut bytes = 0usize;
-            // A chain ends the group: it is written after the group, on its own.
-            let mut chain = None;
-            let take = |req: Request,
-                        group: &mut Vec<Pending>,
-                        bytes: &mut usize,
-                        chain: &mut Option<Chain>| match req {
+            let take = |req: Request, group: &mut Vec<Pending>, bytes: &mut usize| match req {
                 Request::Append(p) => {
                     *bytes += p.batch.len();
                     group.push(p);
                     None
                 }
-                Request::Chain(c) => {
-                    *chain = Some(c);
-                    None
-                }
                 Request::Close(tx) => Some(tx),
             };
-            closing = take(first, &mut group, &mut bytes, &mut chain);
-            let open = |closing: &Option<_>, chain: &Option<Chain>, bytes: usize| {
-                closing.is_none() && chain.is_none() && bytes < cfg.group_bytes_max
-            };
+            closing = take(first, &mut group, &mut bytes);
             if let (Durability::Group { max_wait_us }, None) = (cfg.durability, &closing) {
                 if max_wait_us > 0 {
                     let deadline = tokio::time::Instant::now() + Duration::from_micros(max_wait_us);
-                    while open(&closing, &chain, bytes) {
+                    while closing.is_none() && bytes < cfg.group_bytes_max {
                         match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(Some(r)) => closing = take(r, &mut group, &mut bytes, &mut chain),
+                            Ok(Some(r)) => closing = take(r, &mut group, &mut bytes),
                             _ => break,
                         }
                     }
                 }
             }
-            while open(&closing, &chain, bytes) {
+            while closing.is_none() && bytes < cfg.group_bytes_max {
                 match rx.try_recv() {
-                    Ok(r) => closing = take(r, &mut group, &mut bytes, &mut chain),
+                    Ok(r) => closing = take(r, &mut group, &mut bytes),
                     Err(_) => break,
                 }
             }
             self.handle(group).await;
-            if let Some(c) = chain {
-                self.handle_chain(c).await;
-            }
         }
         rx.close();
         // A clean close leaves the active file at its data length.
@@ -713,14 +614,8 @@ impl Writer {
         }
         // Answer whatever raced with the close.
         while let Ok(req) = rx.try_recv() {
-            match req {
-                Request::Append(p) => {
-                    let _ = p.reply.send(Err(Error::Closed));
-                }
-                Request::Chain(c) => {
-                    let _ = c.reply.send(Err(Error::Closed));
-                }
-                Request::Close(_) => {}
+            if let Request::Append(p) = req {
+                let _ = p.reply.send(Err(Error::Closed));
             }
         }
         self.shared.closed.store(true, Ordering::Release);
@@ -811,98 +706,6 @@ impl Writer {
         if let Err(e) = flush(&self.shared, state, staged).await {
             self.fail(e).await;
         }
-    }
-
-    /// Writes a chain: rolls first if the whole chain does not fit, then writes each part as
-    /// it arrives and syncs once after the last. Nothing is published before that sync. If the
-    /// appender goes away before the last part, the parts written are cut off again.
-    async fn handle_chain(&mut self, chain: Chain) {
-        if self.state.is_none() {
-            self.reopen().await;
-        }
-        let Some(state) = self.state.as_mut() else {
-            let cause = self.shared.failed.lock().clone().unwrap_or_default();
-            let _ = chain.reply.send(Err(Error::PartitionFailed {
-                path: self.shared.dir.clone(),
-                cause,
-            }));
-            return;
-        };
-        let Chain {
-            first,
-            total_bytes,
-            mut rest,
-            reply,
-        } = chain;
-        let cfg = &self.shared.config;
-        let used = state.active.len();
-        let too_big = used > 0 && used + total_bytes > cfg.segment_bytes_max;
-        let too_old = used > 0
-            && cfg
-                .segment_age_max
-                .is_some_and(|age| state.active_since.elapsed() >= age);
-        if too_big || too_old {
-            if let Err(e) = roll(&self.shared, state).await {
-                let _ = reply.send(Err(failed_error(&self.shared.dir, &e)));
-                self.fail(e).await;
-                return;
-            }
-        }
-        let start = state.active.len();
-        let sync = cfg.durability != Durability::None;
-        let mut pos = start;
-        let mut next = state.next_offset;
-        let mut parts = Vec::new();
-        let mut written = Vec::new();
-        let mut part = Some(first);
-        while let Some(batch) = part.take() {
-            let mut buf = batch.buf;
-            let base = next;
-            format::set_base_offset(&mut buf, base);
-            next = base + u64::from(batch.last_offset_delta) + 1;
-            parts.push((pos, base, next - 1, batch.max_timestamp));
-            let n = buf.len() as u64;
-            let last = !batch.continued;
-            let (result, bufs) = state
-                .active
-                .file
-                .write_all_and_sync(vec![buf], pos, last && sync)
-                .await;
-            written.extend(bufs);
-            if let Err(e) = result {
-                let _ = reply.send(Err(failed_error(&self.shared.dir, &e)));
-                self.fail(e).await;
-                return;
-            }
-            pos += n;
-            if last {
-                break;
-            }
-            part = rest.recv().await;
-            if part.is_none() {
-                // The appender went away mid-chain: nothing was acknowledged; cut the parts
-                // so that the next append does not leave them behind its own data.
-                let cut = async {
-                    state.active.file.set_len(start).await?;
-                    state.active.file.sync_data().await
-                };
-                match cut.await {
-                    Ok(()) => state.allocated = start,
-                    Err(e) => self.fail(e).await,
-                }
-                return;
-            }
-        }
-        let first_offset = state.next_offset;
-        state.next_offset = next;
-        let allocated = state.allocated.max(pos);
-        let replies = vec![(reply, first_offset, next - 1)];
-        let positions = parts
-            .into_iter()
-            .map(|(p, b, l, ts)| (p, b, l, ts, None))
-            .collect();
-        publish(&self.shared, state, positions, replies, pos, allocated);
-        self.shared.return_buffers(written);
     }
 
     /// A write, sync or roll failed. Nothing of the failed batches was acknowledged; cut the
@@ -1039,25 +842,6 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
         }
         return Err(e);
     }
-    publish(shared, state, positions, replies, pos, allocated);
-    // After the replies: recycling is not on the acknowledgement's path.
-    shared.return_buffers(written);
-    Ok(())
-}
-
-/// A written batch: file position, first and last offset, max timestamp, producer.
-type Written = (u64, u64, u64, i64, Option<ProducerSeq>);
-
-/// After a successful write and sync: indexes the batches, moves the durable end to `pos`, and
-/// answers the appenders.
-fn publish(
-    shared: &Shared,
-    state: &mut WriterState,
-    positions: Vec<Written>,
-    replies: Vec<(oneshot::Sender<Result<Appended>>, u64, u64)>,
-    pos: u64,
-    allocated: u64,
-) {
     let base = state.active.base;
     let before = state.builder.index.offsets.len();
     let before_t = state.builder.index.times.len();
@@ -1092,6 +876,9 @@ fn publish(
             duplicate: false,
         }));
     }
+    // After the replies: recycling is not on the acknowledgement's path.
+    shared.return_buffers(written);
+    Ok(())
 }
 
 /// Seals the active segment and starts a new one at the next offset.

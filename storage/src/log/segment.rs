@@ -104,31 +104,14 @@ impl Segment {
         let mut expected = self.base;
         let mut buf = Vec::new();
         let mut buf_pos = 0u64; // file position of buf[0]
-                                // The batches of a chain not yet closed by its last batch (position, header): they
-                                // count only once the chain is complete.
-        let mut chain: Vec<(u64, BatchHeader)> = Vec::new();
-        // Where the valid data ends when the scan stops at `at`: an unfinished chain is an
-        // append that never completed and goes with the torn tail (zeros after it too: the
-        // tail is not only zeros).
-        let finish = |builder: IndexBuilder,
-                      at: u64,
-                      zero_tail: bool,
-                      chain: &[(u64, BatchHeader)]|
-         -> Result<ScanEnd> {
-            let (valid_len, zero_tail) = match chain.first() {
-                Some(&(start, _)) => (start, false),
-                None => (at, zero_tail),
-            };
-            Ok(ScanEnd {
-                valid_len,
-                torn_bytes: file_len - valid_len,
-                zero_tail,
-                builder,
-            })
-        };
         loop {
             if pos == file_len {
-                return finish(builder, pos, false, &chain);
+                return Ok(ScanEnd {
+                    valid_len: pos,
+                    torn_bytes: 0,
+                    zero_tail: false,
+                    builder,
+                });
             }
             let rel = (pos - buf_pos) as usize;
             let avail = buf.len().saturating_sub(rel);
@@ -139,8 +122,14 @@ impl Segment {
                 continue;
             }
             let here = &buf[rel..];
-            let torn =
-                |builder: IndexBuilder, zero_tail: bool| finish(builder, pos, zero_tail, &chain);
+            let torn = |builder: IndexBuilder, zero_tail: bool| -> Result<ScanEnd> {
+                Ok(ScanEnd {
+                    valid_len: pos,
+                    torn_bytes: file_len - pos,
+                    zero_tail,
+                    builder,
+                })
+            };
             let header = match BatchHeader::parse(here, batch_bytes_max) {
                 Ok(h) => h,
                 Err(DecodeError::Incomplete { .. }) => return torn(builder, false),
@@ -195,20 +184,14 @@ impl Segment {
                 }
                 return Err(self.corruption(pos, e));
             }
+            on_batch(&header);
+            builder.add_batch(
+                pos,
+                header.base_offset - self.base,
+                header.last_offset() - self.base,
+                header.max_timestamp,
+            );
             expected = header.next_offset();
-            if header.continued() {
-                chain.push((pos, header));
-            } else {
-                for (at, h) in chain.drain(..).chain(std::iter::once((pos, header))) {
-                    on_batch(&h);
-                    builder.add_batch(
-                        at,
-                        h.base_offset - self.base,
-                        h.last_offset() - self.base,
-                        h.max_timestamp,
-                    );
-                }
-            }
             pos = end;
         }
     }
