@@ -38,8 +38,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::log_bench::mem_total;
 use crate::measure::{print_table, si};
 use crate::wire_bench::{
-    all_rows, command_output, connect, first_row, median, modified_ago, verdict, BraidServer,
-    PgServer, RunEnv,
+    all_rows, command_output, connect, first_row, load_average, median, modified_ago,
+    print_queries, verdict, BraidServer, PgServer, QueryRow, RunEnv,
 };
 use crate::TablesArgs;
 
@@ -302,41 +302,10 @@ async fn run_all(args: &TablesArgs) -> anyhow::Result<()> {
     );
     println!();
 
-    println!(
-        "## Queries (over the {} freshly loaded accounts)",
-        s.accounts
+    print_queries(
+        &format!("Queries (over the {} freshly loaded accounts)", s.accounts),
+        &queries,
     );
-    println!();
-    let header = [
-        "query",
-        "braid ms",
-        "PostgreSQL ms",
-        "braid / PostgreSQL time",
-        "braid result",
-        "PostgreSQL result",
-    ];
-    let lines: Vec<Vec<String>> = queries
-        .iter()
-        .map(|q| {
-            vec![
-                q.label.clone(),
-                format!("{:.1}", q.braid_ms),
-                format!("{:.1}", q.pg_ms),
-                format!("{:.2}", q.braid_ms / q.pg_ms.max(1e-6)),
-                q.braid_result.clone(),
-                q.pg_result.clone(),
-            ]
-        })
-        .collect();
-    print_table(&header, &lines);
-    println!();
-    for q in &queries {
-        println!("- {}: `{}`", q.label, q.sql);
-        if !q.plans.is_empty() {
-            println!("  plans: {}", q.plans);
-        }
-    }
-    println!();
 
     println!("## Consistency after TPC-B (pgbench's invariant)");
     println!();
@@ -398,15 +367,6 @@ async fn run_all(args: &TablesArgs) -> anyhow::Result<()> {
     }
     ensure!(consistent, "pgbench's consistency check failed (see above)");
     Ok(())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,17 +451,6 @@ async fn load(sys: &System, s: &Settings) -> anyhow::Result<f64> {
 
 // ---------------------------------------------------------------------------------------------
 // Queries.
-
-#[derive(Debug)]
-struct QueryRow {
-    label: String,
-    sql: String,
-    braid_ms: f64,
-    pg_ms: f64,
-    braid_result: String,
-    pg_result: String,
-    plans: String,
-}
 
 /// Times the range scan and the aggregate, braid and PostgreSQL alternating repetition by
 /// repetition after one untimed warm-up each; both must give the same answer.
@@ -589,7 +538,8 @@ async fn run_queries(systems: &[System; 2], s: &Settings) -> anyhow::Result<Vec<
         eprintln!("{label}: braid {bm:.1} ms ({b_res}), PostgreSQL {pm:.1} ms ({p_res})");
         out.push(QueryRow {
             label,
-            sql: example,
+            braid_sql: example.clone(),
+            pg_sql: example,
             braid_ms: bm,
             pg_ms: pm,
             braid_result: b_res,

@@ -108,12 +108,7 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         mem_total(),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_average(),
     );
     println!(
         "braid: {} (built {}), durability sync (default); PostgreSQL: {} ({}), defaults",
@@ -279,41 +274,10 @@ async fn run_all(args: &WireArgs) -> anyhow::Result<()> {
         println!();
     }
 
-    println!("## Queries (over the {} COPY-loaded rows)", s.rows);
-    println!();
-    let header = [
-        "query",
-        "braid ms",
-        "PostgreSQL ms",
-        "braid / PostgreSQL time",
-        "braid result",
-        "PostgreSQL result",
-    ];
-    let lines: Vec<Vec<String>> = queries
-        .iter()
-        .map(|q| {
-            vec![
-                q.label.clone(),
-                format!("{:.1}", q.braid_ms),
-                format!("{:.1}", q.pg_ms),
-                format!("{:.2}", q.braid_ms / q.pg_ms.max(1e-6)),
-                q.braid_result.clone(),
-                q.pg_result.clone(),
-            ]
-        })
-        .collect();
-    print_table(&header, &lines);
-    println!();
-    for q in &queries {
-        println!(
-            "- {}: braid `{}`; PostgreSQL `{}`",
-            q.label, q.braid_sql, q.pg_sql
-        );
-        if !q.plans.is_empty() {
-            println!("  plans: {}", q.plans);
-        }
-    }
-    println!();
+    print_queries(
+        &format!("Queries (over the {} COPY-loaded rows)", s.rows),
+        &queries,
+    );
 
     println!("## Targets (issue 4)");
     println!();
@@ -426,6 +390,16 @@ impl RunEnv {
             fs_type,
         })
     }
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn verdict(ok: bool) -> &'static str {
@@ -696,16 +670,61 @@ async fn insert_load(
     })
 }
 
+/// One timed query, on both systems.
 #[derive(Debug)]
-struct QueryRow {
-    label: String,
-    braid_sql: String,
-    pg_sql: String,
-    braid_ms: f64,
-    pg_ms: f64,
-    braid_result: String,
-    pg_result: String,
-    plans: String,
+pub(crate) struct QueryRow {
+    pub label: String,
+    pub braid_sql: String,
+    pub pg_sql: String,
+    pub braid_ms: f64,
+    pub pg_ms: f64,
+    pub braid_result: String,
+    pub pg_result: String,
+    pub plans: String,
+}
+
+/// Prints the timed queries under `title`: a table of times and answers, then each query's
+/// SQL (once when both systems ran the same text) and braid's plans.
+pub(crate) fn print_queries(title: &str, queries: &[QueryRow]) {
+    println!("## {title}");
+    println!();
+    let header = [
+        "query",
+        "braid ms",
+        "PostgreSQL ms",
+        "braid / PostgreSQL time",
+        "braid result",
+        "PostgreSQL result",
+    ];
+    let lines: Vec<Vec<String>> = queries
+        .iter()
+        .map(|q| {
+            vec![
+                q.label.clone(),
+                format!("{:.1}", q.braid_ms),
+                format!("{:.1}", q.pg_ms),
+                format!("{:.2}", q.braid_ms / q.pg_ms.max(1e-6)),
+                q.braid_result.clone(),
+                q.pg_result.clone(),
+            ]
+        })
+        .collect();
+    print_table(&header, &lines);
+    println!();
+    for q in queries {
+        if q.braid_sql == q.pg_sql {
+            println!("- {}: `{}`", q.label, q.braid_sql);
+        } else {
+            println!(
+                "- {}: braid `{}`; PostgreSQL `{}`",
+                q.label, q.braid_sql, q.pg_sql
+            );
+        }
+        if !q.plans.is_empty() {
+            println!("  plans: {}", q.plans);
+        }
+    }
+    println!();
 }
 
 /// The values of the first row of a simple-query result, joined with `, `.
