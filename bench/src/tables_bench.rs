@@ -39,7 +39,7 @@ use crate::log_bench::mem_total;
 use crate::measure::{print_table, si};
 use crate::wire_bench::{
     all_rows, command_output, connect, first_row, load_average, median, modified_ago,
-    print_queries, verdict, BraidServer, PgServer, QueryRow, RunEnv,
+    print_queries, run_until_signal, verdict, BraidServer, PgServer, QueryRow, RunEnv,
 };
 use crate::TablesArgs;
 
@@ -60,18 +60,7 @@ const FILLER_84: &str =
 /// Runs the whole `tables` benchmark. Both servers are stopped at the end, on error and on
 /// Ctrl-C / SIGTERM (their guards' `Drop` runs when the run's future is dropped).
 pub fn run(args: &TablesArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("install a SIGTERM handler")?;
-        tokio::select! {
-            r = run_all(args) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted (SIGINT): stopped both servers"),
-            _ = term.recv() => bail!("terminated (SIGTERM): stopped both servers"),
-        }
-    })
+    run_until_signal(run_all(args))
 }
 
 /// The effective settings of one run.

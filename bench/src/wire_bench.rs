@@ -46,6 +46,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs the whole `wire` benchmark. Both servers are stopped at the end, on error and on
 /// Ctrl-C / SIGTERM (their guards' `Drop` runs when the run's future is dropped).
 pub fn run(args: &WireArgs) -> anyhow::Result<()> {
+    run_until_signal(run_all(args))
+}
+
+/// Runs a side-by-side benchmark on its own runtime until it ends or SIGINT / SIGTERM arrives;
+/// either way the run's future is dropped, so the server guards it owns stop both servers.
+pub(crate) fn run_until_signal(
+    bench: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -53,7 +61,7 @@ pub fn run(args: &WireArgs) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("install a SIGTERM handler")?;
         tokio::select! {
-            r = run_all(args) => r,
+            r = bench => r,
             _ = tokio::signal::ctrl_c() => bail!("interrupted (SIGINT): stopped both servers"),
             _ = term.recv() => bail!("terminated (SIGTERM): stopped both servers"),
         }

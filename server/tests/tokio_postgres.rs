@@ -182,10 +182,7 @@ async fn prepared_statements_binary_results_errors_and_copy() -> anyhow::Result<
     assert_eq!(count, 14);
 
     drop(client);
-    server.stop().await?;
-    let bad = server.unexpected_log_lines();
-    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
-    Ok(())
+    stop_with_a_clean_log(&mut server).await
 }
 
 #[tokio::test]
@@ -333,10 +330,7 @@ async fn prepared_inserts_follow_ddl_and_keep_semantics() -> anyhow::Result<()> 
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err}");
 
     drop(client);
-    server.stop().await?;
-    let bad = server.unexpected_log_lines();
-    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
-    Ok(())
+    stop_with_a_clean_log(&mut server).await
 }
 
 /// COPY data sent in many small CopyData messages, with rows cut at arbitrary points, loads
@@ -404,10 +398,7 @@ async fn copy_in_pieces_is_all_or_nothing() -> anyhow::Result<()> {
     assert_eq!(n, rows as i64);
 
     drop(client);
-    server.stop().await?;
-    let bad = server.unexpected_log_lines();
-    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
-    Ok(())
+    stop_with_a_clean_log(&mut server).await
 }
 
 /// Row tables answer constraint violations with PostgreSQL's SQLSTATE, message and DETAIL, and
@@ -470,10 +461,7 @@ async fn row_table_errors_carry_postgres_details() -> anyhow::Result<()> {
         .get(0);
     assert_eq!(n, 1);
     drop(client);
-    server.stop().await?;
-    let bad = server.unexpected_log_lines();
-    assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
-    Ok(())
+    stop_with_a_clean_log(&mut server).await
 }
 
 /// COPY ... TO STDOUT sends what PostgreSQL 15 sends for the same rows (the expected text was
@@ -571,6 +559,11 @@ async fn copy_to_stdout_matches_postgresql_and_reads_back() -> anyhow::Result<()
     assert_eq!(n, 5);
 
     drop(client);
+    stop_with_a_clean_log(&mut server).await
+}
+
+/// Stops the server (SIGTERM, exit 0) and checks it logged no ERROR or WARN line.
+async fn stop_with_a_clean_log(server: &mut BraidServer) -> anyhow::Result<()> {
     server.stop().await?;
     let bad = server.unexpected_log_lines();
     assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
