@@ -1,5 +1,6 @@
-//! The prepared-INSERT fast path: `INSERT INTO stream [(cols)] VALUES (...), ...` whose values
-//! are parameters, constants or expressions of them.
+//! The prepared-INSERT fast path: `INSERT INTO stream_or_table [(cols)] VALUES (...), ...`
+//! whose values are parameters, constants or expressions of them (`now()` included, as the
+//! statement's time).
 //!
 //! Why: a prepared statement executed through DataFusion is re-analysed, re-optimised and
 //! re-planned on every Execute (`with_param_values` then `execute_logical_plan`), about half a
@@ -9,7 +10,8 @@
 //! column types, NULL for left-out columns), parameters become columns of a one-row batch, and
 //! each resulting expression is turned into a physical expression. An Execute then evaluates
 //! those expressions over the bound values and hands the batch to the same [`StreamWriter`]
-//! the DataFusion sink uses, so rows, errors and durability are the same on both paths.
+//! or [`RowWriter`] the DataFusion sinks use, so rows, errors and durability are the same on
+//! both paths. (An INSERT with RETURNING or ON CONFLICT is not taken here.)
 //!
 //! What must stay true: the batch built here has the schema the INSERT plan's input has, so
 //! the writer sees exactly what the planned path would give it; anything this module does not
@@ -29,18 +31,34 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
+use crate::rows::point;
+use crate::rows::rows_error;
+use crate::rows::table::RowTable;
+use crate::rows::txn::RowTxn;
+use crate::rows::write::RowWriter;
 use crate::stream::sink::StreamWriter;
 use crate::stream::table::StreamTable;
 use crate::stream::txn::TxnBuffer;
 
-/// A planned-once INSERT into a stream.
+/// Where a fast-path INSERT writes.
+#[derive(Debug, Clone)]
+enum Target {
+    Stream(StreamWriter),
+    Rows(RowWriter),
+}
+
+/// A planned-once INSERT into a stream or a row table.
 #[derive(Debug, Clone)]
 pub(crate) struct FastInsert {
-    pub writer: StreamWriter,
+    target: Target,
     /// Schema of the batch handed to the writer (the INSERT plan's input schema).
     schema: SchemaRef,
-    /// One field per parameter, `$1` first.
+    /// One field per parameter, `$1` first, then `$now` when a row calls `now()`.
     params: SchemaRef,
+    /// How many parameters the statement takes.
+    parameters: usize,
+    /// The type of `now()` in this statement, when a row calls it.
+    now: Option<DataType>,
     /// Per VALUES row, one expression per column of `schema`, over `params`.
     rows: Vec<Vec<Arc<dyn PhysicalExpr>>>,
 }
@@ -70,7 +88,11 @@ impl FastInsert {
         let Ok(provider) = source_as_provider(target) else {
             return Ok(None);
         };
-        let Some(stream) = provider.downcast_ref::<StreamTable>() else {
+        let target = if let Some(stream) = provider.downcast_ref::<StreamTable>() {
+            Target::Stream(stream.writer())
+        } else if let Some(table) = provider.downcast_ref::<RowTable>() {
+            Target::Rows(table.writer())
+        } else {
             return Ok(None);
         };
         // The columns the writer gets, as expressions over the VALUES columns.
@@ -90,8 +112,6 @@ impl FastInsert {
             let Some(t) = t else { return Ok(None) };
             fields.push(Field::new(param_column(i + 1), t.clone(), true));
         }
-        let params: SchemaRef = Arc::new(Schema::new(fields));
-        let param_df = DFSchema::try_from(params.as_ref().clone())?;
         if exprs
             .iter()
             .chain(values.values.iter().flatten())
@@ -99,43 +119,96 @@ impl FastInsert {
         {
             return Ok(None);
         }
-        let state = ctx.state();
-        let mut rows = Vec::with_capacity(values.values.len());
+        // Folded first, planned after: whether `now()` is called decides the input schema.
+        let mut now = None;
+        let mut folded_rows = Vec::with_capacity(values.values.len());
         for row in &values.values {
             let mut out = Vec::with_capacity(exprs.len());
             for e in &exprs {
                 let Some(folded) = fold(e, &values.schema, row)? else {
                     return Ok(None);
                 };
-                out.push(state.create_physical_expr(folded, &param_df)?);
+                let Some(folded) = point::rewrite(&folded, &mut now) else {
+                    return Ok(None);
+                };
+                out.push(folded);
             }
-            rows.push(out);
+            folded_rows.push(out);
+        }
+        if let Some(t) = &now {
+            fields.push(Field::new(point::NOW_COLUMN, t.clone(), true));
+        }
+        let params: SchemaRef = Arc::new(Schema::new(fields));
+        let param_df = DFSchema::try_from(params.as_ref().clone())?;
+        let state = ctx.state();
+        let mut rows = Vec::with_capacity(folded_rows.len());
+        for row in folded_rows {
+            rows.push(
+                row.into_iter()
+                    .map(|e| state.create_physical_expr(e, &param_df))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?,
+            );
         }
         Ok(Some(FastInsert {
-            writer: stream.writer(),
+            target,
             schema: Arc::new(input.schema().as_arrow().clone()),
             params,
+            parameters: param_types.len(),
+            now,
             rows,
         }))
     }
 
-    /// Evaluates the rows for `params` and appends them (or holds them in the open transaction
-    /// block); returns the row count once durable (or held).
-    pub async fn execute(&self, params: Vec<ScalarValue>, txn: &TxnBuffer) -> Result<u64> {
+    /// Evaluates the rows for `params` and appends them to the stream (or holds them in the
+    /// open transaction block `txn`), or inserts them into the row table (in the block
+    /// `rows_txn`, or in a transaction of their own committed here); returns the row count
+    /// once durable (or held).
+    pub async fn execute(
+        &self,
+        params: Vec<ScalarValue>,
+        txn: &TxnBuffer,
+        rows_txn: &RowTxn,
+    ) -> Result<u64> {
         let batch = self.batch(params)?;
-        if let Some(rows) = txn.hold(&self.writer, &batch)? {
-            return Ok(rows);
+        match &self.target {
+            Target::Stream(writer) => {
+                if let Some(rows) = txn.hold(writer, &batch)? {
+                    return Ok(rows);
+                }
+                writer.append_batch(&batch).await
+            }
+            Target::Rows(writer) => {
+                // As the planned path's sink does (`RowSink`), for one batch.
+                let n = batch.num_rows();
+                let columns = writer.columns(&batch)?;
+                let first_rowid = writer.reserve(n).await?;
+                let store = &writer.db.store;
+                let mut guard = rows_txn.lock().await;
+                let mut own = None;
+                let txn = match guard.current(store) {
+                    Some(t) => t,
+                    None => own.insert(store.begin()),
+                };
+                let count = writer.insert(txn, &columns, n, first_rowid).await?;
+                drop(guard);
+                if let Some(t) = own {
+                    t.commit().await.map_err(rows_error)?;
+                }
+                Ok(count)
+            }
         }
-        self.writer.append_batch(&batch).await
     }
 
-    fn batch(&self, values: Vec<ScalarValue>) -> Result<RecordBatch> {
-        if values.len() != self.params.fields().len() {
+    fn batch(&self, mut values: Vec<ScalarValue>) -> Result<RecordBatch> {
+        if values.len() != self.parameters {
             return Err(Error::InvalidParameter(format!(
                 "bind message supplies {} parameters, but prepared statement requires {}",
                 values.len(),
-                self.params.fields().len()
+                self.parameters
             )));
+        }
+        if self.now.is_some() {
+            values.push(point::statement_time()?);
         }
         let mut columns = Vec::with_capacity(values.len());
         for (v, f) in values.into_iter().zip(self.params.fields()) {

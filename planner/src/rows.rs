@@ -3,6 +3,8 @@
 //!
 //! - [`default`]: column `DEFAULT` expressions (checked at CREATE, planned at INSERT).
 //! - [`key`]: the key columns, the key bytes of a row, and the key ranges filters leave.
+//! - [`point`]: prepared statements that read, update or delete by whole primary keys, run
+//!   without re-planning.
 //! - [`table`]: the DataFusion `TableProvider` (INSERT, UPDATE, DELETE and scans).
 //! - [`scan`]: the execution plan that reads a snapshot in key order (point gets, ranges).
 //! - [`write`]: checking and encoding rows, and the INSERT sink and UPDATE/DELETE plan.
@@ -27,6 +29,7 @@
 
 pub mod default;
 pub mod key;
+pub(crate) mod point;
 pub mod returning;
 pub mod scan;
 pub mod table;

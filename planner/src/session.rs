@@ -45,6 +45,7 @@ pub use crate::copy::CopyFormat;
 use crate::error::{Error, Result};
 use crate::fast_insert::FastInsert;
 use crate::rows::key::check_key_type;
+use crate::rows::point::RowPoint;
 use crate::rows::returning::Returning;
 use crate::rows::table::RowTable;
 use crate::rows::txn::RowTxn;
@@ -253,6 +254,7 @@ impl Engine {
             vars: parking_lot::Mutex::new(BTreeMap::new()),
             txn,
             rows_txn,
+            unplanned: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -561,6 +563,9 @@ enum PreparedKind {
         params: Vec<Option<DataType>>,
         /// Set when the statement is an INSERT the fast path runs without DataFusion.
         fast: Option<Arc<FastInsert>>,
+        /// Set when the statement reads, updates or deletes row-table rows by whole primary
+        /// keys, which [`RowPoint`] runs without DataFusion.
+        point: Option<Arc<RowPoint>>,
         /// The catalog generation the plan was made against.
         generation: u64,
         /// RETURNING / ON CONFLICT of a row-table write, run by braid around the plan.
@@ -619,6 +624,8 @@ pub struct Session {
     txn: Arc<TxnBuffer>,
     /// The row-table transaction of an open block.
     rows_txn: Arc<RowTxn>,
+    /// Statements run from the plan made at Parse, without DataFusion planning them again.
+    unplanned: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Session {
@@ -966,12 +973,17 @@ impl Session {
             Some(_) => None,
             None => FastInsert::try_new(&self.ctx, &plan, &ordered)?.map(Arc::new),
         };
+        let point = match (&clauses, &fast) {
+            (None, None) => RowPoint::try_new(&self.ctx, &plan, &ordered)?.map(Arc::new),
+            _ => None,
+        };
         Ok(Prepared {
             sql: sql.to_string(),
             kind: PreparedKind::Plan {
                 plan: Box::new(plan),
                 params: ordered,
                 fast,
+                point,
                 generation,
                 clauses,
             },
@@ -1053,21 +1065,58 @@ impl Session {
             }
             PreparedKind::Plan {
                 fast: Some(fast), ..
-            } => Ok(Output::Command {
-                tag: "INSERT".into(),
-                rows: Some(fast.execute(params, &self.txn).await?),
-            }),
-            PreparedKind::Plan { plan, clauses, .. } => {
-                let plan = if params.is_empty() {
-                    plan.as_ref().clone()
-                } else {
-                    plan.as_ref().clone().with_param_values(params)?
-                };
-                match clauses {
-                    Some(c) => self.execute_with_clauses(plan, c).await,
-                    None => self.execute_plan(plan).await,
-                }
+            } => {
+                let rows = fast.execute(params, &self.txn, &self.rows_txn).await?;
+                self.count_unplanned();
+                Ok(Output::Command {
+                    tag: "INSERT".into(),
+                    rows: Some(rows),
+                })
             }
+            PreparedKind::Plan {
+                point: Some(point),
+                plan,
+                clauses,
+                ..
+            } => match point.execute(params.clone(), &self.rows_txn).await? {
+                Some(out) => {
+                    self.count_unplanned();
+                    Ok(out)
+                }
+                None => self.execute_planned(plan, clauses.as_deref(), params).await,
+            },
+            PreparedKind::Plan { plan, clauses, .. } => {
+                self.execute_planned(plan, clauses.as_deref(), params).await
+            }
+        }
+    }
+
+    fn count_unplanned(&self) {
+        self.unplanned
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many statements this session ran from the plan made at Parse, without DataFusion
+    /// planning them again (prepared INSERTs of rows, and reads and writes by primary key).
+    pub fn unplanned_statements(&self) -> u64 {
+        self.unplanned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs a planned statement through DataFusion with its parameters bound.
+    async fn execute_planned(
+        &self,
+        plan: &LogicalPlan,
+        clauses: Option<&RowClauses>,
+        params: Vec<ScalarValue>,
+    ) -> Result<Output> {
+        let plan = if params.is_empty() {
+            plan.clone()
+        } else {
+            plan.clone().with_param_values(params)?
+        };
+        match clauses {
+            Some(c) => self.execute_with_clauses(plan, c).await,
+            None => self.execute_plan(plan).await,
         }
     }
 

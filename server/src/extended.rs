@@ -104,7 +104,7 @@ impl ExtendedQueryHandler for QueryHandler {
         let state = conn_state(&self.engine, client)?;
         let status = client.transaction_status();
         let prepared = &portal.statement.statement;
-        let _timer = crate::metrics::statement(&prepared.sql);
+        let mut timer = crate::metrics::statement(&prepared.sql);
         if in_failed(status) {
             // Whatever the block held will never commit; COMMIT now ends it as ROLLBACK.
             state.session.transaction_failed();
@@ -113,11 +113,15 @@ impl ExtendedQueryHandler for QueryHandler {
             }
         }
         let params = decode_params(portal, &prepared.param_types())?;
+        let unplanned = state.session.unplanned_statements();
         let out = state
             .session
             .execute_prepared(prepared, params)
             .await
             .map_err(|e| to_pgwire(&e))?;
+        if state.session.unplanned_statements() != unplanned {
+            timer.unplanned();
+        }
         if let Output::CopyOut {
             schema,
             stream,

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub connections_rejected: Family<Labels, Counter>,
     pub connections_timed_out: Family<Labels, Counter>,
     statements: Family<Labels, Counter>,
+    statements_unplanned: Family<Labels, Counter>,
     statement_seconds: Family<Labels, Histogram>,
     errors: Family<Labels, Counter>,
     appended_rows: Family<Labels, Counter>,
@@ -61,6 +62,7 @@ impl Metrics {
             connections_rejected: Family::default(),
             connections_timed_out: Family::default(),
             statements: Family::default(),
+            statements_unplanned: Family::default(),
             statement_seconds: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
             appended_rows: Family::default(),
@@ -94,6 +96,12 @@ impl Metrics {
             "statements",
             "Statements executed, by kind",
             m.statements.clone(),
+        );
+        r.register(
+            "statements_unplanned",
+            "Statements run from the plan made when they were parsed, without planning them \
+             again (prepared INSERTs of rows, reads and writes by primary key), by kind",
+            m.statements_unplanned.clone(),
         );
         r.register(
             "statement_duration_seconds",
@@ -211,6 +219,14 @@ fn statement_kind(sql: &str) -> &'static str {
 pub struct StatementTimer {
     kind: &'static str,
     started: Instant,
+    unplanned: bool,
+}
+
+impl StatementTimer {
+    /// The statement ran without being planned again.
+    pub fn unplanned(&mut self) {
+        self.unplanned = true;
+    }
 }
 
 /// Starts timing a statement; keep the guard alive until its result is ready.
@@ -218,6 +234,7 @@ pub fn statement(sql: &str) -> StatementTimer {
     StatementTimer {
         kind: statement_kind(sql),
         started: Instant::now(),
+        unplanned: false,
     }
 }
 
@@ -225,6 +242,9 @@ impl Drop for StatementTimer {
     fn drop(&mut self) {
         let labels = vec![("kind", self.kind.to_string())];
         METRICS.statements.get_or_create(&labels).inc();
+        if self.unplanned {
+            METRICS.statements_unplanned.get_or_create(&labels).inc();
+        }
         METRICS
             .statement_seconds
             .get_or_create(&labels)

@@ -46,7 +46,7 @@ impl SimpleQueryHandler for QueryHandler {
                     break;
                 }
             }
-            let _timer = crate::metrics::statement(&sql);
+            let mut timer = crate::metrics::statement(&sql);
             if braid_planner_words(&sql) == "DEALLOCATE" {
                 // Protocol-level prepared statements live in pgwire's store, not the planner.
                 let name = sql
@@ -58,7 +58,12 @@ impl SimpleQueryHandler for QueryHandler {
                     client.portal_store().rm_statement(name);
                 }
             }
-            let result = match state.session.execute(&sql).await {
+            let unplanned = state.session.unplanned_statements();
+            let executed = state.session.execute(&sql).await;
+            if state.session.unplanned_statements() != unplanned {
+                timer.unplanned();
+            }
+            let result = match executed {
                 Ok(Output::CopyOut {
                     schema,
                     stream,

@@ -549,6 +549,102 @@ async fn metrics_parse_and_move() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prepared INSERTs of rows and reads and writes by whole primary keys run from the plan made
+/// at Parse (counted by `braid_statements_unplanned_total`); anything else, and bound values
+/// that do not name whole keys, is planned again — with the same answers.
+#[tokio::test]
+async fn point_statements_run_without_planning() -> anyhow::Result<()> {
+    let dir = temp_dir("unplanned")?;
+    let (mut child, pg, http) = spawn_braid(&dir, &[], &[])?;
+    let client = connect_retrying(pg).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, balance bigint, \
+             opened timestamptz DEFAULT now())",
+        )
+        .await?;
+    let before = scrape(http)?;
+    let insert = client
+        .prepare("INSERT INTO acct (id, owner, balance) VALUES ($1, $2, $3)")
+        .await?;
+    for (id, owner, balance) in [(1, "ann", 100i64), (2, "bob", 50), (3, "cy", 0)] {
+        assert_eq!(client.execute(&insert, &[&id, &owner, &balance]).await?, 1);
+    }
+    let dup = client
+        .execute(&insert, &[&1i32, &"again", &0i64])
+        .await
+        .err()
+        .and_then(|e| e.code().cloned());
+    assert_eq!(dup, Some(tokio_postgres::error::SqlState::UNIQUE_VIOLATION));
+    let select = client
+        .prepare("SELECT owner, balance + $2 FROM acct WHERE id = $1")
+        .await?;
+    let row = client.query_one(&select, &[&2i32, &1i64]).await?;
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("bob".into(), 51)
+    );
+    assert!(client.query(&select, &[&9i32, &1i64]).await?.is_empty());
+    // A NULL key names no key: planned, and no row, as in PostgreSQL.
+    assert!(client
+        .query(&select, &[&None::<i32>, &1i64])
+        .await?
+        .is_empty());
+    let update = client
+        .prepare("UPDATE acct SET balance = balance + $1 WHERE id = $2")
+        .await?;
+    assert_eq!(client.execute(&update, &[&25i64, &1i32]).await?, 1);
+    assert_eq!(client.execute(&update, &[&25i64, &7i32]).await?, 0);
+    let delete = client.prepare("DELETE FROM acct WHERE id = $1").await?;
+    assert_eq!(client.execute(&delete, &[&3i32]).await?, 1);
+    // Not by key: planned.
+    let rich = client
+        .query(
+            "SELECT id FROM acct WHERE balance > $1 ORDER BY id",
+            &[&60i64],
+        )
+        .await?;
+    assert_eq!(
+        rich.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [1]
+    );
+    let rows = client
+        .query(
+            "SELECT id, balance, opened <= now() AND opened > now() - interval '1 minute' \
+             FROM acct ORDER BY id",
+            &[],
+        )
+        .await?;
+    let got: Vec<(i32, i64, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, [(1, 125, true), (2, 50, true)]);
+    let after = scrape(http)?;
+    let unplanned = |kind| {
+        sample(
+            &after,
+            "braid_statements_unplanned_total",
+            &[("kind", kind)],
+        ) - sample(
+            &before,
+            "braid_statements_unplanned_total",
+            &[("kind", kind)],
+        )
+    };
+    // Three inserts (the duplicate failed, and is not counted), two selects by key, two
+    // updates and one delete.
+    assert_eq!(unplanned("insert"), 3.0);
+    assert_eq!(unplanned("select"), 2.0);
+    assert_eq!(unplanned("update"), 2.0);
+    assert_eq!(unplanned("delete"), 1.0);
+    drop(client);
+    sigterm(&child)?;
+    assert!(wait_exit(&mut child, Duration::from_secs(30))?.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[tokio::test]
 async fn max_connections_refuses_one_more_with_53300() -> anyhow::Result<()> {
     let dir = temp_dir("maxconn")?;

@@ -77,7 +77,7 @@ impl RowTable {
         self
     }
 
-    fn writer(&self) -> RowWriter {
+    pub(crate) fn writer(&self) -> RowWriter {
         RowWriter {
             def: self.def.clone(),
             db: self.db.clone(),

@@ -41,7 +41,7 @@ use super::rows_error;
 use super::txn::RowTxn;
 use super::write::RowWriter;
 use crate::catalog::TableDef;
-use crate::error::{Error, Result, StorageErrorKind};
+use crate::error::{Error, Result};
 
 /// The name under which DO UPDATE sees the proposed row.
 const EXCLUDED: &str = "excluded";
@@ -379,15 +379,10 @@ async fn write_row(
         });
     }
     let all: Vec<usize> = (0..writer.def.columns.len()).collect();
-    let mut dec = writer.stored.decoder(&all);
-    dec.append(&stored).map_err(|e| Error::Storage {
-        kind: StorageErrorKind::Corruption,
-        message: format!(
-            "could not decode a row of table \"{}\": {e}",
-            writer.def.name
-        ),
-    })?;
-    let old = dec.finish();
+    let old = writer
+        .decode(&all, std::iter::once(&stored))?
+        .columns()
+        .to_vec();
     let mut both: Vec<ArrayRef> = old.clone();
     both.extend(columns.iter().map(|a| a.slice(row, 1)));
     let opts = RecordBatchOptions::new().with_row_count(Some(1));

@@ -35,6 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use braid_ingest::rows::Transaction;
 
 use super::key::{KeyAccess, KeyLayout};
+use super::point::BoundParams;
 use super::txn::RowTxn;
 use super::{read_rows, rows_error, RowsDb, StoredLayout};
 use crate::catalog::TableDef;
@@ -138,6 +139,41 @@ impl RowWriter {
                 vals.join(", ")
             )),
         }
+    }
+
+    /// Stored rows `values` decoded into a batch of the columns `indices` of the table's
+    /// schema (`indices` must be every column for the batch to have the table's schema).
+    pub(crate) fn decode<'a>(
+        &self,
+        indices: &[usize],
+        values: impl Iterator<Item = &'a Bytes>,
+    ) -> Result<RecordBatch> {
+        let mut dec = self.stored.decoder(indices);
+        let mut n = 0;
+        for v in values {
+            dec.append(v).map_err(|e| Error::Storage {
+                kind: StorageErrorKind::Corruption,
+                message: format!("could not decode a row of table \"{}\": {e}", self.def.name),
+            })?;
+            n += 1;
+        }
+        let whole = indices.len() == self.schema.fields().len()
+            && indices.iter().enumerate().all(|(i, c)| i == *c);
+        let schema = if whole {
+            self.schema.clone()
+        } else {
+            Arc::new(
+                self.schema
+                    .project(indices)
+                    .map_err(|e| Error::DataFusion(e.into()))?,
+            )
+        };
+        RecordBatch::try_new_with_options(
+            schema,
+            dec.finish(),
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| Error::DataFusion(e.into()))
     }
 
     pub(crate) fn encode(&self, columns: &[ArrayRef], row: usize) -> Vec<u8> {
@@ -335,13 +371,17 @@ impl RowDmlExec {
         }
     }
 
-    async fn run(
+    /// Runs the statement; `params`, when given, are the bound parameters of a prepared
+    /// statement whose filters and assignments were planned over the table's columns followed
+    /// by one column per parameter ([`super::point`]).
+    pub(crate) async fn run(
         writer: RowWriter,
         op: DmlOp,
         filters: Vec<Arc<dyn PhysicalExpr>>,
         access: KeyAccess,
         block: Option<Arc<RowTxn>>,
         returning: bool,
+        params: Option<&BoundParams>,
     ) -> Result<(u64, Vec<RecordBatch>)> {
         let mut own: Option<Transaction> = None;
         let mut guard = match &block {
@@ -366,23 +406,16 @@ impl RowDmlExec {
         let mut inserts: Vec<MovedRow> = Vec::new();
         let mut changed: Vec<RecordBatch> = Vec::new();
         for chunk in rows.chunks(DML_BATCH_ROWS) {
-            let mut dec = writer.stored.decoder(&all);
-            for (_, v) in chunk {
-                dec.append(v).map_err(|e| Error::Storage {
-                    kind: StorageErrorKind::Corruption,
-                    message: format!(
-                        "could not decode a row of table \"{}\": {e}",
-                        writer.def.name
-                    ),
-                })?;
-            }
-            let columns = dec.finish();
+            let batch = writer.decode(&all, chunk.iter().map(|(_, v)| v))?;
             let opts = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
-            let batch = RecordBatch::try_new_with_options(writer.schema.clone(), columns, &opts)
-                .map_err(|e| Error::DataFusion(e.into()))?;
+            // What filters and assignments see: the row, then the parameters (if any).
+            let input = match params {
+                Some(p) => p.extend(&batch)?,
+                None => batch.clone(),
+            };
             let mut keep = vec![true; chunk.len()];
             for f in &filters {
-                let v = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let v = f.evaluate(&input)?.into_array(input.num_rows())?;
                 let b = v
                     .as_any()
                     .downcast_ref::<datafusion::arrow::array::BooleanArray>();
@@ -400,7 +433,7 @@ impl RowDmlExec {
                 DmlOp::Update(assignments) => {
                     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
                     for (i, e) in assignments {
-                        let v = e.evaluate(&batch)?.into_array(batch.num_rows())?;
+                        let v = e.evaluate(&input)?.into_array(input.num_rows())?;
                         let Some(c) = writer.def.columns.get(*i) else {
                             continue;
                         };
@@ -549,7 +582,7 @@ impl ExecutionPlan for RowDmlExec {
         };
         let out = schema.clone();
         let stream = futures::stream::once(async move {
-            let (n, rows) = RowDmlExec::run(writer, op, filters, access, block, returning)
+            let (n, rows) = RowDmlExec::run(writer, op, filters, access, block, returning, None)
                 .await
                 .map_err(Error::into_datafusion)?;
             let batches = if returning {
