@@ -4,13 +4,18 @@
 //! keep arriving, within `client_stall_timeout_secs`. An idle client between messages is left
 //! alone, as PostgreSQL does.
 //!
-//! The message loop is pgwire's own (`process_socket`), rewritten here only to watch the read
-//! buffer: pgwire offers no hook for a per-message timeout.
+//! The message loop is pgwire's own (`process_socket`), rewritten here to watch the read
+//! buffer (pgwire offers no hook for a per-message timeout) and to send replies as PostgreSQL
+//! does: held back until the loop is about to wait for the client ([`Corked`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::task::{ready, Context, Poll};
 
 use futures::{SinkExt, StreamExt};
 use pgwire::api::cancel::CancelHandler;
@@ -18,7 +23,9 @@ use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerH
 use pgwire::error::ErrorInfo;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::metrics::METRICS;
 
@@ -158,10 +165,24 @@ async fn serve<H: PgWireServerHandlers>(
         }
         s = negotiate_tls(socket, None) => s?,
     };
-    let Some(mut socket) = negotiated else {
+    let Some(socket) = negotiated else {
         // A direct TLS handshake: braid has no TLS, and pgwire already said so.
         return Ok(());
     };
+    let cork = Arc::new(AtomicBool::new(true));
+    let socket = socket.into_parts();
+    let mut parts = FramedParts::new(
+        Corked {
+            inner: socket.io,
+            out: Vec::new(),
+            written: 0,
+            cork: cork.clone(),
+        },
+        socket.codec,
+    );
+    parts.read_buf = socket.read_buf;
+    parts.write_buf = socket.write_buf;
+    let mut socket = Framed::from_parts(parts);
     let startup_handler = handlers.startup_handler();
     let simple_query_handler = handlers.simple_query_handler();
     let extended_query_handler = handlers.extended_query_handler();
@@ -179,6 +200,14 @@ async fn serve<H: PgWireServerHandlers>(
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
+        // About to wait for the client (a startup message has no type byte, so there always):
+        // send what the messages handled so far produced.
+        if in_startup || !holds_message(socket.read_buffer()) {
+            cork.store(false, Ordering::Relaxed);
+            let flushed = socket.flush().await;
+            cork.store(true, Ordering::Relaxed);
+            flushed?;
+        }
         let msg = tokio::select! {
             msg = socket.next() => msg,
             _ = &mut startup_deadline, if in_startup => {
@@ -238,5 +267,94 @@ async fn serve<H: PgWireServerHandlers>(
             break;
         }
     }
-    Ok(())
+    // The last replies (an error before closing, say) still go out.
+    cork.store(false, Ordering::Relaxed);
+    socket.flush().await
+}
+
+/// True when `buf` holds at least one whole frontend message (type byte, then a length that
+/// counts itself), so reading the next message will not wait for the client.
+fn holds_message(buf: &[u8]) -> bool {
+    match buf.get(1..5) {
+        Some(len) => {
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            buf.len() > len
+        }
+        None => false,
+    }
+}
+
+/// Most reply bytes held back before they are written anyway (a large result streams).
+const CORK_BYTES_MAX: usize = 64 * 1024;
+
+/// The client socket under pgwire's framing, with flushes held back while `cork` is set.
+///
+/// Why: pgwire flushes after every message it sends, so an extended-protocol round (Bind,
+/// Execute, Sync) answered with BindComplete, DataRow, CommandComplete and ReadyForQuery took
+/// four `send` calls — and up to four wake-ups of the client — where PostgreSQL makes one: it
+/// buffers replies and flushes only before it waits to read. The connection loop does the same
+/// by lifting the cork just before it waits for the next message; writes past
+/// [`CORK_BYTES_MAX`] go out regardless, so a large result streams with backpressure.
+struct Corked<S> {
+    inner: S,
+    out: Vec<u8>,
+    /// Bytes at the start of `out` already written to `inner`.
+    written: usize,
+    cork: Arc<AtomicBool>,
+}
+
+impl<S: AsyncWrite + Unpin> Corked<S> {
+    /// Writes everything held to `inner`.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() >= CORK_BYTES_MAX {
+            ready!(this.poll_drain(cx))?;
+        }
+        this.out.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.cork.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Corked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
 }

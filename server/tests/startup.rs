@@ -91,3 +91,131 @@ async fn scram_password_login() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// A frontend message: type byte, length (counting itself), body.
+fn frontend(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads until `buf` ends with a whole ReadyForQuery message; returns how many reads it took.
+fn read_until_ready(sock: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<usize> {
+    use std::io::Read;
+    let mut reads = 0;
+    loop {
+        // Whole messages only: ReadyForQuery ('Z', length 5, status) closes a round.
+        let mut at = 0;
+        let mut ready = false;
+        while let Some(head) = buf.get(at..at + 5) {
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if buf.len() < at + 1 + len {
+                break;
+            }
+            ready = head[0] == b'Z';
+            at += 1 + len;
+        }
+        if ready && at == buf.len() {
+            return Ok(reads);
+        }
+        let mut chunk = [0u8; 65536];
+        let n = sock.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        reads += 1;
+    }
+}
+
+/// The replies to one extended-protocol round (Bind, Execute, Sync) leave the server in one
+/// write, as PostgreSQL sends them: the client reads them all at once. A server that flushed
+/// each reply separately is caught by the first read of some round holding only part of them.
+#[test]
+fn replies_to_a_round_arrive_together() -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = tempfile_dir()?;
+    let port = free_port()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("BRAID_HTTP_LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting braid")?;
+    let result = (|| -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut sock = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => return Err(e).context("connecting"),
+            }
+        };
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut startup = Vec::new();
+        startup.extend_from_slice(&196608u32.to_be_bytes());
+        for kv in ["user", "postgres", "database", "postgres"] {
+            startup.extend_from_slice(kv.as_bytes());
+            startup.push(0);
+        }
+        startup.push(0);
+        let mut msg = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+        msg.extend_from_slice(&startup);
+        sock.write_all(&msg)?;
+        let mut buf = Vec::new();
+        read_until_ready(&mut sock, &mut buf)?;
+        // A named statement with one parameter, returning one row.
+        let mut parse = b"s1\0SELECT $1::int + 1\0".to_vec();
+        parse.extend_from_slice(&0u16.to_be_bytes());
+        let mut round = frontend(b'P', &parse);
+        round.extend(frontend(b'S', &[]));
+        sock.write_all(&round)?;
+        buf.clear();
+        read_until_ready(&mut sock, &mut buf)?;
+        anyhow::ensure!(buf.first() == Some(&b'1'), "ParseComplete first: {buf:?}");
+        for i in 0..50u32 {
+            let value = i.to_string();
+            let mut bind = b"\0s1\0".to_vec();
+            bind.extend_from_slice(&0u16.to_be_bytes()); // parameter formats: all text
+            bind.extend_from_slice(&1u16.to_be_bytes());
+            bind.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            bind.extend_from_slice(value.as_bytes());
+            bind.extend_from_slice(&0u16.to_be_bytes()); // result formats: all text
+            let mut round = frontend(b'B', &bind);
+            round.extend(frontend(b'E', b"\0\0\0\0\0"));
+            round.extend(frontend(b'S', &[]));
+            sock.write_all(&round)?;
+            buf.clear();
+            let reads = read_until_ready(&mut sock, &mut buf)?;
+            // BindComplete, DataRow, CommandComplete, ReadyForQuery.
+            let kinds: Vec<u8> = {
+                let mut at = 0;
+                let mut k = Vec::new();
+                while let Some(head) = buf.get(at..at + 5) {
+                    k.push(head[0]);
+                    at += 1 + u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                }
+                k
+            };
+            anyhow::ensure!(kinds == b"2DCZ", "round {i}: replies {:?}", kinds);
+            let expected = (i + 1).to_string();
+            anyhow::ensure!(
+                buf.windows(expected.len())
+                    .any(|w| w == expected.as_bytes()),
+                "round {i}: the row holds {expected}"
+            );
+            anyhow::ensure!(reads == 1, "round {i}: replies came in {reads} reads");
+        }
+        sock.write_all(&frontend(b'X', &[]))?;
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
