@@ -803,8 +803,11 @@ async fn run_clients(
                         loop {
                             match tpcb(&client, &p, aid, bid, tid, delta).await {
                                 Ok(()) => break,
+                                // As `pgbench --max-tries` retries: serialization
+                                // failures and deadlocks.
                                 Err(e)
-                                    if e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE) =>
+                                    if e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                                        || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
                                 {
                                     retries.fetch_add(1, Ordering::Relaxed);
                                     // A failed COMMIT has ended the block; a failed statement

@@ -1,5 +1,6 @@
 //! The ingest error type. Each variant says whose fault it is, which decides the SQLSTATE the
-//! server edge sends: a concurrent transaction (`SerializationFailure` → 40001), the user's data
+//! server edge sends: a concurrent transaction (`SerializationFailure` → 40001, `Deadlock` →
+//! 40P01), the user's data
 //! (`UniqueViolation` → 23505, `KeyTooLarge`/`ValueTooLarge`/`TransactionTooLarge` → 54000), the
 //! user's query (`TableNotFound` → 42P01, `TableExists` → 42P07), damaged bytes on disk
 //! (`CorruptCommitLog`, `CorruptTableMeta`, `CorruptKey` → XX001), a store that stopped after a
@@ -24,6 +25,14 @@ pub enum Error {
         show_key(key)
     )]
     SerializationFailure { table: TableId, key: Bytes },
+
+    /// Waiting for a row lock would close a cycle of transactions waiting for each other;
+    /// this transaction is the one that gives up. Retrying the whole transaction is safe.
+    #[error(
+        "deadlock detected (waiting for a row of table {table}, key {})",
+        show_key(key)
+    )]
+    Deadlock { table: TableId, key: Bytes },
 
     /// An insert found the key already present in the transaction's view.
     #[error(

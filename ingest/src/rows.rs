@@ -19,6 +19,7 @@
 mod format;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod locks;
 mod oracle;
 mod txn;
 
@@ -128,6 +129,10 @@ pub(crate) struct Shared {
     partition: Arc<Partition>,
     /// Serializes create and drop.
     ddl: tokio::sync::Mutex<()>,
+    /// Row locks of READ COMMITTED writes.
+    locks: locks::LockTable,
+    /// The next transaction's id for the row locks.
+    next_txn: AtomicU64,
 }
 
 /// The row store of one database. Share it behind an `Arc`; every method takes `&self` except
@@ -205,6 +210,8 @@ impl RowStore {
             applied_position: AtomicU64::new(partition.end_offset()),
             partition: partition.clone(),
             ddl: tokio::sync::Mutex::new(()),
+            locks: locks::LockTable::default(),
+            next_txn: AtomicU64::new(1),
             opts,
         });
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
@@ -308,6 +315,11 @@ impl RowStore {
     /// The latest published commit seqno.
     pub fn visible_seq(&self) -> u64 {
         self.shared.visible.load(Ordering::Acquire)
+    }
+
+    /// Row locks held now by open transactions (READ COMMITTED writes).
+    pub fn held_row_locks(&self) -> usize {
+        self.shared.locks.held()
     }
 
     /// Keys currently tracked for write-write conflict checks.

@@ -83,6 +83,10 @@ pub enum Error {
     /// retrying the transaction is safe.
     #[error("could not serialize access due to concurrent update")]
     SerializationFailure,
+    /// Waiting for a row lock would close a cycle of waiting transactions; this one gave up
+    /// (40P01). Retrying the transaction is safe.
+    #[error("deadlock detected")]
+    Deadlock,
     /// A row, key or transaction over a size limit.
     #[error("{0}")]
     ProgramLimit(String),

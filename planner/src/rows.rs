@@ -238,6 +238,7 @@ pub fn rows_error(e: braid_ingest::Error) -> Error {
     use braid_ingest::Error as E;
     match e {
         E::SerializationFailure { .. } => Error::SerializationFailure,
+        E::Deadlock { .. } => Error::Deadlock,
         E::UniqueViolation { table, .. } => Error::UniqueViolation {
             message: format!("duplicate key value violates unique constraint (table {table})"),
             detail: None,

@@ -684,6 +684,19 @@ async fn has_rows(rows: &RowsDb, table: u64) -> Result<bool> {
     Ok(scan.next().await.map_err(rows_error)?.is_some())
 }
 
+/// The isolation a BEGIN or SET TRANSACTION names: `Some(true)` for READ COMMITTED (and READ
+/// UNCOMMITTED, which PostgreSQL runs as READ COMMITTED), `Some(false)` for REPEATABLE READ
+/// and SERIALIZABLE, `None` when it names none.
+fn isolation_of(modes: &[datafusion::sql::sqlparser::ast::TransactionMode]) -> Option<bool> {
+    use datafusion::sql::sqlparser::ast::{TransactionIsolationLevel as L, TransactionMode};
+    modes.iter().rev().find_map(|m| match m {
+        TransactionMode::IsolationLevel(l) => {
+            Some(matches!(l, L::ReadCommitted | L::ReadUncommitted))
+        }
+        _ => None,
+    })
+}
+
 /// Settings every session starts with; drivers read several of them.
 fn default_settings() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
@@ -1369,9 +1382,9 @@ impl Session {
                 names,
                 ..
             } => self.drop_streams(names, *if_exists, stream_ddl).await,
-            Statement::StartTransaction { .. } => {
+            Statement::StartTransaction { modes, .. } => {
                 self.txn.begin();
-                self.rows_txn.begin().await;
+                self.rows_txn.begin(isolation_of(modes)).await;
                 Ok(command("BEGIN"))
             }
             Statement::Commit { .. } => {
@@ -1390,7 +1403,7 @@ impl Session {
                 self.txn.rollback();
                 Ok(command("ROLLBACK"))
             }
-            Statement::Set(set) => self.set(set),
+            Statement::Set(set) => self.set(set).await,
             Statement::ShowVariable { variable } => self.show(&show_name(variable)),
             Statement::Discard { .. } => Ok(command("DISCARD ALL")),
             // The server drops the named statement from the connection's statement store.
@@ -1853,7 +1866,7 @@ impl Session {
         )))
     }
 
-    fn set(&self, set: &Set) -> Result<Output> {
+    async fn set(&self, set: &Set) -> Result<Output> {
         match set {
             Set::SingleAssignment {
                 variable, values, ..
@@ -1873,7 +1886,21 @@ impl Session {
                         .set(&name, &value)
                         .map_err(|e| Error::InvalidParameter(e.to_string()))?;
                 } else {
+                    if name == "default_transaction_isolation" {
+                        self.rows_txn.set_default_isolation(
+                            value.trim().eq_ignore_ascii_case("read committed"),
+                        );
+                    }
                     self.vars.lock().insert(name, value);
+                }
+            }
+            Set::SetTransaction { modes, session, .. } => {
+                if let Some(rc) = isolation_of(modes) {
+                    if *session {
+                        self.rows_txn.set_default_isolation(rc);
+                    } else {
+                        self.rows_txn.set_isolation(rc).await;
+                    }
                 }
             }
             Set::SetTimeZone { value, .. } => {

@@ -98,6 +98,7 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::NotNullViolation(_) | Error::NotNullRow { .. } => "23502",
         Error::UniqueViolation { .. } => "23505",
         Error::SerializationFailure => "40001",
+        Error::Deadlock => "40P01",
         Error::InvalidColumnReference(_) => "42P10",
         Error::CardinalityViolation { .. } => "21000",
         Error::ProgramLimit(_) => "54000",

@@ -18,6 +18,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::ClientInfo;
 use pgwire::api::{ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::encode::field_infos;
@@ -114,11 +115,17 @@ impl ExtendedQueryHandler for QueryHandler {
         }
         let params = decode_params(portal, &prepared.param_types())?;
         let unplanned = state.session.unplanned_statements();
-        let out = state
-            .session
-            .execute_prepared(prepared, params)
-            .await
-            .map_err(|e| to_pgwire(&e))?;
+        let out = match state.session.execute_prepared(prepared, params).await {
+            Ok(out) => out,
+            Err(e) => {
+                if ends_transaction(&prepared.sql) {
+                    // A failed COMMIT has ended the block: idle, as in PostgreSQL (pgwire's
+                    // error path keeps an idle status idle).
+                    client.set_transaction_status(TransactionStatus::Idle);
+                }
+                return Err(to_pgwire(&e));
+            }
+        };
         if state.session.unplanned_statements() != unplanned {
             timer.unplanned();
         }

@@ -87,6 +87,15 @@ impl SimpleQueryHandler for QueryHandler {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "statement failed");
+                    if ends_transaction(&sql) && responses.is_empty() {
+                        // A failed COMMIT has ended the block (it rolled back), so the client
+                        // must see the connection idle, as after PostgreSQL's failed COMMIT —
+                        // not "in a failed block". pgwire would derive that from the status it
+                        // had before this query; an error returned instead is sent with the
+                        // status set here.
+                        client.set_transaction_status(TransactionStatus::Idle);
+                        return Err(crate::errors::to_pgwire(&e));
+                    }
                     responses.push(Response::Error(Box::new(to_pg(&e))));
                     break;
                 }

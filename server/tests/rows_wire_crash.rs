@@ -5,7 +5,7 @@
 //! Each transfer is one transaction block over the wire:
 //! `BEGIN; UPDATE accounts SET balance = balance - x WHERE id = a;
 //! UPDATE accounts SET balance = balance + x WHERE id = b; INSERT INTO ledger VALUES (tid, a, b, x);
-//! COMMIT` (prepared statements), retried as a new transfer on 40001. Every transfer ends in one
+//! COMMIT` (prepared statements), retried as a new transfer on 40001 or 40P01. Every transfer ends in one
 //! of three states, as the client saw it: *acknowledged* (COMMIT answered CommandComplete),
 //! *failed* (an error answered by the server, or the connection died before COMMIT was sent:
 //! it cannot have committed) or *in doubt* (the connection died after COMMIT was sent and
@@ -313,7 +313,12 @@ async fn transfer_until_killed(
                 outcomes.lock().acked.insert(tid, t);
             }
             Err((stage, e)) => match e.as_db_error() {
-                Some(db) if db.code() == &SqlState::T_R_SERIALIZATION_FAILURE => {
+                // 40001 (a snapshot conflict) and 40P01 (a deadlock between two transfers
+                // locking the same two rows in opposite order) end the attempt; retry-safe.
+                Some(db)
+                    if db.code() == &SqlState::T_R_SERIALIZATION_FAILURE
+                        || db.code() == &SqlState::T_R_DEADLOCK_DETECTED =>
+                {
                     {
                         let mut o = outcomes.lock();
                         o.failed.insert(tid);
@@ -322,7 +327,7 @@ async fn transfer_until_killed(
                     // A failed COMMIT has ended the block; a failed statement has not.
                     if let Err(e) = client.batch_execute("ROLLBACK").await {
                         if e.as_db_error().is_some() {
-                            bail!("ROLLBACK after 40001: {e}");
+                            bail!("ROLLBACK after {}: {e}", db.code().code());
                         }
                         return Ok(());
                     }

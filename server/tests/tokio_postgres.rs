@@ -403,6 +403,110 @@ async fn copy_in_pieces_is_all_or_nothing() -> anyhow::Result<()> {
 
 /// Row tables answer constraint violations with PostgreSQL's SQLSTATE, message and DETAIL, and
 /// prepared statements with parameters read, write and roll back through them.
+/// READ COMMITTED (the default), as in PostgreSQL: an UPDATE of a row another open
+/// transaction has updated waits for it, then applies to its committed row — no 40001, no lost
+/// update. REPEATABLE READ keeps snapshot isolation's rule (the later COMMIT fails with 40001),
+/// and two transactions locking two rows in opposite order end with one 40P01.
+#[tokio::test]
+async fn read_committed_updates_wait_for_the_row_and_apply_to_its_newest_version(
+) -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let a = server.connect().await?;
+    let b = server.connect().await?;
+    a.batch_execute(
+        "CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL); \
+         INSERT INTO counter VALUES (1, 0), (2, 0)",
+    )
+    .await?;
+    let bump = "UPDATE counter SET n = n + $1 WHERE id = $2";
+
+    // b's block starts (and takes its snapshot) before a commits.
+    b.batch_execute("BEGIN").await?;
+    assert_eq!(
+        b.query_one("SELECT n FROM counter WHERE id = 2", &[])
+            .await?
+            .get::<_, i64>(0),
+        0
+    );
+    a.batch_execute("BEGIN").await?;
+    assert_eq!(a.execute(bump, &[&1i64, &1i32]).await?, 1);
+    let waiting = tokio::spawn(async move {
+        let n = b.execute(bump, &[&10i64, &1i32]).await?;
+        b.batch_execute("COMMIT").await?;
+        Ok::<_, tokio_postgres::Error>((n, b))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "b's UPDATE waits for a's row lock");
+    a.batch_execute("COMMIT").await?;
+    let (n, b) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .context("b's UPDATE resumes after a's COMMIT")???;
+    assert_eq!(n, 1);
+    let total: i64 = a
+        .query_one("SELECT n FROM counter WHERE id = 1", &[])
+        .await?
+        .get(0);
+    assert_eq!(total, 11, "both increments are there");
+
+    // REPEATABLE READ: the later committer fails, as under snapshot isolation.
+    b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    b.execute(bump, &[&100i64, &1i32]).await?;
+    a.execute(bump, &[&1000i64, &1i32]).await?;
+    let err = b.batch_execute("COMMIT").await.expect_err("40001");
+    assert_eq!(err.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE));
+    let total: i64 = a
+        .query_one("SELECT n FROM counter WHERE id = 1", &[])
+        .await?
+        .get(0);
+    assert_eq!(total, 1011);
+    // The same through the extended protocol; the block is over after the failed COMMIT.
+    b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    b.execute(bump, &[&100i64, &2i32]).await?;
+    a.execute(bump, &[&1000i64, &2i32]).await?;
+    let err = b.execute("COMMIT", &[]).await.expect_err("40001");
+    assert_eq!(err.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE));
+    assert_eq!(
+        b.query_one("SELECT n FROM counter WHERE id = 2", &[])
+            .await?
+            .get::<_, i64>(0),
+        1000
+    );
+
+    // Opposite lock order: one of the two gets 40P01 and the other goes on.
+    a.batch_execute("BEGIN").await?;
+    // The failed COMMIT ended b's block, as in PostgreSQL: BEGIN works at once.
+    if let Err(e) = b.batch_execute("BEGIN").await {
+        anyhow::bail!("BEGIN after a failed COMMIT: {:?}", e.as_db_error());
+    }
+    a.execute(bump, &[&1i64, &1i32]).await?;
+    b.execute(bump, &[&1i64, &2i32]).await?;
+    let a_next = tokio::spawn(async move {
+        let r = a.execute(bump, &[&1i64, &2i32]).await;
+        (r, a)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let b_err = b
+        .execute(bump, &[&1i64, &1i32])
+        .await
+        .expect_err("closing the cycle fails");
+    assert_eq!(b_err.code(), Some(&SqlState::T_R_DEADLOCK_DETECTED));
+    b.batch_execute("ROLLBACK").await?;
+    let (r, a) = tokio::time::timeout(std::time::Duration::from_secs(10), a_next)
+        .await
+        .context("a resumes once b rolled back")??;
+    assert_eq!(r?, 1);
+    a.batch_execute("COMMIT").await?;
+    let rows = a
+        .query("SELECT id, n FROM counter ORDER BY id", &[])
+        .await?;
+    let got: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [(1, 1012), (2, 1001)]);
+    drop((a, b));
+    stop_with_a_clean_log(&mut server).await
+}
+
 #[tokio::test]
 async fn row_table_errors_carry_postgres_details() -> anyhow::Result<()> {
     let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;

@@ -56,20 +56,20 @@ impl Oracle {
         self.active.keys().next().copied().unwrap_or(visible)
     }
 
-    /// The first key (in the given order) committed by another transaction after `read_seq`.
+    /// The first key (in the given order) committed by another transaction after the seqno
+    /// given with it (the snapshot it was read at).
     pub fn first_conflict<'a>(
         &self,
-        read_seq: u64,
-        keys: impl Iterator<Item = (TableId, &'a Bytes)>,
+        keys: impl Iterator<Item = (TableId, &'a Bytes, u64)>,
     ) -> Option<(TableId, Bytes)> {
         if self.recent.is_empty() {
             return None;
         }
         let mut probe = (0, Bytes::new());
-        for (t, k) in keys {
+        for (t, k, since) in keys {
             probe.0 = t;
             probe.1 = k.clone();
-            if self.recent.get(&probe).is_some_and(|&s| s > read_seq) {
+            if self.recent.get(&probe).is_some_and(|&s| s > since) {
                 return Some(probe);
             }
         }
@@ -118,9 +118,9 @@ mod tests {
         let k = Bytes::from_static(b"k");
         o.register(0);
         o.record_commit(5, vec![(1, k.clone())]);
-        assert!(o.first_conflict(4, [(1, &k)].into_iter()).is_some());
-        assert!(o.first_conflict(5, [(1, &k)].into_iter()).is_none());
-        assert!(o.first_conflict(4, [(2, &k)].into_iter()).is_none());
+        assert!(o.first_conflict([(1, &k, 4)].into_iter()).is_some());
+        assert!(o.first_conflict([(1, &k, 5)].into_iter()).is_none());
+        assert!(o.first_conflict([(2, &k, 4)].into_iter()).is_none());
         o.prune(o.watermark(5));
         assert_eq!(o.tracked_keys(), 1, "snapshot 0 is still open");
         o.deregister(0);

@@ -11,7 +11,7 @@
 //! Write skew is allowed, as snapshot isolation allows it: two transactions that each read what
 //! the other writes, and write disjoint keys, both commit.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::format::{commit_len, encode_commit, set_commit_seqno, Changes};
+use super::locks::TxnId;
 use super::{CommitRequest, Shared, Table, TableId};
 use crate::error::{Error, Result};
 
@@ -35,7 +36,14 @@ pub struct CommitInfo {
 /// An open transaction. Dropping it rolls it back.
 pub struct Transaction {
     shared: Arc<Shared>,
+    /// Names this transaction to the row locks.
+    id: TxnId,
     read_seq: u64,
+    /// Row locks held ([`Transaction::get_for_update`]), released when the transaction ends.
+    locked: Vec<(TableId, Bytes)>,
+    /// Keys read under their lock at a newer seqno than `read_seq`: their conflict check at
+    /// commit starts there instead.
+    lock_seqs: HashMap<(TableId, Bytes), u64>,
     /// Still counted among the open snapshots (until commit or rollback).
     registered: bool,
     writes: Changes,
@@ -62,8 +70,13 @@ impl Transaction {
             seq
         };
         Transaction {
+            id: shared
+                .next_txn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             shared,
             read_seq,
+            locked: Vec::new(),
+            lock_seqs: HashMap::new(),
             registered: true,
             writes: Changes::new(),
             bytes: 0,
@@ -87,6 +100,31 @@ impl Transaction {
             return Ok(v.clone());
         }
         Ok(t.lsm.get(key, self.read_seq).await?)
+    }
+
+    /// The newest committed value of `key` in `table` (or this transaction's own write), read
+    /// under the row's lock: waits while another transaction holds the lock, and keeps it
+    /// until this transaction ends. A write of the key after this read conflicts at commit
+    /// only with commits after this read, not after the snapshot — READ COMMITTED's update
+    /// rule. Fails with [`Error::Deadlock`] when waiting would close a cycle of waits.
+    pub async fn get_for_update(&mut self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
+        let t = self.shared.table(table)?;
+        let key = Bytes::copy_from_slice(key);
+        if self.shared.locks.acquire(self.id, table, &key).await? {
+            self.locked.push((table, key.clone()));
+        }
+        if let Some(v) = self.writes.get(&table).and_then(|w| w.get(&key)) {
+            return Ok(v.clone());
+        }
+        // Every commit up to `visible` is applied, and the lock keeps any other locking writer
+        // of this key from committing until this transaction ends.
+        let latest = self
+            .shared
+            .visible
+            .load(std::sync::atomic::Ordering::Acquire)
+            .max(self.read_seq);
+        self.lock_seqs.entry((table, key.clone())).or_insert(latest);
+        Ok(t.lsm.get(&key, latest).await?)
     }
 
     /// Rows of `table` with keys in `(start, end)`, in key order, as this transaction sees them
@@ -231,10 +269,16 @@ impl Transaction {
         self.registered = false;
         st.oracle.deregister(self.read_seq);
         shared.check_accepting(&st)?;
-        if let Some((table, key)) = st
-            .oracle
-            .first_conflict(self.read_seq, keys.iter().map(|(t, k)| (*t, k)))
-        {
+        let read_seq = self.read_seq;
+        let lock_seqs = &self.lock_seqs;
+        if let Some((table, key)) = st.oracle.first_conflict(keys.iter().map(|(t, k)| {
+            let since = if lock_seqs.is_empty() {
+                read_seq
+            } else {
+                lock_seqs.get(&(*t, k.clone())).copied().unwrap_or(read_seq)
+            };
+            (*t, k, since)
+        })) {
             return Err(Error::SerializationFailure { table, key });
         }
         let mut resolved: Vec<(Arc<Table>, WriteBatch)> = Vec::with_capacity(batches.len());
@@ -274,6 +318,9 @@ impl Transaction {
     }
 
     fn finish(&mut self) {
+        // After a commit this runs once it is visible, so the next holder reads it.
+        self.shared.locks.release(self.id, &self.locked);
+        self.locked.clear();
         if std::mem::take(&mut self.registered) {
             let mut st = self.shared.state.lock();
             st.oracle.deregister(self.read_seq);

@@ -7,6 +7,13 @@
 //! own writes and commits them as one commit record. The snapshot is taken on first use, as
 //! PostgreSQL takes a REPEATABLE READ snapshot at the block's first statement, not at BEGIN.
 //!
+//! Isolation: REPEATABLE READ and SERIALIZABLE blocks are snapshot isolation (a concurrent
+//! write to a row the block also wrote fails the later COMMIT with 40001). READ COMMITTED —
+//! PostgreSQL's default, and braid's — differs for UPDATE and DELETE of rows named by whole
+//! keys: they take the row's lock, wait while another transaction holds it, and apply to the
+//! newest committed row, as PostgreSQL's READ COMMITTED does; other writes keep the snapshot
+//! rule. Reads always see the block's snapshot.
+//!
 //! What must stay true: a block that failed never commits (COMMIT then rolls back), and the
 //! lock is never held while a plan pulls rows from its input (the input may be a scan of the
 //! same session that needs it).
@@ -21,6 +28,9 @@ use tokio::sync::{Mutex, MutexGuard};
 pub struct BlockState {
     open: bool,
     txn: Option<Transaction>,
+    /// The block's isolation is READ COMMITTED (else REPEATABLE READ or SERIALIZABLE, both
+    /// snapshot isolation here).
+    read_committed: bool,
 }
 
 impl BlockState {
@@ -35,11 +45,23 @@ impl BlockState {
 
 /// One session's row-table transaction block, shared by its scans and writes through the
 /// session's DataFusion config.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RowTxn {
     state: Mutex<BlockState>,
     /// Set when a statement in the block failed: the block can only roll back.
     failed: AtomicBool,
+    /// The session's `default_transaction_isolation` is READ COMMITTED (PostgreSQL's default).
+    read_committed_default: AtomicBool,
+}
+
+impl Default for RowTxn {
+    fn default() -> Self {
+        RowTxn {
+            state: Mutex::default(),
+            failed: AtomicBool::new(false),
+            read_committed_default: AtomicBool::new(true),
+        }
+    }
 }
 
 impl RowTxn {
@@ -47,13 +69,41 @@ impl RowTxn {
         self.state.lock().await
     }
 
-    /// BEGIN. A BEGIN inside a block keeps the block (PostgreSQL warns and carries on).
-    pub async fn begin(&self) {
+    /// BEGIN, with the isolation it names (READ COMMITTED = `Some(true)`), else the session's
+    /// default. A BEGIN inside a block keeps the block (PostgreSQL warns and carries on).
+    pub async fn begin(&self, read_committed: Option<bool>) {
         let mut st = self.state.lock().await;
         if !st.open {
             st.open = true;
             st.txn = None;
+            st.read_committed = read_committed
+                .unwrap_or_else(|| self.read_committed_default.load(Ordering::Relaxed));
             self.failed.store(false, Ordering::Release);
+        }
+    }
+
+    /// `SET TRANSACTION ISOLATION LEVEL` inside a block (outside one it does nothing, as in
+    /// PostgreSQL, which warns).
+    pub async fn set_isolation(&self, read_committed: bool) {
+        let mut st = self.state.lock().await;
+        if st.open {
+            st.read_committed = read_committed;
+        }
+    }
+
+    /// `default_transaction_isolation` (and `SET SESSION CHARACTERISTICS`).
+    pub fn set_default_isolation(&self, read_committed: bool) {
+        self.read_committed_default
+            .store(read_committed, Ordering::Relaxed);
+    }
+
+    /// Whether writes by key take row locks and work on the newest committed row (READ
+    /// COMMITTED) — in the open block of `st`, else for a statement outside a block.
+    pub fn read_committed(&self, st: &BlockState) -> bool {
+        if st.open {
+            st.read_committed
+        } else {
+            self.read_committed_default.load(Ordering::Relaxed)
         }
     }
 

@@ -389,12 +389,28 @@ impl RowDmlExec {
             None => None,
         };
         let store = &writer.db.store;
+        let read_committed = match (&block, &guard) {
+            (Some(b), Some(g)) => b.read_committed(g),
+            _ => false,
+        };
         let txn = match guard.as_mut().and_then(|g| g.current(store)) {
             Some(t) => t,
             None => own.get_or_insert_with(|| store.begin()),
         };
         let table = writer.def.id;
-        let rows = read_rows(txn, table, &access).await?;
+        let rows = match &access {
+            // READ COMMITTED: each named row under its lock, at its newest commit.
+            KeyAccess::Points(keys) if read_committed => {
+                let mut rows = Vec::with_capacity(keys.len());
+                for k in keys {
+                    if let Some(v) = txn.get_for_update(table, k).await.map_err(rows_error)? {
+                        rows.push((Bytes::copy_from_slice(k), v));
+                    }
+                }
+                rows
+            }
+            _ => read_rows(txn, table, &access).await?,
+        };
         let all: Vec<usize> = (0..writer.def.columns.len()).collect();
         let mut count = 0u64;
         // Changes are computed for every row first and written after, so the statement never

@@ -1,0 +1,166 @@
+//! Row locks (READ COMMITTED writes by key): a second writer of a locked row waits for the
+//! first to end and then works on its committed value, so neither fails; a rollback releases
+//! the lock with nothing changed; a cycle of waits fails one transaction with a deadlock
+//! instead of hanging; and writes made without the lock keep snapshot isolation's rule.
+
+#[path = "support/rows.rs"]
+mod support;
+
+use std::time::Duration;
+
+use braid_ingest::Error;
+use support::*;
+
+const T: u64 = 1;
+
+async fn seeded(dir: &std::path::Path) -> std::sync::Arc<braid_ingest::rows::RowStore> {
+    let store = open(&fs(), dir, small()).await;
+    store.create_table(T).await.expect("create");
+    let mut tx = store.begin();
+    for k in ["a", "b"] {
+        tx.put(T, b(k), b("0")).expect("put");
+    }
+    tx.commit().await.expect("seed");
+    std::sync::Arc::new(store)
+}
+
+fn num(v: &Option<bytes::Bytes>) -> i64 {
+    s(v.as_ref().expect("row present"))
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test]
+async fn a_second_locked_writer_waits_and_applies_to_the_newest_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let mut t1 = store.begin();
+    // t2's snapshot predates t1's commit: under snapshot isolation it would fail.
+    let mut t2 = store.begin();
+    let v = t1.get_for_update(T, b"a").await.expect("lock a");
+    t1.put(T, b("a"), (num(&v) + 1).to_string()).expect("put");
+    let waiter = {
+        tokio::spawn(async move {
+            let v = t2.get_for_update(T, b"a").await.expect("lock a after t1");
+            let seen = num(&v);
+            t2.put(T, b("a"), (seen + 10).to_string()).expect("put");
+            t2.commit()
+                .await
+                .expect("t2 commits: it read the newest row");
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "t2 waits while t1 holds the lock");
+    assert_eq!(store.held_row_locks(), 1);
+    t1.commit().await.expect("t1 commits");
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("t2 is woken by t1's commit")
+        .expect("join");
+    assert_eq!(seen, 1, "t2 read t1's committed value, not its snapshot's");
+    let r = store.begin();
+    assert_eq!(num(&r.get(T, b"a").await.expect("get")), 11);
+    assert_eq!(store.held_row_locks(), 0, "both locks released");
+}
+
+#[tokio::test]
+async fn a_rollback_releases_the_lock_with_nothing_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let mut t1 = store.begin();
+    t1.get_for_update(T, b"b").await.expect("lock");
+    t1.put(T, b("b"), b("99")).expect("put");
+    let s2 = store.clone();
+    let waiter = tokio::spawn(async move {
+        let mut t2 = s2.begin();
+        let v = t2
+            .get_for_update(T, b"b")
+            .await
+            .expect("lock after rollback");
+        num(&v)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    drop(t1);
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the rollback")
+        .expect("join");
+    assert_eq!(seen, 0, "the rolled-back write is not seen");
+}
+
+#[tokio::test]
+async fn a_cycle_of_waits_fails_one_transaction_with_a_deadlock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let mut t1 = store.begin();
+    let mut t2 = store.begin();
+    t1.get_for_update(T, b"a").await.expect("t1 locks a");
+    t2.get_for_update(T, b"b").await.expect("t2 locks b");
+    let waiter = tokio::spawn(async move {
+        let r = t1.get_for_update(T, b"b").await.map(|_| ());
+        (r, t1)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "t1 waits for t2");
+    let err = t2
+        .get_for_update(T, b"a")
+        .await
+        .expect_err("t2 closing the cycle must fail");
+    assert!(matches!(err, Error::Deadlock { .. }), "got {err}");
+    assert!(err.to_string().contains("deadlock detected"), "{err}");
+    drop(t2);
+    let (r, t1) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("t1 gets b once t2 is gone")
+        .expect("join");
+    r.expect("t1 takes b");
+    drop(t1);
+    assert_eq!(store.held_row_locks(), 0);
+}
+
+#[tokio::test]
+async fn a_cancelled_wait_leaves_no_edge_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let mut t1 = store.begin();
+    let mut t2 = store.begin();
+    t1.get_for_update(T, b"a").await.expect("t1 locks a");
+    t2.get_for_update(T, b"b").await.expect("t2 locks b");
+    // t2 waits for a, then gives up (a cancelled statement).
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), t2.get_for_update(T, b"a")).await;
+    assert!(gave_up.is_err(), "t2 was still waiting");
+    // A stale edge t2 -> t1 would make this wait look like a cycle.
+    let waiter = tokio::spawn(async move {
+        let r = t1.get_for_update(T, b"b").await.map(|_| ());
+        drop(t1);
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "t1 waits for t2, no deadlock");
+    drop(t2);
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("t1 gets b")
+        .expect("join")
+        .expect("no deadlock");
+}
+
+#[tokio::test]
+async fn writes_without_the_lock_keep_first_committer_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let mut t1 = store.begin();
+    let mut t2 = store.begin();
+    // t2 locked and read a, but t1 writes a blind (no lock) and commits first.
+    t2.get_for_update(T, b"a").await.expect("lock");
+    t1.put(T, b("a"), b("5")).expect("put");
+    t1.commit().await.expect("commit");
+    t2.put(T, b("a"), b("6")).expect("put");
+    let err = t2
+        .commit()
+        .await
+        .expect_err("a commit after t2's read conflicts");
+    assert!(err.is_serialization_failure(), "got {err}");
+}
