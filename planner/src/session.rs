@@ -1091,7 +1091,7 @@ impl Session {
                 plan,
                 clauses,
                 ..
-            } => match point.execute(params.clone(), &self.rows_txn).await? {
+            } => match point.execute(&params, &self.rows_txn).await? {
                 Some(out) => {
                     self.count_unplanned();
                     Ok(out)

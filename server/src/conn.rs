@@ -194,6 +194,10 @@ async fn serve<H: PgWireServerHandlers>(
     let tick = (stall / 4).max(Duration::from_millis(50));
     // Bytes of an unfinished message and since when that count has not grown.
     let mut partial: Option<(usize, Instant)> = None;
+    // One timer for the connection's life, not one per message: a fresh `sleep` in every
+    // `select!` cost each statement a timer-wheel insert and removal.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let in_startup = matches!(
             socket.state(),
@@ -215,7 +219,7 @@ async fn serve<H: PgWireServerHandlers>(
                 tracing::debug!("client did not finish startup in time: disconnecting");
                 break;
             }
-            _ = tokio::time::sleep(tick), if !in_startup => {
+            _ = ticker.tick(), if !in_startup => {
                 let buffered = socket.read_buffer().len();
                 partial = match partial {
                     _ if buffered == 0 => None,

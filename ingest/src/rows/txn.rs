@@ -404,6 +404,20 @@ impl TxnScan {
         }
     }
 
+    /// The next row's value in key order, or `None` at the end: [`TxnScan::next`] without
+    /// the key, which saves copying it when the transaction has no writes in the range.
+    pub async fn next_value(&mut self) -> Result<Option<Bytes>> {
+        if self.own.is_empty() && self.head.is_none() {
+            if self.base_done {
+                return Ok(None);
+            }
+            let v = self.base.next_value().await?;
+            self.base_done = v.is_none();
+            return Ok(v);
+        }
+        Ok(self.next().await?.map(|(_, v)| v))
+    }
+
     /// Every remaining row.
     pub async fn collect(mut self) -> Result<Vec<(Bytes, Bytes)>> {
         let mut out = Vec::new();

@@ -59,9 +59,9 @@ pub(crate) const NOW_COLUMN: &str = "$now";
 pub(crate) struct RowPoint {
     writer: RowWriter,
     kind: PointKind,
-    /// The WHERE conjuncts, unqualified, with their `$n` placeholders: bound at Execute to
-    /// find the keys.
-    conjuncts: Vec<Expr>,
+    /// The WHERE conjuncts that fix a key column (`column = value`), unqualified, with their
+    /// `$n` placeholders: bound at Execute to find the keys.
+    key_conjuncts: Vec<Expr>,
     /// The same conjuncts over [`RowPoint::input`], all evaluated over every row read.
     filters: Vec<Arc<dyn PhysicalExpr>>,
     /// The table's columns, then one per parameter, then `$now` when the statement calls
@@ -367,10 +367,21 @@ impl RowPoint {
                     .collect::<datafusion::error::Result<Vec<_>>>()?,
             )
         };
+        let key_conjuncts = conjuncts
+            .iter()
+            .filter(|c| {
+                writer
+                    .layout
+                    .columns
+                    .iter()
+                    .any(|(_, _, name)| fixes_column(std::slice::from_ref(*c), name))
+            })
+            .cloned()
+            .collect();
         Ok(Some(RowPoint {
             writer,
             kind,
-            conjuncts,
+            key_conjuncts,
             filters,
             input: input_schema,
             params: param_types.len(),
@@ -383,7 +394,7 @@ impl RowPoint {
     /// must run it.
     pub async fn execute(
         &self,
-        params: Vec<ScalarValue>,
+        params: &[ScalarValue],
         block: &Arc<RowTxn>,
     ) -> Result<Option<Output>> {
         if params.len() != self.params {
@@ -394,15 +405,15 @@ impl RowPoint {
             )));
         }
         let bound = self
-            .conjuncts
+            .key_conjuncts
             .iter()
-            .map(|c| bind(c, &params))
+            .map(|c| bind(c, params))
             .collect::<Result<Vec<_>>>()?;
         let (access, _) = key_access(&self.writer.layout, &bound);
         if !matches!(access, KeyAccess::Points(_)) {
             return Ok(None);
         }
-        let bound = self.bound_params(params)?;
+        let bound = self.bound_params(params.to_vec())?;
         match &self.kind {
             PointKind::Update(assignments) => {
                 let (n, _) = RowDmlExec::run(

@@ -124,11 +124,11 @@ impl ScanState {
                     return Ok(None);
                 };
                 match s
-                    .next()
+                    .next_value()
                     .await
                     .map_err(|e| rows_error(e).into_datafusion())?
                 {
-                    Some((_, v)) => return Ok(Some(v)),
+                    Some(v) => return Ok(Some(v)),
                     None => {
                         scans.pop_front();
                     }

@@ -251,11 +251,17 @@ fn cmp_version(a: (&[u8], u64), b: (&[u8], u64)) -> Ordering {
 pub(crate) struct MergeIter {
     sources: Vec<Source>,
     cur: Option<usize>,
+    /// The current user key while stepping past it (reused: no allocation per entry).
+    scratch: Vec<u8>,
 }
 
 impl MergeIter {
     pub fn new(sources: Vec<Source>) -> Self {
-        MergeIter { sources, cur: None }
+        MergeIter {
+            sources,
+            cur: None,
+            scratch: Vec::new(),
+        }
     }
 
     fn pick(&mut self) {
@@ -288,17 +294,23 @@ impl MergeIter {
     /// should not happen, but costs nothing to tolerate) is stepped past too.
     pub async fn next(&mut self) -> Result<()> {
         let Some(i) = self.cur else { return Ok(()) };
-        let key = match self.sources.get(i).and_then(|s| s.current_key()) {
-            Some((u, s)) => (u.to_vec(), s),
+        let seqno = match self.sources.get(i).and_then(|s| s.current_key()) {
+            Some((u, s)) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(u);
+                s
+            }
             None => return Ok(()),
         };
+        let key = std::mem::take(&mut self.scratch);
         for s in self.sources.iter_mut().skip(i) {
             if s.current_key()
-                .is_some_and(|k| cmp_version(k, (&key.0, key.1)) == Ordering::Equal)
+                .is_some_and(|k| cmp_version(k, (&key, seqno)) == Ordering::Equal)
             {
                 s.next().await?;
             }
         }
+        self.scratch = key;
         self.pick();
         Ok(())
     }
@@ -345,6 +357,19 @@ impl Scan {
 
     /// The next `(key, value)` in key order, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
+        Ok(self
+            .step(true)
+            .await?
+            .map(|(k, v)| (k.unwrap_or_default(), v)))
+    }
+
+    /// The next value in key order, without copying out its key (a scan that needs only the
+    /// rows saves an allocation per row).
+    pub async fn next_value(&mut self) -> Result<Option<Bytes>> {
+        Ok(self.step(false).await?.map(|(_, v)| v))
+    }
+
+    async fn step(&mut self, with_key: bool) -> Result<Option<(Option<Bytes>, Bytes)>> {
         if self.done {
             return Ok(None);
         }
@@ -381,7 +406,8 @@ impl Scan {
                 let l = self.last_user.get_or_insert_with(Vec::new);
                 l.clear();
                 l.extend_from_slice(cur.user);
-                (cur.kind == Kind::Put).then(|| (Bytes::copy_from_slice(cur.user), value))
+                (cur.kind == Kind::Put)
+                    .then(|| (with_key.then(|| Bytes::copy_from_slice(cur.user)), value))
             };
             self.merge.next().await?;
             if let Some(kv) = out {
