@@ -50,7 +50,7 @@ use crate::rows::returning::Returning;
 use crate::rows::table::RowTable;
 use crate::rows::txn::RowTxn;
 use crate::rows::upsert::{insert_rows, ConflictPlan};
-use crate::rows::write::{RowDmlExec, RowSink};
+use crate::rows::write::{RowDmlExec, RowSink, RowWriter};
 use crate::rows::{rows_error, RowsDb};
 use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
 use crate::stream::log::{StreamLog, StreamLogs};
@@ -402,7 +402,7 @@ impl std::fmt::Debug for Output {
         match self {
             Output::Rows { tag, .. } => write!(f, "Rows({tag})"),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
-            Output::CopyIn(c) => write!(f, "CopyIn({})", c.table.def.name),
+            Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.columns.len()),
             Output::CopyOut { format, .. } => write!(f, "CopyOut({format:?})"),
         }
     }
@@ -415,14 +415,28 @@ fn command(tag: &str) -> Output {
     }
 }
 
-/// A pending `COPY stream FROM STDIN`.
+/// What a COPY FROM STDIN loads.
+#[derive(Debug)]
+enum CopyInto {
+    /// A stream: appended durably at the end (or held by the session's block until COMMIT).
+    Stream {
+        table: StreamTable,
+        txn: Arc<TxnBuffer>,
+    },
+    /// A row table: inserted at the end in the session's block, or in a transaction of its
+    /// own committed before the COPY reports its row count.
+    Rows {
+        writer: RowWriter,
+        block: Arc<RowTxn>,
+    },
+}
+
+/// A pending `COPY stream_or_table FROM STDIN`.
 #[derive(Debug)]
 pub struct CopyIn {
-    table: StreamTable,
+    into: CopyInto,
     columns: Vec<ColumnDef>,
     pub format: CopyFormat,
-    /// The session's transaction block: inside one, the rows are held until COMMIT.
-    txn: Arc<TxnBuffer>,
 }
 
 impl CopyIn {
@@ -432,52 +446,92 @@ impl CopyIn {
     }
 
     /// Starts loading: the returned [`CopyLoad`] takes the data as it arrives, parses and
-    /// checks it off the async threads, and appends it all at the end.
+    /// checks it off the async threads, and writes it all at the end.
     pub fn start(self) -> CopyLoad {
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(COPY_QUEUE_CHUNKS);
-        let writer = self.table.writer();
-        let txn = self.txn.clone();
         let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let worker = {
-            let writer = writer.clone();
-            let cancelled = cancelled.clone();
-            tokio::task::spawn_blocking(move || {
-                stage_copy(rx, &writer, &self.columns, self.format, &cancelled)
-            })
+        let (target, worker) = match self.into {
+            CopyInto::Stream { table, txn } => {
+                let writer = table.writer();
+                let worker = {
+                    let writer = writer.clone();
+                    let cancelled = cancelled.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut staged = Staged::new(writer.log.partitions());
+                        parse_copy(rx, &self.columns, self.format, &cancelled, |batch| {
+                            writer.encode_batch(&batch, &mut staged)
+                        })?;
+                        Ok(CopyStaged::Stream(staged))
+                    })
+                };
+                (CopyLoadTarget::Stream { writer, txn }, worker)
+            }
+            CopyInto::Rows { writer, block } => {
+                let worker = {
+                    let cancelled = cancelled.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut batches = Vec::new();
+                        parse_copy(rx, &self.columns, self.format, &cancelled, |batch| {
+                            batches.push(batch);
+                            Ok(())
+                        })?;
+                        Ok(CopyStaged::Rows(batches))
+                    })
+                };
+                (CopyLoadTarget::Rows { writer, block }, worker)
+            }
         };
         CopyLoad {
             tx: Some(tx),
             worker: Some(worker),
-            writer,
-            txn,
+            target,
             cancelled,
         }
     }
+}
+
+/// What the parser of a COPY produced: encoded stream records, or a row table's batches.
+#[derive(Debug)]
+enum CopyStaged {
+    Stream(Staged),
+    Rows(Vec<RecordBatch>),
+}
+
+/// Where a [`CopyLoad`] writes at the end.
+#[derive(Debug)]
+enum CopyLoadTarget {
+    Stream {
+        writer: StreamWriter,
+        txn: Arc<TxnBuffer>,
+    },
+    Rows {
+        writer: RowWriter,
+        block: Arc<RowTxn>,
+    },
 }
 
 /// COPY data chunks queued between the connection and the parser: enough to keep the parser
 /// busy while the next messages arrive, few enough that a slow parse pushes back on the client.
 const COPY_QUEUE_CHUNKS: usize = 256;
 
-/// Parses COPY data chunk by chunk into batches and encodes them as log records, without
-/// appending: a bad row anywhere fails the whole COPY before anything reaches the log, as a
-/// COPY in PostgreSQL is all or nothing.
-fn stage_copy(
+/// Parses COPY data chunk by chunk into batches and hands each to `stage` (which encodes or
+/// keeps it, writing nothing): a bad row anywhere fails the whole COPY before anything is
+/// written, as a COPY in PostgreSQL is all or nothing.
+fn parse_copy(
     mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    writer: &StreamWriter,
     columns: &[ColumnDef],
     format: CopyFormat,
     cancelled: &std::sync::atomic::AtomicBool,
-) -> Result<Staged> {
+    mut keep: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     use crate::copy::{rows_to_batch, RowSplitter, COPY_BATCH_ROWS};
     let header = matches!(format, CopyFormat::Csv { header: true, .. }) as usize;
     let mut splitter = RowSplitter::new(format);
-    let mut staged = Staged::new(writer.log.partitions());
     let mut rows = Vec::new();
     let mut line = 1 + header;
     let mut stage = |rows: &mut Vec<crate::copy::Row>, line: &mut usize| -> Result<()> {
         let batch = rows_to_batch(rows, columns, *line)?;
-        writer.encode_batch(&batch, &mut staged)?;
+        keep(batch)?;
         *line += rows.len();
         rows.clear();
         Ok(())
@@ -499,16 +553,43 @@ fn stage_copy(
         stage(&mut rows, &mut line)?;
         rows = rest;
     }
-    Ok(staged)
+    Ok(())
+}
+
+/// Inserts a COPY's rows into a row table as one statement: in the session's block, or in a
+/// transaction of its own committed (durably) before the row count is returned. A duplicate
+/// key or NULL in a NOT NULL column fails the whole COPY with PostgreSQL's error.
+async fn copy_rows(writer: &RowWriter, block: &RowTxn, batches: Vec<RecordBatch>) -> Result<u64> {
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    // Hidden row ids first, before the block's lock, as the INSERT sink takes them.
+    let mut next_rowid = writer.reserve(total).await?;
+    let store = &writer.db.store;
+    let mut guard = block.lock().await;
+    let mut own = None;
+    let txn = match guard.current(store) {
+        Some(t) => t,
+        None => own.insert(store.begin()),
+    };
+    let mut count = 0;
+    for batch in &batches {
+        let n = batch.num_rows();
+        let columns = writer.columns(batch)?;
+        count += writer.insert(txn, &columns, n, next_rowid).await?;
+        next_rowid = next_rowid.map(|id| id.saturating_add(n as i64));
+    }
+    drop(guard);
+    if let Some(t) = own {
+        t.commit().await.map_err(rows_error)?;
+    }
+    Ok(count)
 }
 
 /// A COPY in progress: see [`CopyIn::start`].
 #[derive(Debug)]
 pub struct CopyLoad {
     tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-    worker: Option<tokio::task::JoinHandle<Result<Staged>>>,
-    writer: StreamWriter,
-    txn: Arc<TxnBuffer>,
+    worker: Option<tokio::task::JoinHandle<Result<CopyStaged>>>,
+    target: CopyLoadTarget,
     cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -530,9 +611,19 @@ impl CopyLoad {
         let staged = worker
             .await
             .map_err(|e| Error::InvalidInput(format!("COPY parser stopped: {e}")))??;
-        match self.txn.hold_staged(&self.writer, staged) {
-            Ok(rows) => Ok(rows),
-            Err(staged) => self.writer.append_staged(staged).await,
+        match (&self.target, staged) {
+            (CopyLoadTarget::Stream { writer, txn }, CopyStaged::Stream(staged)) => {
+                match txn.hold_staged(writer, staged) {
+                    Ok(rows) => Ok(rows),
+                    Err(staged) => writer.append_staged(staged).await,
+                }
+            }
+            (CopyLoadTarget::Rows { writer, block }, CopyStaged::Rows(batches)) => {
+                copy_rows(writer, block, batches).await
+            }
+            _ => Err(Error::InvalidInput(
+                "COPY parser produced data for another kind of table".into(),
+            )),
         }
     }
 }
@@ -2142,28 +2233,53 @@ impl Session {
         else {
             return Err(Error::Syntax("COPY FROM needs a table name".into()));
         };
-        let table = self.stream_table(table_name).await?;
+        let def = self
+            .stream_def(table_name)
+            .ok_or_else(|| Error::UndefinedTable(table_name.to_string()))?;
         let cols: Vec<ColumnDef> = if columns.is_empty() {
-            table.def.columns.clone()
+            def.columns.clone()
         } else {
             let mut out = Vec::new();
             for c in columns {
                 let n = ident_name(c);
-                let def = table
-                    .def
+                let col = def
                     .columns
                     .iter()
                     .find(|x| x.name == n)
                     .ok_or_else(|| Error::UndefinedColumn(n.clone()))?;
-                out.push(def.clone());
+                out.push(col.clone());
             }
             out
         };
+        let into = if def.is_stream() {
+            CopyInto::Stream {
+                table: self.stream_table(table_name).await?,
+                txn: self.txn.clone(),
+            }
+        } else {
+            // Columns left out would take their DEFAULT; braid evaluates defaults only in
+            // INSERT so far, so say so rather than load NULLs where PostgreSQL would not.
+            if let Some(c) = def
+                .columns
+                .iter()
+                .find(|c| c.default.is_some() && !cols.iter().any(|x| x.name == c.name))
+            {
+                return Err(Error::Unsupported(format!(
+                    "COPY into \"{}\" without column \"{}\", which has a DEFAULT, is not \
+                     supported yet; list the column in the COPY, or use INSERT",
+                    def.name, c.name
+                )));
+            }
+            let rows = self.engine.rows_for(&self.database)?;
+            CopyInto::Rows {
+                writer: RowTable::new(Arc::new(def), rows)?.writer(),
+                block: self.rows_txn.clone(),
+            }
+        };
         Ok(Output::CopyIn(CopyIn {
-            table,
+            into,
             columns: cols,
             format,
-            txn: self.txn.clone(),
         }))
     }
 

@@ -507,6 +507,134 @@ async fn read_committed_updates_wait_for_the_row_and_apply_to_its_newest_version
     stop_with_a_clean_log(&mut server).await
 }
 
+/// COPY FROM STDIN into row tables: all rows or none, PostgreSQL's 23505 and 23502, held by
+/// a transaction block until COMMIT (and dropped by ROLLBACK), tables with a hidden row id,
+/// CSV with a column list, and a clear refusal where a left-out column has a DEFAULT.
+#[tokio::test]
+async fn copy_into_row_tables() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, balance bigint); \
+             CREATE TABLE notes (body text, at date); \
+             CREATE TABLE dflt (id int PRIMARY KEY, n int DEFAULT 7)",
+        )
+        .await?;
+    let copy = |sql: &'static str, data: String| {
+        let client = &client;
+        async move {
+            let sink = client.copy_in(sql).await?;
+            futures::pin_mut!(sink);
+            // Pieces that do not line up with rows.
+            for piece in data.as_bytes().chunks(1000) {
+                sink.send(bytes::Bytes::copy_from_slice(piece)).await?;
+            }
+            sink.finish().await
+        }
+    };
+    let mut data = String::new();
+    for i in 1..=20_000 {
+        data.push_str(&format!("{i}\towner-{i}\t{}\n", i * 10));
+    }
+    assert_eq!(copy("COPY acct FROM STDIN", data).await?, 20_000);
+    let row = client
+        .query_one("SELECT count(*), sum(balance) FROM acct", &[])
+        .await?;
+    assert_eq!(row.get::<_, i64>(0), 20_000);
+    assert_eq!(row.get::<_, i64>(1), 2_000_100_000);
+
+    // A duplicate key (with a row already stored) fails the whole COPY.
+    let err = copy(
+        "COPY acct FROM STDIN",
+        "30001\tnew\t1\n5\tagain\t1\n".to_string(),
+    )
+    .await
+    .expect_err("duplicate");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::UNIQUE_VIOLATION);
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"acct_pkey\""
+    );
+    let err = copy("COPY acct FROM STDIN", "30002\t\\N\t1\n".to_string())
+        .await
+        .expect_err("not null");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::NOT_NULL_VIOLATION);
+    assert_eq!(
+        db.message(),
+        "null value in column \"owner\" of relation \"acct\" violates not-null constraint"
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct WHERE id > 30000", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 0, "nothing of a failed COPY is there");
+
+    // In a block: seen by the block, dropped by ROLLBACK, kept by COMMIT.
+    client.batch_execute("BEGIN").await?;
+    copy(
+        "COPY acct (id, owner) FROM STDIN",
+        "40001\tblock\n".to_string(),
+    )
+    .await?;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct WHERE id = 40001", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 1);
+    client.batch_execute("ROLLBACK").await?;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct WHERE id = 40001", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 0);
+    client.batch_execute("BEGIN").await?;
+    copy(
+        "COPY acct (id, owner) FROM STDIN",
+        "40002\tkept\n".to_string(),
+    )
+    .await?;
+    client.batch_execute("COMMIT").await?;
+    let row = client
+        .query_one("SELECT owner, balance FROM acct WHERE id = 40002", &[])
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "kept");
+    assert_eq!(row.get::<_, Option<i64>>(1), None);
+
+    // A table without a key, CSV with a header and a column list.
+    copy(
+        "COPY notes (at, body) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        "at,body\n2024-01-02,\"one, two\"\n2024-01-03,\n".to_string(),
+    )
+    .await?;
+    let rows = client
+        .query("SELECT body, at::text AS d FROM notes ORDER BY d", &[])
+        .await?;
+    let got: Vec<(Option<String>, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        [
+            (Some("one, two".to_string()), "2024-01-02".to_string()),
+            (None, "2024-01-03".to_string())
+        ]
+    );
+
+    // Refused before any data is asked for (simple protocol, as psql's \copy sends it).
+    let err = client
+        .simple_query("COPY dflt (id) FROM STDIN")
+        .await
+        .expect_err("defaults in COPY");
+    assert_eq!(
+        err.as_db_error().map(|d| d.code().clone()),
+        Some(SqlState::FEATURE_NOT_SUPPORTED)
+    );
+    assert_eq!(copy("COPY dflt FROM STDIN", "1\t2\n".to_string()).await?, 1);
+    drop(client);
+    stop_with_a_clean_log(&mut server).await
+}
+
 #[tokio::test]
 async fn row_table_errors_carry_postgres_details() -> anyhow::Result<()> {
     let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
