@@ -132,7 +132,7 @@ fn read_log(dir: &Path) -> String {
 
 #[test]
 fn unit_files_verify_and_exposure_is_low() -> anyhow::Result<()> {
-    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    let units = manifest_dir().join("../systemd");
     let dir = temp_dir("units")?;
     for name in ["braid.service", "braid.socket", "braid-http.socket"] {
         let text = std::fs::read_to_string(units.join(name))?;
@@ -895,4 +895,13 @@ async fn plain_stderr_gets_human_lines() -> anyhow::Result<()> {
     assert!(!ready.starts_with('<'), "{ready}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test; the value
+/// compiled in may name another checkout that shares the target directory (cargo reuses a
+/// test binary across checkouts of the same workspace).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

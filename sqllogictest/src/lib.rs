@@ -56,7 +56,13 @@ fn build_braid() -> anyhow::Result<PathBuf> {
         "--target-dir",
     ])
     .arg(target_dir)
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Any package directory of the workspace will do; the one cargo gives the running test
+    // is this checkout's, where the compiled-in one may be another's sharing the target dir.
+    .current_dir(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    );
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

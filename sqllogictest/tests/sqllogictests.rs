@@ -410,7 +410,7 @@ async fn run_file(
 }
 
 fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_files");
+    let root = manifest_dir().join("test_files");
     let mut files = Vec::new();
     slt_files(&root, &mut files)?;
     files.sort();
@@ -468,4 +468,13 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test; the value
+/// compiled in may name another checkout that shares the target directory (cargo reuses a
+/// test binary across checkouts of the same workspace).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

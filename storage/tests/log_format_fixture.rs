@@ -12,7 +12,7 @@ use braid_storage::log::{Header, ProducerSeq, Record, TopicConfig};
 use support::*;
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v1")
+    manifest_dir().join("tests/fixtures/log-v1")
 }
 
 fn config() -> TopicConfig {
@@ -123,4 +123,13 @@ async fn version_1_fixture_still_reads() {
         .expect("retry");
     assert!(retry.duplicate);
     topic.close().await.expect("close");
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test; the value
+/// compiled in may name another checkout that shares the target directory (cargo reuses a
+/// test binary across checkouts of the same workspace).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

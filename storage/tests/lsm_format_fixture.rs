@@ -14,7 +14,7 @@ use braid_storage::lsm::{LsmOptions, WriteBatch};
 use common::*;
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lsm-v1")
+    manifest_dir().join("tests/fixtures/lsm-v1")
 }
 
 fn opts() -> LsmOptions {
@@ -106,4 +106,13 @@ async fn version_1_tree_still_reads() {
         }
     }
     lsm.close().await.expect("close");
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test; the value
+/// compiled in may name another checkout that shares the target directory (cargo reuses a
+/// test binary across checkouts of the same workspace).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
