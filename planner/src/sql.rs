@@ -1,11 +1,12 @@
 //! SQL text handling that happens before DataFusion sees a statement: splitting a simple-query
 //! string into statements, turning `CREATE STREAM` / `DROP STREAM` (which sqlparser does not
-//! know) into their TABLE spelling plus a marker, and hiding a stream's hidden columns from
-//! `*`.
+//! know) into their TABLE spelling plus a marker, hiding a stream's hidden columns from `*`,
+//! and naming a scalar table function's column after its alias, as PostgreSQL does.
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, WildcardAdditionalOptions,
+    SelectItemQualifiedWildcardKind, SetExpr, TableAliasColumnDef, TableFactor,
+    WildcardAdditionalOptions,
 };
 
 /// Splits SQL text at top-level semicolons, respecting quotes, dollar quotes and comments.
@@ -211,6 +212,29 @@ fn collect_relations(
             out.push(Relation {
                 qualifier,
                 stream_columns: columns_of(name),
+            });
+        }
+        TableFactor::Table {
+            name,
+            alias: Some(alias),
+            args: Some(_),
+            ..
+        } => {
+            // PostgreSQL names the one column of a function returning a scalar type after the
+            // table alias (`SELECT g FROM generate_series(1, 3) g`); DataFusion calls it
+            // `value`, so the alias gets the column list PostgreSQL implies.
+            let function = name.0.last().map(|p| p.to_string().to_ascii_lowercase());
+            if alias.columns.is_empty()
+                && matches!(function.as_deref(), Some("generate_series" | "range"))
+            {
+                alias.columns = vec![TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+            out.push(Relation {
+                qualifier: Some(vec![alias.name.clone()]),
+                stream_columns: None,
             });
         }
         TableFactor::Derived {
