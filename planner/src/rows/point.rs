@@ -326,7 +326,6 @@ impl RowPoint {
                 assignments.push((i, r));
             }
         }
-        drop(rw);
 
         let mut fields: Vec<Field> = writer
             .schema
