@@ -24,6 +24,20 @@ async fn seeded(dir: &std::path::Path) -> std::sync::Arc<braid_ingest::rows::Row
     std::sync::Arc::new(store)
 }
 
+/// Two transactions: the first holding row `a`'s lock, the second row `b`'s.
+async fn holding_a_and_b(
+    store: &braid_ingest::rows::RowStore,
+) -> (
+    braid_ingest::rows::Transaction,
+    braid_ingest::rows::Transaction,
+) {
+    let mut t1 = store.begin();
+    let mut t2 = store.begin();
+    t1.get_for_update(T, b"a").await.expect("t1 locks a");
+    t2.get_for_update(T, b"b").await.expect("t2 locks b");
+    (t1, t2)
+}
+
 fn num(v: &Option<bytes::Bytes>) -> i64 {
     s(v.as_ref().expect("row present"))
         .parse()
@@ -94,11 +108,9 @@ async fn a_rollback_releases_the_lock_with_nothing_changed() {
 async fn a_cycle_of_waits_fails_one_transaction_with_a_deadlock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = seeded(dir.path()).await;
-    let mut t1 = store.begin();
-    let mut t2 = store.begin();
-    t1.get_for_update(T, b"a").await.expect("t1 locks a");
-    t2.get_for_update(T, b"b").await.expect("t2 locks b");
+    let (t1, mut t2) = holding_a_and_b(&store).await;
     let waiter = tokio::spawn(async move {
+        let mut t1 = t1;
         let r = t1.get_for_update(T, b"b").await.map(|_| ());
         (r, t1)
     });
@@ -124,15 +136,13 @@ async fn a_cycle_of_waits_fails_one_transaction_with_a_deadlock() {
 async fn a_cancelled_wait_leaves_no_edge_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = seeded(dir.path()).await;
-    let mut t1 = store.begin();
-    let mut t2 = store.begin();
-    t1.get_for_update(T, b"a").await.expect("t1 locks a");
-    t2.get_for_update(T, b"b").await.expect("t2 locks b");
+    let (t1, mut t2) = holding_a_and_b(&store).await;
     // t2 waits for a, then gives up (a cancelled statement).
     let gave_up = tokio::time::timeout(Duration::from_millis(50), t2.get_for_update(T, b"a")).await;
     assert!(gave_up.is_err(), "t2 was still waiting");
     // A stale edge t2 -> t1 would make this wait look like a cycle.
     let waiter = tokio::spawn(async move {
+        let mut t1 = t1;
         let r = t1.get_for_update(T, b"b").await.map(|_| ());
         drop(t1);
         r

@@ -32,7 +32,6 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::rows::point;
-use crate::rows::rows_error;
 use crate::rows::table::RowTable;
 use crate::rows::txn::RowTxn;
 use crate::rows::write::RowWriter;
@@ -177,25 +176,7 @@ impl FastInsert {
                 }
                 writer.append_batch(&batch).await
             }
-            Target::Rows(writer) => {
-                // As the planned path's sink does (`RowSink`), for one batch.
-                let n = batch.num_rows();
-                let columns = writer.columns(&batch)?;
-                let first_rowid = writer.reserve(n).await?;
-                let store = &writer.db.store;
-                let mut guard = rows_txn.lock().await;
-                let mut own = None;
-                let txn = match guard.current(store) {
-                    Some(t) => t,
-                    None => own.insert(store.begin()),
-                };
-                let count = writer.insert(txn, &columns, n, first_rowid).await?;
-                drop(guard);
-                if let Some(t) = own {
-                    t.commit().await.map_err(rows_error)?;
-                }
-                Ok(count)
-            }
+            Target::Rows(writer) => writer.insert_batches(rows_txn, &[batch]).await,
         }
     }
 

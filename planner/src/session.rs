@@ -556,34 +556,6 @@ fn parse_copy(
     Ok(())
 }
 
-/// Inserts a COPY's rows into a row table as one statement: in the session's block, or in a
-/// transaction of its own committed (durably) before the row count is returned. A duplicate
-/// key or NULL in a NOT NULL column fails the whole COPY with PostgreSQL's error.
-async fn copy_rows(writer: &RowWriter, block: &RowTxn, batches: Vec<RecordBatch>) -> Result<u64> {
-    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    // Hidden row ids first, before the block's lock, as the INSERT sink takes them.
-    let mut next_rowid = writer.reserve(total).await?;
-    let store = &writer.db.store;
-    let mut guard = block.lock().await;
-    let mut own = None;
-    let txn = match guard.current(store) {
-        Some(t) => t,
-        None => own.insert(store.begin()),
-    };
-    let mut count = 0;
-    for batch in &batches {
-        let n = batch.num_rows();
-        let columns = writer.columns(batch)?;
-        count += writer.insert(txn, &columns, n, next_rowid).await?;
-        next_rowid = next_rowid.map(|id| id.saturating_add(n as i64));
-    }
-    drop(guard);
-    if let Some(t) = own {
-        t.commit().await.map_err(rows_error)?;
-    }
-    Ok(count)
-}
-
 /// A COPY in progress: see [`CopyIn::start`].
 #[derive(Debug)]
 pub struct CopyLoad {
@@ -619,7 +591,7 @@ impl CopyLoad {
                 }
             }
             (CopyLoadTarget::Rows { writer, block }, CopyStaged::Rows(batches)) => {
-                copy_rows(writer, block, batches).await
+                writer.insert_batches(block, &batches).await
             }
             _ => Err(Error::InvalidInput(
                 "COPY parser produced data for another kind of table".into(),

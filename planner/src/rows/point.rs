@@ -413,80 +413,79 @@ impl RowPoint {
             return Ok(None);
         }
         let bound = self.bound_params(params.to_vec())?;
-        match &self.kind {
-            PointKind::Update(assignments) => {
-                let (n, _) = RowDmlExec::run(
-                    self.writer.clone(),
-                    DmlOp::Update(assignments.clone()),
-                    self.filters.clone(),
-                    access,
-                    Some(block.clone()),
-                    false,
-                    Some(&bound),
-                )
-                .await?;
-                Ok(Some(Output::Command {
-                    tag: "UPDATE".into(),
-                    rows: Some(n),
-                }))
-            }
-            PointKind::Delete => {
-                let (n, _) = RowDmlExec::run(
-                    self.writer.clone(),
-                    DmlOp::Delete,
-                    self.filters.clone(),
-                    access,
-                    Some(block.clone()),
-                    false,
-                    Some(&bound),
-                )
-                .await?;
-                Ok(Some(Output::Command {
-                    tag: "DELETE".into(),
-                    rows: Some(n),
-                }))
-            }
-            PointKind::Select { exprs, schema } => {
-                let rows = {
-                    let store = &self.writer.db.store;
-                    let mut guard = block.lock().await;
-                    match guard.current(store) {
-                        Some(txn) => read_rows(txn, self.writer.def.id, &access).await?,
-                        None => {
-                            let txn = store.begin();
-                            let rows = read_rows(&txn, self.writer.def.id, &access).await;
-                            txn.rollback();
-                            rows?
-                        }
-                    }
-                };
-                let all: Vec<usize> = (0..self.writer.def.columns.len()).collect();
-                let batch = self.writer.decode(&all, rows.iter().map(|(_, v)| v))?;
-                let input = bound.extend(&batch)?;
-                let input = self.keep(input)?;
-                let n = input.num_rows();
-                let mut columns = Vec::with_capacity(exprs.len());
-                for (e, f) in exprs.iter().zip(schema.fields()) {
-                    let a = e.evaluate(&input)?.into_array(n)?;
-                    columns.push(if a.data_type() == f.data_type() {
-                        a
-                    } else {
-                        cast(&a, f.data_type()).map_err(|e| Error::DataFusion(e.into()))?
-                    });
+        let (op, tag) = match &self.kind {
+            PointKind::Update(assignments) => (DmlOp::Update(assignments.clone()), "UPDATE"),
+            PointKind::Delete => (DmlOp::Delete, "DELETE"),
+            PointKind::Select { .. } => return self.select(access, &bound, block).await.map(Some),
+        };
+        let (n, _) = RowDmlExec::run(
+            self.writer.clone(),
+            op,
+            self.filters.clone(),
+            access,
+            Some(block.clone()),
+            false,
+            Some(&bound),
+        )
+        .await?;
+        Ok(Some(Output::Command {
+            tag: tag.into(),
+            rows: Some(n),
+        }))
+    }
+
+    /// A point SELECT: the named rows read in the session's block (or a snapshot of their
+    /// own), then the WHERE and the select list evaluated over them.
+    async fn select(
+        &self,
+        access: KeyAccess,
+        bound: &BoundParams,
+        block: &Arc<RowTxn>,
+    ) -> Result<Output> {
+        let PointKind::Select { exprs, schema } = &self.kind else {
+            return Err(Error::DataFusion(
+                datafusion::error::DataFusionError::Internal(
+                    "a point statement that is not a SELECT was run as one".into(),
+                ),
+            ));
+        };
+        let rows = {
+            let store = &self.writer.db.store;
+            let mut guard = block.lock().await;
+            match guard.current(store) {
+                Some(txn) => read_rows(txn, self.writer.def.id, &access).await?,
+                None => {
+                    let txn = store.begin();
+                    let rows = read_rows(&txn, self.writer.def.id, &access).await;
+                    txn.rollback();
+                    rows?
                 }
-                let out = RecordBatch::try_new_with_options(
-                    schema.clone(),
-                    columns,
-                    &RecordBatchOptions::new().with_row_count(Some(n)),
-                )
-                .map_err(|e| Error::DataFusion(e.into()))?;
-                Ok(Some(Output::Rows {
-                    schema: schema.clone(),
-                    stream: one_batch(schema.clone(), out),
-                    tag: "SELECT",
-                }))
             }
+        };
+        let all: Vec<usize> = (0..self.writer.def.columns.len()).collect();
+        let batch = self.writer.decode(&all, rows.iter().map(|(_, v)| v))?;
+        let input = self.keep(bound.extend(&batch)?)?;
+        let n = input.num_rows();
+        let mut columns = Vec::with_capacity(exprs.len());
+        for (e, f) in exprs.iter().zip(schema.fields()) {
+            let a = e.evaluate(&input)?.into_array(n)?;
+            columns.push(if a.data_type() == f.data_type() {
+                a
+            } else {
+                cast(&a, f.data_type()).map_err(|e| Error::DataFusion(e.into()))?
+            });
         }
+        let out = RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| Error::DataFusion(e.into()))?;
+        Ok(Output::Rows {
+            schema: schema.clone(),
+            stream: one_batch(schema.clone(), out),
+            tag: "SELECT",
+        })
     }
 
     /// The rows of `input` every WHERE conjunct holds for.

@@ -225,6 +225,36 @@ impl RowWriter {
     }
 }
 
+impl RowWriter {
+    /// Inserts the rows of `batches` as one statement: in the session's block `block`, or in
+    /// a transaction of their own committed (durably) before the count is returned. A
+    /// duplicate key or a NULL in a NOT NULL column fails them all with PostgreSQL's error.
+    pub async fn insert_batches(&self, block: &RowTxn, batches: &[RecordBatch]) -> Result<u64> {
+        let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+        // Hidden row ids first, before the block's lock, as the INSERT sink takes them.
+        let mut next_rowid = self.reserve(total).await?;
+        let store = &self.db.store;
+        let mut guard = block.lock().await;
+        let mut own = None;
+        let txn = match guard.current(store) {
+            Some(t) => t,
+            None => own.insert(store.begin()),
+        };
+        let mut count = 0;
+        for batch in batches {
+            let n = batch.num_rows();
+            let columns = self.columns(batch)?;
+            count += self.insert(txn, &columns, n, next_rowid).await?;
+            next_rowid = next_rowid.map(|id| id.saturating_add(n as i64));
+        }
+        drop(guard);
+        if let Some(t) = own {
+            t.commit().await.map_err(rows_error)?;
+        }
+        Ok(count)
+    }
+}
+
 /// DataFusion sink for `INSERT INTO table ...`.
 #[derive(Debug)]
 pub struct RowSink {
