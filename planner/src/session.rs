@@ -747,6 +747,16 @@ async fn has_rows(rows: &RowsDb, table: u64) -> Result<bool> {
     Ok(scan.next().await.map_err(rows_error)?.is_some())
 }
 
+/// PostgreSQL's 22023 for a time zone braid cannot read.
+fn check_time_zone(value: &str) -> Result<()> {
+    match crate::types::SessionTimeZone::parse(value) {
+        Some(_) => Ok(()),
+        None => Err(Error::InvalidParameter(format!(
+            "invalid value for parameter \"TimeZone\": \"{value}\""
+        ))),
+    }
+}
+
 /// The isolation a BEGIN or SET TRANSACTION names: `Some(true)` for READ COMMITTED (and READ
 /// UNCOMMITTED, which PostgreSQL runs as READ COMMITTED), `Some(false)` for REPEATABLE READ
 /// and SERIALIZABLE, `None` when it names none.
@@ -1165,6 +1175,13 @@ impl Session {
                 self.execute_planned(plan, clauses.as_deref(), params).await
             }
         }
+    }
+
+    /// The session's `TimeZone`, for timestamptz output.
+    pub fn time_zone(&self) -> crate::types::SessionTimeZone {
+        self.setting("timezone")
+            .and_then(|v| crate::types::SessionTimeZone::parse(&v))
+            .unwrap_or_default()
     }
 
     fn count_unplanned(&self) {
@@ -1949,6 +1966,9 @@ impl Session {
                         .set(&name, &value)
                         .map_err(|e| Error::InvalidParameter(e.to_string()))?;
                 } else {
+                    if name == "timezone" || name == "time zone" {
+                        check_time_zone(&value)?;
+                    }
                     if name == "default_transaction_isolation" {
                         self.rows_txn.set_default_isolation(
                             value.trim().eq_ignore_ascii_case("read committed"),
@@ -1967,9 +1987,9 @@ impl Session {
                 }
             }
             Set::SetTimeZone { value, .. } => {
-                self.vars
-                    .lock()
-                    .insert("timezone".into(), literal_text(value));
+                let value = literal_text(value);
+                check_time_zone(&value)?;
+                self.vars.lock().insert("timezone".into(), value);
             }
             _ => {}
         }

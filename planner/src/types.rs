@@ -173,3 +173,55 @@ fn unsupported_type(name: &str) -> Error {
          double precision, numeric, text, varchar, bytea, date, timestamp, timestamptz, jsonb or uuid"
     ))
 }
+
+/// A session's `TimeZone` setting, as timestamptz output uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionTimeZone {
+    /// A zone of the IANA database (`UTC`, `Europe/Berlin`, …).
+    Named(chrono_tz::Tz),
+    /// A fixed offset east of UTC, in seconds (`SET TIME ZONE -7` is -25200).
+    Fixed(i32),
+}
+
+impl SessionTimeZone {
+    /// Reads a `SET TIME ZONE` / `SET timezone` value as PostgreSQL does for the forms braid
+    /// knows: an IANA zone name (any case), `LOCAL` / `DEFAULT` (UTC, the server's zone), or a
+    /// number of hours east of UTC. `None` for anything else (PostgreSQL's POSIX forms such as
+    /// `'+02:00'`, which it reads with the sign inverted, are not supported).
+    pub fn parse(value: &str) -> Option<SessionTimeZone> {
+        let v = value.trim();
+        if v.eq_ignore_ascii_case("local") || v.eq_ignore_ascii_case("default") {
+            return Some(SessionTimeZone::Named(chrono_tz::Tz::UTC));
+        }
+        if let Ok(hours) = v.parse::<f64>() {
+            let secs = (hours * 3600.0).round();
+            // PostgreSQL accepts offsets up to 15:59:59.
+            return (secs.abs() < 16.0 * 3600.0).then_some(SessionTimeZone::Fixed(secs as i32));
+        }
+        // PostgreSQL matches zone names in any case.
+        v.parse::<chrono_tz::Tz>()
+            .ok()
+            .or_else(|| {
+                chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .find(|z| z.name().eq_ignore_ascii_case(v))
+                    .copied()
+            })
+            .map(SessionTimeZone::Named)
+    }
+
+    /// The UTC offset in seconds at `utc` (an instant in this zone).
+    pub fn offset_at(&self, utc: &chrono::NaiveDateTime) -> i32 {
+        use chrono::{Offset, TimeZone};
+        match self {
+            SessionTimeZone::Named(tz) => tz.offset_from_utc_datetime(utc).fix().local_minus_utc(),
+            SessionTimeZone::Fixed(secs) => *secs,
+        }
+    }
+}
+
+impl Default for SessionTimeZone {
+    fn default() -> Self {
+        SessionTimeZone::Named(chrono_tz::Tz::UTC)
+    }
+}

@@ -19,6 +19,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::encode::{encode_batch, field_infos};
+use braid_planner::types::SessionTimeZone;
 
 /// Runs the COPY out. The outer error is the connection's (the client went away); the inner one
 /// is the statement's, answered with an ErrorResponse like any failed statement.
@@ -27,6 +28,7 @@ pub(crate) async fn send<C>(
     schema: SchemaRef,
     mut stream: SendableRecordBatchStream,
     format: &CopyFormat,
+    tz: SessionTimeZone,
 ) -> PgWireResult<Result<Response, Error>>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -75,7 +77,7 @@ where
                 None => break,
             },
         };
-        for row in encode_batch(&batch, &fields)? {
+        for row in encode_batch(&batch, &fields, tz)? {
             put_row(&mut buf, &row, format, columns)?;
             client
                 .feed(PgWireBackendMessage::CopyData(CopyData::new(

@@ -11,6 +11,7 @@ use braid_planner::datafusion::arrow::datatypes::{
     UInt64Type, UInt8Type,
 };
 use braid_planner::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use braid_planner::types::SessionTimeZone;
 use braid_planner::types::PG_TYPE_METADATA_KEY;
 use chrono::{DateTime, NaiveDate, Utc};
 use pgwire::api::portal::Format;
@@ -117,6 +118,7 @@ fn timestamp_micros(col: &ArrayRef, row: usize) -> Option<i64> {
 pub fn encode_batch(
     batch: &RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
+    tz: SessionTimeZone,
 ) -> PgWireResult<Vec<DataRow>> {
     let mut enc = DataRowEncoder::new(fields.clone());
     let options = FormatOptions::default();
@@ -132,7 +134,7 @@ pub fn encode_batch(
             let field = fields
                 .get(ci)
                 .ok_or_else(|| enc_err("column count mismatch"))?;
-            encode_value(&mut enc, col, row, field, formatters.get(ci))?;
+            encode_value(&mut enc, col, row, field, formatters.get(ci), tz)?;
         }
         rows.push(enc.take_row());
     }
@@ -145,6 +147,7 @@ fn encode_value(
     row: usize,
     field: &FieldInfo,
     formatter: Option<&ArrayFormatter>,
+    tz: SessionTimeZone,
 ) -> PgWireResult<()> {
     if col.is_null(row) {
         return enc.encode_field(&None::<i32>);
@@ -221,17 +224,17 @@ fn encode_value(
                 None => encode_text(enc, formatter, row, &ty),
             }
         }
-        DataType::Timestamp(_, tz) => {
+        DataType::Timestamp(_, zone) => {
             let Some(us) = timestamp_micros(col, row) else {
                 return encode_text(enc, formatter, row, &ty);
             };
             match DateTime::<Utc>::from_timestamp_micros(us) {
-                // PostgreSQL's text form; the session time zone is always UTC for now.
-                Some(dt) if is_text(field) && tz.is_some() => {
-                    encode_as_text(enc, &format!("{}+00", timestamp_text(&dt)), &ty)
+                // PostgreSQL's text form, in the session's time zone (binary is UTC).
+                Some(dt) if is_text(field) && zone.is_some() => {
+                    encode_as_text(enc, &timestamptz_text(&dt, tz), &ty)
                 }
                 Some(dt) if is_text(field) => encode_as_text(enc, &timestamp_text(&dt), &ty),
-                Some(dt) if tz.is_some() => enc.encode_field(&dt),
+                Some(dt) if zone.is_some() => enc.encode_field(&dt),
                 Some(dt) => enc.encode_field(&dt.naive_utc()),
                 None => encode_text(enc, formatter, row, &ty),
             }
@@ -278,6 +281,22 @@ fn float_text(v: f64, sci: String, fixed: String, digits: i32) -> String {
 }
 
 /// PostgreSQL's text for a timestamp (UTC): seconds with only the fractional digits needed.
+/// PostgreSQL's text for a timestamptz shown in zone `tz`: local time, then the offset as
+/// `+hh`, `+hh:mm` or `+hh:mm:ss` (only as long as it needs).
+fn timestamptz_text(dt: &DateTime<Utc>, tz: SessionTimeZone) -> String {
+    let offset = tz.offset_at(&dt.naive_utc());
+    let local = dt.naive_utc() + chrono::TimeDelta::seconds(i64::from(offset));
+    let sign = if offset < 0 { '-' } else { '+' };
+    let a = offset.unsigned_abs();
+    let (h, m, s) = (a / 3600, a / 60 % 60, a % 60);
+    let zone = match (m, s) {
+        (0, 0) => format!("{sign}{h:02}"),
+        (_, 0) => format!("{sign}{h:02}:{m:02}"),
+        _ => format!("{sign}{h:02}:{m:02}:{s:02}"),
+    };
+    format!("{}{zone}", timestamp_text(&local.and_utc()))
+}
+
 fn timestamp_text(dt: &DateTime<Utc>) -> String {
     let base = dt.format("%Y-%m-%d %H:%M:%S").to_string();
     let micros = dt.timestamp_subsec_micros();
@@ -368,6 +387,57 @@ mod tests {
 
     fn f4(v: f32) -> String {
         float_text(f64::from(v), format!("{v:e}"), v.to_string(), FLT_DIG)
+    }
+
+    /// Expected values are PostgreSQL 15.18's output after the same `SET TIME ZONE`.
+    #[test]
+    fn timestamptz_text_follows_the_session_time_zone() {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("a test instant")
+                .with_timezone(&Utc)
+        };
+        let zone = |s: &str| SessionTimeZone::parse(s).expect("a zone braid reads");
+        let noon = at("2024-01-02T12:00:00Z");
+        let summer = at("2024-07-01T23:30:00.5Z");
+        assert_eq!(
+            timestamptz_text(&noon, zone("UTC")),
+            "2024-01-02 12:00:00+00"
+        );
+        assert_eq!(
+            timestamptz_text(&noon, zone("Europe/Berlin")),
+            "2024-01-02 13:00:00+01"
+        );
+        assert_eq!(
+            timestamptz_text(&summer, zone("europe/berlin")),
+            "2024-07-02 01:30:00.5+02"
+        );
+        assert_eq!(
+            timestamptz_text(&summer, zone("asia/kolkata")),
+            "2024-07-02 05:00:00.5+05:30"
+        );
+        assert_eq!(
+            timestamptz_text(&noon, zone("-7")),
+            "2024-01-02 05:00:00-07"
+        );
+        assert_eq!(
+            timestamptz_text(&noon, zone("America/St_Johns")),
+            "2024-01-02 08:30:00-03:30"
+        );
+        // An offset with seconds (local mean times before 1900) is printed in full, as
+        // PostgreSQL prints Amsterdam's `+00:19:32`; here as a fixed offset, since which zones
+        // have one depends on the time zone database's version.
+        assert_eq!(
+            timestamptz_text(&at("1900-01-01T00:00:00Z"), SessionTimeZone::Fixed(1172)),
+            "1900-01-01 00:19:32+00:19:32"
+        );
+        assert_eq!(
+            timestamptz_text(&at("1900-01-01T00:00:00Z"), SessionTimeZone::Fixed(-2588)),
+            "1899-12-31 23:16:52-00:43:08"
+        );
+        assert_eq!(zone("LOCAL"), zone("UTC"));
+        assert!(SessionTimeZone::parse("Mars/Olympus").is_none());
+        assert!(SessionTimeZone::parse("99").is_none(), "past ±15:59:59");
     }
 
     /// Expected values are PostgreSQL 15's output for the same literals.

@@ -135,9 +135,15 @@ impl ExtendedQueryHandler for QueryHandler {
             format,
         } = out
         {
-            return crate::copy_out::send(client, schema, stream, &format)
-                .await?
-                .map_err(|e| to_pgwire(&e));
+            return crate::copy_out::send(
+                client,
+                schema,
+                stream,
+                &format,
+                state.session.time_zone(),
+            )
+            .await?
+            .map_err(|e| to_pgwire(&e));
         }
         respond(&state, out, &portal.result_column_format, status)
             .await

@@ -163,11 +163,12 @@ pub(crate) async fn respond(
                 None => None,
             };
             let f2 = fields.clone();
+            let tz = state.session.time_zone();
             let head = futures::stream::iter(first.into_iter().map(Ok));
             let rows = head
                 .chain(stream)
                 .map(move |batch| match batch {
-                    Ok(b) => match encode_batch(&b, &f2) {
+                    Ok(b) => match encode_batch(&b, &f2, tz) {
                         Ok(rows) => futures::stream::iter(rows.into_iter().map(Ok)).boxed(),
                         Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                     },

@@ -68,7 +68,16 @@ impl SimpleQueryHandler for QueryHandler {
                     schema,
                     stream,
                     format,
-                }) => crate::copy_out::send(client, schema, stream, &format).await?,
+                }) => {
+                    crate::copy_out::send(
+                        client,
+                        schema,
+                        stream,
+                        &format,
+                        state.session.time_zone(),
+                    )
+                    .await?
+                }
                 Ok(out) => respond(&state, out, &Format::UnifiedText, status).await,
                 Err(e) => Err(e),
             };

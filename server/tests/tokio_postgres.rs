@@ -635,6 +635,75 @@ async fn copy_into_row_tables() -> anyhow::Result<()> {
     stop_with_a_clean_log(&mut server).await
 }
 
+/// `SET TIME ZONE` changes how timestamptz values are shown (text results, as psql gets them),
+/// with PostgreSQL 15.18's output for the same statements; a zone braid cannot read is 22023.
+#[tokio::test]
+async fn set_time_zone_shows_timestamptz_in_that_zone() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE tz (id int PRIMARY KEY, at timestamptz); \
+             INSERT INTO tz VALUES (1, '2024-01-02 12:00:00+00'), (2, '2024-07-01 23:30:00.5+00')",
+        )
+        .await?;
+    let shown = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let mut out = Vec::new();
+            for m in client.simple_query(sql).await? {
+                if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                    out.push(r.get(0).unwrap_or("NULL").to_string());
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(out)
+        }
+    };
+    let select = "SELECT at FROM tz ORDER BY id";
+    assert_eq!(
+        shown(select).await?,
+        ["2024-01-02 12:00:00+00", "2024-07-01 23:30:00.5+00"]
+    );
+    client
+        .batch_execute("SET TIME ZONE 'Europe/Berlin'")
+        .await?;
+    assert_eq!(
+        shown(select).await?,
+        ["2024-01-02 13:00:00+01", "2024-07-02 01:30:00.5+02"]
+    );
+    client
+        .batch_execute("SET timezone = 'asia/kolkata'")
+        .await?;
+    assert_eq!(
+        shown(select).await?,
+        ["2024-01-02 17:30:00+05:30", "2024-07-02 05:00:00.5+05:30"]
+    );
+    client.batch_execute("SET TIME ZONE -7").await?;
+    assert_eq!(
+        shown(select).await?,
+        ["2024-01-02 05:00:00-07", "2024-07-01 16:30:00.5-07"]
+    );
+    let err = client
+        .batch_execute("SET TIME ZONE 'Mars/Olympus'")
+        .await
+        .expect_err("an unknown zone");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::INVALID_PARAMETER_VALUE);
+    assert_eq!(
+        db.message(),
+        "invalid value for parameter \"TimeZone\": \"Mars/Olympus\""
+    );
+    // The failed SET left the zone as it was; binary results stay instants.
+    assert_eq!(shown(select).await?[0], "2024-01-02 05:00:00-07");
+    let at: chrono::DateTime<chrono::Utc> = client
+        .query_one("SELECT at FROM tz WHERE id = 1", &[])
+        .await?
+        .get(0);
+    assert_eq!(at.to_rfc3339(), "2024-01-02T12:00:00+00:00");
+    drop(client);
+    stop_with_a_clean_log(&mut server).await
+}
+
 #[tokio::test]
 async fn row_table_errors_carry_postgres_details() -> anyhow::Result<()> {
     let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
