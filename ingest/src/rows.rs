@@ -322,6 +322,11 @@ impl RowStore {
         self.shared.locks.held()
     }
 
+    /// Transactions waiting for a row lock now.
+    pub fn row_lock_waiters(&self) -> usize {
+        self.shared.locks.waiting()
+    }
+
     /// Keys currently tracked for write-write conflict checks.
     pub fn tracked_conflict_keys(&self) -> usize {
         self.shared.state.lock().oracle.tracked_keys()

@@ -24,6 +24,18 @@ async fn seeded(dir: &std::path::Path) -> std::sync::Arc<braid_ingest::rows::Row
     std::sync::Arc::new(store)
 }
 
+/// Returns once `n` transactions wait for a row lock (so a test's next step meets them
+/// waiting, however slowly the spawned task got going).
+async fn waiting(store: &braid_ingest::rows::RowStore, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while store.row_lock_waiters() != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the waiter starts waiting");
+}
+
 /// Two transactions: the first holding row `a`'s lock, the second row `b`'s.
 async fn holding_a_and_b(
     store: &braid_ingest::rows::RowStore,
@@ -64,7 +76,7 @@ async fn a_second_locked_writer_waits_and_applies_to_the_newest_row() {
             seen
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting(&store, 1).await;
     assert!(!waiter.is_finished(), "t2 waits while t1 holds the lock");
     assert_eq!(store.held_row_locks(), 1);
     t1.commit().await.expect("t1 commits");
@@ -94,7 +106,7 @@ async fn a_rollback_releases_the_lock_with_nothing_changed() {
             .expect("lock after rollback");
         num(&v)
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    waiting(&store, 1).await;
     assert!(!waiter.is_finished());
     drop(t1);
     let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
@@ -114,7 +126,7 @@ async fn a_cycle_of_waits_fails_one_transaction_with_a_deadlock() {
         let r = t1.get_for_update(T, b"b").await.map(|_| ());
         (r, t1)
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    waiting(&store, 1).await;
     assert!(!waiter.is_finished(), "t1 waits for t2");
     let err = t2
         .get_for_update(T, b"a")
@@ -140,6 +152,11 @@ async fn a_cancelled_wait_leaves_no_edge_behind() {
     // t2 waits for a, then gives up (a cancelled statement).
     let gave_up = tokio::time::timeout(Duration::from_millis(50), t2.get_for_update(T, b"a")).await;
     assert!(gave_up.is_err(), "t2 was still waiting");
+    assert_eq!(
+        store.row_lock_waiters(),
+        0,
+        "the abandoned wait left no edge"
+    );
     // A stale edge t2 -> t1 would make this wait look like a cycle.
     let waiter = tokio::spawn(async move {
         let mut t1 = t1;
@@ -147,7 +164,7 @@ async fn a_cancelled_wait_leaves_no_edge_behind() {
         drop(t1);
         r
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    waiting(&store, 1).await;
     assert!(!waiter.is_finished(), "t1 waits for t2, no deadlock");
     drop(t2);
     tokio::time::timeout(Duration::from_secs(10), waiter)

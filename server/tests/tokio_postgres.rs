@@ -487,10 +487,13 @@ async fn read_committed_updates_wait_for_the_row_and_apply_to_its_newest_version
         (r, a)
     });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let b_err = b
-        .execute(bump, &[&1i64, &1i32])
-        .await
-        .expect_err("closing the cycle fails");
+    let b_err = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        b.execute(bump, &[&1i64, &1i32]),
+    )
+    .await
+    .context("b's UPDATE answers (a must have been waiting first)")?
+    .expect_err("closing the cycle fails");
     assert_eq!(b_err.code(), Some(&SqlState::T_R_DEADLOCK_DETECTED));
     b.batch_execute("ROLLBACK").await?;
     let (r, a) = tokio::time::timeout(std::time::Duration::from_secs(10), a_next)

@@ -142,4 +142,9 @@ impl LockTable {
     pub fn held(&self) -> usize {
         self.state.lock().held.len()
     }
+
+    /// Transactions waiting for a lock now (for tests).
+    pub fn waiting(&self) -> usize {
+        self.state.lock().waits_for.len()
+    }
 }
