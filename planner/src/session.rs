@@ -255,6 +255,7 @@ impl Engine {
             txn,
             rows_txn,
             unplanned: std::sync::atomic::AtomicU64::new(0),
+            time_zone: parking_lot::Mutex::new(crate::types::SessionTimeZone::default()),
         })
     }
 
@@ -689,6 +690,8 @@ pub struct Session {
     rows_txn: Arc<RowTxn>,
     /// Statements run from the plan made at Parse, without DataFusion planning them again.
     unplanned: std::sync::atomic::AtomicU64,
+    /// The `TimeZone` setting, read once when set (every result with a timestamptz uses it).
+    time_zone: parking_lot::Mutex<crate::types::SessionTimeZone>,
 }
 
 impl std::fmt::Debug for Session {
@@ -748,9 +751,9 @@ async fn has_rows(rows: &RowsDb, table: u64) -> Result<bool> {
 }
 
 /// PostgreSQL's 22023 for a time zone braid cannot read.
-fn check_time_zone(value: &str) -> Result<()> {
+fn check_time_zone(value: &str) -> Result<crate::types::SessionTimeZone> {
     match crate::types::SessionTimeZone::parse(value) {
-        Some(_) => Ok(()),
+        Some(z) => Ok(z),
         None => Err(Error::InvalidParameter(format!(
             "invalid value for parameter \"TimeZone\": \"{value}\""
         ))),
@@ -1179,9 +1182,7 @@ impl Session {
 
     /// The session's `TimeZone`, for timestamptz output.
     pub fn time_zone(&self) -> crate::types::SessionTimeZone {
-        self.setting("timezone")
-            .and_then(|v| crate::types::SessionTimeZone::parse(&v))
-            .unwrap_or_default()
+        *self.time_zone.lock()
     }
 
     fn count_unplanned(&self) {
@@ -1967,7 +1968,7 @@ impl Session {
                         .map_err(|e| Error::InvalidParameter(e.to_string()))?;
                 } else {
                     if name == "timezone" || name == "time zone" {
-                        check_time_zone(&value)?;
+                        *self.time_zone.lock() = check_time_zone(&value)?;
                     }
                     if name == "default_transaction_isolation" {
                         self.rows_txn.set_default_isolation(
@@ -1988,7 +1989,7 @@ impl Session {
             }
             Set::SetTimeZone { value, .. } => {
                 let value = literal_text(value);
-                check_time_zone(&value)?;
+                *self.time_zone.lock() = check_time_zone(&value)?;
                 self.vars.lock().insert("timezone".into(), value);
             }
             _ => {}

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -42,7 +42,7 @@ use super::key::{key_access, KeyAccess};
 use super::read_rows;
 use super::table::RowTable;
 use super::txn::RowTxn;
-use super::write::{DmlOp, RowDmlExec, RowWriter};
+use super::write::{where_mask, DmlOp, RowDmlExec, RowWriter};
 use crate::error::{Error, Result};
 use crate::session::Output;
 
@@ -492,18 +492,11 @@ impl RowPoint {
     fn keep(&self, input: RecordBatch) -> Result<RecordBatch> {
         let mut input = input;
         for f in &self.filters {
-            let v = f.evaluate(&input)?.into_array(input.num_rows())?;
-            let Some(mask) = v.as_any().downcast_ref::<BooleanArray>() else {
-                return Err(Error::DataFusion(
-                    datafusion::error::DataFusionError::Internal(
-                        "a WHERE filter did not give booleans".into(),
-                    ),
-                ));
-            };
+            let mask = where_mask(f, &input)?;
             if mask.null_count() == 0 && mask.true_count() == mask.len() {
                 continue;
             }
-            input = filter_record_batch(&input, mask).map_err(|e| Error::DataFusion(e.into()))?;
+            input = filter_record_batch(&input, &mask).map_err(|e| Error::DataFusion(e.into()))?;
         }
         Ok(input)
     }

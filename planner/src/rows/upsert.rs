@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::compute::concat;
 use datafusion::common::DFSchema;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::SendableRecordBatchStream;
@@ -402,18 +402,7 @@ async fn write_row(
     let mut new = old;
     for (i, e) in assignments {
         let v = e.evaluate(&batch)?.into_array(1)?;
-        let Some(c) = writer.def.columns.get(*i) else {
-            continue;
-        };
-        let t = c.ty.arrow_type();
-        let v = if v.data_type() == &t {
-            v
-        } else {
-            cast(&v, &t).map_err(|e| {
-                Error::InvalidInput(format!("invalid value for column \"{}\": {e}", c.name))
-            })?
-        };
-        if let Some(slot) = new.get_mut(*i) {
+        if let (Some(v), Some(slot)) = (writer.assigned(*i, v)?, new.get_mut(*i)) {
             *slot = v;
         }
     }

@@ -44,6 +44,32 @@ use crate::error::{Error, Result, StorageErrorKind};
 /// Rows decoded per batch when an UPDATE or DELETE evaluates its filters.
 const DML_BATCH_ROWS: usize = 8192;
 
+/// `a` converted to `t`, the type of column `name`; a value that does not convert is an error
+/// naming the column.
+fn as_column_type(name: &str, t: &DataType, a: ArrayRef) -> Result<ArrayRef> {
+    if a.data_type() == t {
+        return Ok(a);
+    }
+    cast(&a, t)
+        .map_err(|e| Error::InvalidInput(format!("invalid value for column \"{name}\": {e}")))
+}
+
+/// Evaluates one WHERE conjunct over `batch`: a boolean per row (NULL keeps no row).
+pub(crate) fn where_mask(
+    f: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<datafusion::arrow::array::BooleanArray> {
+    let v = f.evaluate(batch)?.into_array(batch.num_rows())?;
+    v.as_any()
+        .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+        .cloned()
+        .ok_or_else(|| {
+            Error::DataFusion(DataFusionError::Internal(
+                "a WHERE filter did not give booleans".into(),
+            ))
+        })
+}
+
 /// Checks and encodes rows of one table.
 #[derive(Debug, Clone)]
 pub struct RowWriter {
@@ -91,15 +117,21 @@ impl RowWriter {
                 .ok()
                 .and_then(|i| batch.columns().get(i))
             {
-                Some(a) if a.data_type() == &t => a.clone(),
-                Some(a) => cast(a, &t).map_err(|e| {
-                    Error::InvalidInput(format!("invalid value for column \"{}\": {e}", c.name))
-                })?,
+                Some(a) => as_column_type(&c.name, &t, a.clone())?,
                 None => new_null_array(&t, rows),
             };
             out.push(a);
         }
         Ok(out)
+    }
+
+    /// The new values `v` of column `i` (an UPDATE's SET), as the column's type; `None` when
+    /// the table has no column `i`.
+    pub(crate) fn assigned(&self, i: usize, v: ArrayRef) -> Result<Option<ArrayRef>> {
+        match self.def.columns.get(i) {
+            Some(c) => as_column_type(&c.name, &c.ty.arrow_type(), v).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// PostgreSQL's 23502 for a NULL in a NOT NULL (or key) column of row `row`.
@@ -461,15 +493,7 @@ impl RowDmlExec {
             };
             let mut keep = vec![true; chunk.len()];
             for f in &filters {
-                let v = f.evaluate(&input)?.into_array(input.num_rows())?;
-                let b = v
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::BooleanArray>();
-                let Some(b) = b else {
-                    return Err(Error::DataFusion(DataFusionError::Internal(
-                        "a WHERE filter did not give booleans".into(),
-                    )));
-                };
+                let b = where_mask(f, &input)?;
                 for (i, k) in keep.iter_mut().enumerate() {
                     *k = *k && b.is_valid(i) && b.value(i);
                 }
@@ -480,21 +504,7 @@ impl RowDmlExec {
                     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
                     for (i, e) in assignments {
                         let v = e.evaluate(&input)?.into_array(input.num_rows())?;
-                        let Some(c) = writer.def.columns.get(*i) else {
-                            continue;
-                        };
-                        let t = c.ty.arrow_type();
-                        let v = if v.data_type() == &t {
-                            v
-                        } else {
-                            cast(&v, &t).map_err(|e| {
-                                Error::InvalidInput(format!(
-                                    "invalid value for column \"{}\": {e}",
-                                    c.name
-                                ))
-                            })?
-                        };
-                        if let Some(slot) = cols.get_mut(*i) {
+                        if let (Some(v), Some(slot)) = (writer.assigned(*i, v)?, cols.get_mut(*i)) {
                             *slot = v;
                         }
                     }
