@@ -15,9 +15,10 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use braid_planner::stream::log::{NewRecord, StoredRecord, StreamLog, StreamLogConfig, StreamLogs};
+use braid_planner::stream::log::{StoredRecord, StreamLog, StreamLogConfig, StreamLogs};
 use braid_planner::Engine;
 use braid_storage::io::{FileHandle, Fs, IoFuture, OpenMode, SharedFs};
+use braid_storage::log::{BatchBuilder, EncodedBatch};
 use braid_storage::Result as IoResult;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -120,7 +121,7 @@ impl Metrics {
         );
         r.register(
             "stream_appended_bytes",
-            "Encoded row bytes durably appended, by stream",
+            "Bytes durably appended to the log (record batches as written), by stream",
             m.appended_bytes.clone(),
         );
         r.register(
@@ -457,20 +458,17 @@ impl StreamLog for MeteredLog {
     fn partition_for_key(&self, key: Option<&[u8]>) -> u32 {
         self.inner.partition_for_key(key)
     }
+    fn batch_builder(&self, partition: u32) -> BatchBuilder {
+        self.inner.batch_builder(partition)
+    }
     async fn append(
         &self,
         partition: u32,
-        records: Vec<NewRecord>,
+        batch: EncodedBatch,
     ) -> braid_planner::Result<(u64, u64)> {
-        let rows = records.len() as u64;
-        let bytes: u64 = records
-            .iter()
-            .map(|r| {
-                (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
-                    as u64
-            })
-            .sum();
-        let r = self.inner.append(partition, records).await?;
+        let rows = u64::from(batch.record_count());
+        let bytes = batch.len() as u64;
+        let r = self.inner.append(partition, batch).await?;
         // Counted only once durable: the metric promises what clients were promised.
         let labels = self.labels();
         METRICS.appended_rows.get_or_create(labels).inc_by(rows);

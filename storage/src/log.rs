@@ -32,7 +32,7 @@ mod topic;
 
 use std::time::Duration;
 
-pub use format::{Header, LogRecord, Record};
+pub use format::{BatchBuilder, EncodedBatch, Header, LogRecord, Record};
 pub use partition::{Follower, Partition};
 pub use topic::{remove_topic, Topic};
 

@@ -18,6 +18,7 @@ mod support;
 use std::collections::HashMap;
 
 use braid_storage::log::format::{decode_batch, encode_batch, set_base_offset, DecodeError};
+use braid_storage::log::BatchBuilder;
 use braid_storage::log::{Durability, Header, LogRecord, ProducerSeq, Record, Topic, TopicConfig};
 use braid_storage::Error;
 use bytes::Bytes;
@@ -136,6 +137,43 @@ proptest! {
             prop_assert!(decode_batch(&Bytes::copy_from_slice(&buf[..cut]), u32::MAX).is_err(), "prefix of {cut} bytes decoded");
         }
     }
+
+    /// A batch a producer fills record by record is the same bytes `encode_batch` makes: with
+    /// `push` for every record, and with `push_with` writing the value in place for records
+    /// that have one and no headers.
+    #[test]
+    fn batch_builder_makes_the_bytes_encode_batch_makes(
+        records in prop::collection::vec(record(300), 1..40),
+        producer in producer(),
+        now_us in timestamp(),
+        reserve in 0usize..4096,
+    ) {
+        let want = encode_batch(&records, producer, now_us).expect("encode");
+        let mut by_push = BatchBuilder::new(now_us);
+        let mut in_place = BatchBuilder::with_buffer(vec![7u8; 100], now_us);
+        in_place.reserve(reserve);
+        prop_assert!(in_place.is_empty());
+        for r in &records {
+            by_push.push(r.key.as_deref(), r.value.as_deref(), &r.headers, r.timestamp).expect("push");
+            match (&r.value, r.headers.is_empty()) {
+                (Some(v), true) => in_place
+                    .push_with(r.key.as_deref(), r.timestamp, |buf| buf.extend_from_slice(v))
+                    .expect("push_with"),
+                _ => in_place.push_record(r).expect("push_record"),
+            }
+        }
+        prop_assert_eq!(by_push.record_count() as usize, records.len());
+        prop_assert_eq!(in_place.encoded_len(), want.len());
+        let by_push = by_push.finish(producer).expect("finish");
+        let in_place = in_place.finish(producer).expect("finish");
+        prop_assert_eq!(by_push.bytes(), want.bytes());
+        prop_assert_eq!(in_place.bytes(), want.bytes());
+    }
+}
+
+#[test]
+fn an_empty_batch_builder_does_not_finish() {
+    assert!(BatchBuilder::new(0).finish(None).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------

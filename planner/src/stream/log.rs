@@ -9,18 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use braid_ingest::storage::log::{BatchBuilder, EncodedBatch};
 use bytes::Bytes;
 
 use crate::error::Result;
-
-/// A record to append.
-#[derive(Debug, Clone)]
-pub struct NewRecord {
-    /// Microseconds since the Unix epoch; `None` = now.
-    pub timestamp: Option<i64>,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-}
 
 /// A record read back.
 #[derive(Debug, Clone)]
@@ -53,8 +45,13 @@ pub trait StreamLog: Send + Sync + Debug {
     fn partitions(&self) -> u32;
     /// The partition a key routes to (round-robin when `None`).
     fn partition_for_key(&self, key: Option<&[u8]>) -> u32;
-    /// Appends durably; returns (first offset, last offset).
-    async fn append(&self, partition: u32, records: Vec<NewRecord>) -> Result<(u64, u64)>;
+    /// An empty batch of records for `partition`, filled by the caller and then appended with
+    /// [`append`](Self::append). Records without a timestamp get the time of this call.
+    fn batch_builder(&self, _partition: u32) -> BatchBuilder {
+        BatchBuilder::new(crate::stream::sink::now_micros())
+    }
+    /// Appends the batch's records durably, in order; returns (first offset, last offset).
+    async fn append(&self, partition: u32, batch: EncodedBatch) -> Result<(u64, u64)>;
     /// First offset still held.
     fn start_offset(&self, partition: u32) -> Result<u64>;
     /// The next offset to be written (everything below is durable).

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use braid_ingest::storage::io::{read_file, write_file_atomic, SharedFs};
-use braid_ingest::storage::log::{self as lc, Durability, Record, Topic, TopicConfig};
+use braid_ingest::storage::log::{
+    self as lc, BatchBuilder, Durability, EncodedBatch, Topic, TopicConfig,
+};
 use braid_ingest::storage::Error as StorageError;
 
-use super::log::{CleanupPolicy, NewRecord, StoredRecord, StreamLog, StreamLogConfig, StreamLogs};
+use super::log::{CleanupPolicy, StoredRecord, StreamLog, StreamLogConfig, StreamLogs};
 use crate::catalog::FileStore;
 use crate::error::{Error, Result, StorageErrorKind};
 
@@ -105,19 +107,21 @@ impl StreamLog for LogCoreStream {
         self.topic.partition_for_key(key)
     }
 
-    async fn append(&self, partition: u32, records: Vec<NewRecord>) -> Result<(u64, u64)> {
-        let records = records
-            .into_iter()
-            .map(|r| Record {
-                timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: Vec::new(),
-            })
-            .collect();
+    fn batch_builder(&self, partition: u32) -> BatchBuilder {
+        // The partition's pool hands back the buffer of a finished write, so a steady stream
+        // of appends fills the same pages again.
+        match self.topic.partition(partition) {
+            Ok(p) => p.batch_builder(),
+            Err(_) => BatchBuilder::new(crate::stream::sink::now_micros()),
+        }
+    }
+
+    async fn append(&self, partition: u32, batch: EncodedBatch) -> Result<(u64, u64)> {
         let a = self
             .topic
-            .append(partition, records)
+            .partition(partition)
+            .map_err(storage_error)?
+            .append_encoded(batch)
             .await
             .map_err(storage_error)?;
         Ok((a.base_offset, a.last_offset))

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::log::{NewRecord, StoredRecord, StreamLog, StreamLogConfig, StreamLogs};
+use braid_ingest::storage::log::format::{decode_batch, BATCH_DECODE_BYTES_MAX};
+use braid_ingest::storage::log::EncodedBatch;
+use bytes::Bytes;
+
+use super::log::{StoredRecord, StreamLog, StreamLogConfig, StreamLogs};
 use crate::error::{Error, Result, StorageErrorKind};
 
 /// In-memory logs, kept until the process exits.
@@ -51,19 +55,26 @@ impl StreamLog for MemLog {
             None => self.next.fetch_add(1, Ordering::Relaxed) % n,
         }
     }
-    async fn append(&self, partition: u32, records: Vec<NewRecord>) -> Result<(u64, u64)> {
+    async fn append(&self, partition: u32, batch: EncodedBatch) -> Result<(u64, u64)> {
         let p = self
             .partitions
             .get(partition as usize)
             .ok_or_else(|| bad_partition(partition))?;
+        let (_, records) = decode_batch(
+            &Bytes::copy_from_slice(batch.bytes()),
+            BATCH_DECODE_BYTES_MAX,
+        )
+        .map_err(|e| Error::Storage {
+            kind: StorageErrorKind::InvalidArgument,
+            message: format!("batch does not decode: {e}"),
+        })?;
         let mut p = p.lock();
         let base = p.len() as u64;
-        let now = crate::stream::sink::now_micros();
         for r in records {
             let offset = p.len() as u64;
             p.push(StoredRecord {
                 offset,
-                timestamp: r.timestamp.unwrap_or(now),
+                timestamp: r.timestamp,
                 key: r.key,
                 value: r.value,
             });

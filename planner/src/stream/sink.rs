@@ -10,7 +10,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -22,15 +21,20 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 
-use super::log::{NewRecord, StreamLog};
+use braid_ingest::storage::log::{BatchBuilder, EncodedBatch};
+
+use super::log::StreamLog;
 use super::{COL_KEY, COL_PARTITION, COL_TIMESTAMP};
 use crate::catalog::TableDef;
 use crate::error::{Error, Result};
 use crate::rowcodec::encode_row;
 use crate::types::ColumnType;
 
-/// Most value bytes sent to the log in one append call.
+/// Most encoded bytes sent to the log in one append call.
 const APPEND_BYTES_MAX: usize = 4 << 20;
+
+/// Room a new batch makes for each row it expects, before it knows the rows' sizes.
+const ROW_BYTES_GUESS: usize = 128;
 
 /// Wall clock in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -41,17 +45,32 @@ pub fn now_micros() -> i64 {
 }
 
 /// Rows checked and encoded as log records, grouped by partition, not yet appended.
+///
+/// Each row is encoded once, straight into the record batch its partition will append (the
+/// log's own format, checksummed as it is filled), so appending it later only hands bytes to
+/// the log's writer.
 #[derive(Debug, Default)]
 pub struct Staged {
-    per_partition: Vec<Vec<NewRecord>>,
+    per_partition: Vec<PartitionBatches>,
     rows: u64,
     bytes: usize,
+}
+
+/// One partition's staged records, in batches of at most about [`APPEND_BYTES_MAX`]; the
+/// last one is being filled.
+#[derive(Debug, Default)]
+struct PartitionBatches(Vec<BatchBuilder>);
+
+fn too_large(e: String) -> Error {
+    Error::ProgramLimit(e)
 }
 
 impl Staged {
     pub fn new(partitions: u32) -> Self {
         Staged {
-            per_partition: (0..partitions).map(|_| Vec::new()).collect(),
+            per_partition: (0..partitions)
+                .map(|_| PartitionBatches::default())
+                .collect(),
             rows: 0,
             bytes: 0,
         }
@@ -61,10 +80,11 @@ impl Staged {
     pub fn absorb(&mut self, other: Staged) {
         if self.per_partition.len() < other.per_partition.len() {
             self.per_partition
-                .resize_with(other.per_partition.len(), Vec::new);
+                .resize_with(other.per_partition.len(), PartitionBatches::default);
         }
         for (mine, theirs) in self.per_partition.iter_mut().zip(other.per_partition) {
-            mine.extend(theirs);
+            // Batches keep their order; this one's last batch is no longer filled.
+            mine.0.extend(theirs.0);
         }
         self.rows += other.rows;
         self.bytes += other.bytes;
@@ -158,14 +178,13 @@ impl StreamWriter {
 
         let partitions = self.log.partitions();
         let per_partition = &mut staged.per_partition;
-        per_partition.resize_with(partitions as usize, Vec::new);
+        per_partition.resize_with(partitions as usize, PartitionBatches::default);
+        let keys = key_col.as_ref().map(|k| k.as_string::<i32>());
+        let expected_rows = rows.div_ceil(partitions.max(1) as usize);
         for row in 0..rows {
-            let mut value = Vec::with_capacity(64);
-            encode_row(&types, &columns, row, &mut value);
-            let key = key_col.as_ref().and_then(|k| {
-                let s = k.as_string::<i32>();
-                (!s.is_null(row)).then(|| Bytes::copy_from_slice(s.value(row).as_bytes()))
-            });
+            let key = keys
+                .filter(|s| !s.is_null(row))
+                .map(|s| s.value(row).as_bytes());
             let timestamp = ts_col.as_ref().and_then(|t| {
                 let t = t.as_primitive::<TimestampMicrosecondType>();
                 (!t.is_null(row)).then(|| t.value(row))
@@ -183,15 +202,26 @@ impl StreamWriter {
                         partitions.saturating_sub(1)
                     )))
                 }
-                None => self.log.partition_for_key(key.as_deref()),
+                None => self.log.partition_for_key(key),
             };
-            staged.bytes += value.len() + key.as_ref().map_or(0, |k| k.len());
-            if let Some(list) = per_partition.get_mut(partition as usize) {
-                list.push(NewRecord {
-                    timestamp,
-                    key,
-                    value: Some(Bytes::from(value)),
-                });
+            let Some(target) = per_partition.get_mut(partition as usize) else {
+                continue;
+            };
+            if target
+                .0
+                .last()
+                .is_none_or(|b| b.encoded_len() >= APPEND_BYTES_MAX)
+            {
+                let mut b = self.log.batch_builder(partition);
+                b.reserve(expected_rows.saturating_mul(ROW_BYTES_GUESS));
+                target.0.push(b);
+            }
+            if let Some(batch) = target.0.last_mut() {
+                let before = batch.encoded_len();
+                batch
+                    .push_with(key, timestamp, |out| encode_row(&types, &columns, row, out))
+                    .map_err(too_large)?;
+                staged.bytes += batch.encoded_len() - before;
             }
         }
         staged.rows += rows as u64;
@@ -201,32 +231,30 @@ impl StreamWriter {
     /// Appends staged records, every partition at once, and returns the row count once all
     /// are durable.
     pub async fn append_staged(&self, staged: Staged) -> Result<u64> {
-        let appends = staged
-            .per_partition
+        let mut parts = Vec::new();
+        for (p, batches) in staged.per_partition.into_iter().enumerate() {
+            let batches: Vec<EncodedBatch> = batches
+                .0
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .map(|b| b.finish(None))
+                .collect::<std::result::Result<_, String>>()
+                .map_err(too_large)?;
+            if !batches.is_empty() {
+                parts.push((p as u32, batches));
+            }
+        }
+        let appends = parts
             .into_iter()
-            .enumerate()
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(p, records)| self.append_partition(p as u32, records));
+            .map(|(p, batches)| self.append_partition(p, batches));
         futures::future::try_join_all(appends).await?;
         Ok(staged.rows)
     }
 
-    async fn append_partition(&self, partition: u32, records: Vec<NewRecord>) -> Result<()> {
-        let mut chunk = Vec::new();
-        let mut bytes = 0;
-        for r in records {
-            bytes +=
-                r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
-            chunk.push(r);
-            if bytes >= APPEND_BYTES_MAX {
-                self.log
-                    .append(partition, std::mem::take(&mut chunk))
-                    .await?;
-                bytes = 0;
-            }
-        }
-        if !chunk.is_empty() {
-            self.log.append(partition, chunk).await?;
+    async fn append_partition(&self, partition: u32, batches: Vec<EncodedBatch>) -> Result<()> {
+        // One after another: a partition's batches must land in order.
+        for b in batches {
+            self.log.append(partition, b).await?;
         }
         Ok(())
     }

@@ -345,8 +345,8 @@ fn len_i32(n: usize, what: &str) -> Result<i32, String> {
 /// The encoded size of one record, with every length checked against its field's width, so
 /// that [`put_record`] cannot fail afterwards.
 fn checked_record_len(
-    key: Option<&Bytes>,
-    value: Option<&Bytes>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
     headers: &[Header],
 ) -> Result<usize, String> {
     let mut n = RECORD_FIXED_LEN;
@@ -377,7 +377,7 @@ fn checked_record_len(
 
 /// The length field of an optional byte string (-1 = null). Only called on lengths that
 /// [`checked_record_len`] accepted.
-fn opt_len(v: Option<&Bytes>) -> i32 {
+fn opt_len(v: Option<&[u8]>) -> i32 {
     v.map_or(-1, |b| b.len() as i32)
 }
 
@@ -390,8 +390,8 @@ fn put_record(
     encoded_len: usize,
     offset_delta: u32,
     timestamp: i64,
-    key: Option<&Bytes>,
-    value: Option<&Bytes>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
     headers: &[Header],
 ) {
     let len = (encoded_len - 4) as u32;
@@ -412,7 +412,7 @@ fn put_record(
     for h in headers {
         buf.extend_from_slice(&(h.key.len() as u16).to_le_bytes());
         buf.extend_from_slice(h.key.as_bytes());
-        buf.extend_from_slice(&opt_len(h.value.as_ref()).to_le_bytes());
+        buf.extend_from_slice(&opt_len(h.value.as_deref()).to_le_bytes());
         if let Some(v) = &h.value {
             buf.extend_from_slice(v);
         }
@@ -494,13 +494,8 @@ pub fn encode_batch(
 
 /// [`encode_batch`] into a recycled buffer (its contents are discarded), so that large appends
 /// do not pay for fresh pages on every call.
-///
-/// One pass over the records: each is checked, encoded and folded into the checksum while it is
-/// still in cache. The header fields the checksum covers (the largest timestamp among them) are
-/// known only at the end, so the body is checksummed on its own and the header's checksum is
-/// combined in front of it.
 pub fn encode_batch_into(
-    mut buf: Vec<u8>,
+    buf: Vec<u8>,
     records: &[Record],
     producer: Option<ProducerSeq>,
     now_us: i64,
@@ -508,63 +503,209 @@ pub fn encode_batch_into(
     let Some(first) = records.first() else {
         return Err("a batch needs at least one record".into());
     };
-    let record_count =
-        u32::try_from(records.len()).map_err(|_| "too many records in one batch".to_string())?;
-    let first_timestamp = first.timestamp.unwrap_or(now_us);
-    let mut max_timestamp = first_timestamp;
-    let mut has_null_key = false;
     // Room for as many records as the first one, without a pass to size them all: exact for
     // the common batch of alike records, and a wrong guess only costs the vector's growth.
-    let first_len = checked_record_len(first.key.as_ref(), first.value.as_ref(), &first.headers)?;
-    let guess = BATCH_HEADER_LEN.saturating_add(records.len().saturating_mul(first_len));
-    buf.clear();
-    buf.reserve(guess.min(ENCODE_RESERVE_BYTES_MAX));
-    buf.resize(BATCH_HEADER_LEN, 0);
-    let mut body_crc = 0u32;
-    let mut summed = BATCH_HEADER_LEN;
-    for (i, r) in records.iter().enumerate() {
-        let len = checked_record_len(r.key.as_ref(), r.value.as_ref(), &r.headers)?;
-        let ts = r.timestamp.unwrap_or(now_us);
-        max_timestamp = max_timestamp.max(ts);
-        has_null_key |= r.key.is_none();
-        put_record(
-            &mut buf,
-            len,
-            i as u32,
-            ts,
-            r.key.as_ref(),
-            r.value.as_ref(),
-            &r.headers,
-        );
-        if buf.len() - summed >= CRC_STRETCH_BYTES {
-            body_crc = crc32c::crc32c_append(body_crc, &buf[summed..]);
-            summed = buf.len();
+    let first_len =
+        checked_record_len(first.key.as_deref(), first.value.as_deref(), &first.headers)?;
+    let mut builder = BatchBuilder::with_buffer(buf, now_us);
+    builder.reserve(records.len().saturating_mul(first_len));
+    for r in records {
+        builder.push_record(r)?;
+    }
+    builder.finish(producer)
+}
+
+/// Encodes records one at a time straight into a batch, the way a Kafka producer fills its
+/// record batch before sending it: a caller that makes records from something else (the SQL
+/// layer turning rows into values) writes each byte once, into the batch, instead of building
+/// a [`Record`] per row that [`encode_batch`] then copies; and the encoding and checksumming
+/// happen on the producer's side, so that [`Partition::append_encoded`] only queues bytes that
+/// are ready to be written.
+///
+/// One pass: each record is checked, encoded and folded into the checksum while it is still in
+/// cache. The header fields the checksum covers (the largest timestamp among them) are known
+/// only at [`finish`](Self::finish), so the body is checksummed on its own and the header's
+/// checksum is combined in front of it.
+///
+/// [`Partition::append_encoded`]: super::Partition::append_encoded
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    now_us: i64,
+    record_count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    has_null_key: bool,
+    /// Checksum of `buf[BATCH_HEADER_LEN..summed]`.
+    body_crc: u32,
+    summed: usize,
+}
+
+impl BatchBuilder {
+    /// An empty batch; records without a timestamp get `now_us`.
+    pub fn new(now_us: i64) -> BatchBuilder {
+        BatchBuilder::with_buffer(Vec::new(), now_us)
+    }
+
+    /// An empty batch in a recycled buffer (its contents are discarded).
+    pub fn with_buffer(mut buf: Vec<u8>, now_us: i64) -> BatchBuilder {
+        buf.clear();
+        buf.resize(BATCH_HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            now_us,
+            record_count: 0,
+            first_timestamp: now_us,
+            max_timestamp: now_us,
+            has_null_key: false,
+            body_crc: 0,
+            summed: BATCH_HEADER_LEN,
         }
     }
-    body_crc = crc32c::crc32c_append(body_crc, &buf[summed..]);
-    let batch_len = u32::try_from(buf.len())
-        .map_err(|_| format!("batch of {} bytes is too large", buf.len()))?;
-    write_header(
-        &mut buf,
-        0,
-        batch_len,
-        record_count - 1,
-        record_count,
-        first_timestamp,
-        max_timestamp,
-        producer,
-    );
-    let head_crc = crc32c::crc32c(&buf[BATCH_CRC_START..BATCH_HEADER_LEN]);
-    let crc = crc32c_combine(head_crc, body_crc, buf.len() - BATCH_HEADER_LEN);
-    buf[20..24].copy_from_slice(&crc.to_le_bytes());
-    Ok(EncodedBatch {
-        buf,
-        record_count,
-        last_offset_delta: record_count - 1,
-        max_timestamp,
-        producer,
-        has_null_key,
-    })
+
+    /// Makes room for about `bytes` more of records (bounded: a wrong guess only costs growth).
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes.min(ENCODE_RESERVE_BYTES_MAX));
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+
+    /// Bytes the batch holds so far, header included: what it will take on disk.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a record.
+    pub fn push_record(&mut self, r: &Record) -> Result<(), String> {
+        self.push(
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+            r.timestamp,
+        )
+    }
+
+    /// Appends a record made of borrowed parts.
+    pub fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        timestamp: Option<i64>,
+    ) -> Result<(), String> {
+        let len = checked_record_len(key, value, headers)?;
+        let delta = self.next_delta(key.is_none(), timestamp)?;
+        let ts = timestamp.unwrap_or(self.now_us);
+        put_record(&mut self.buf, len, delta, ts, key, value, headers);
+        self.fold_checksum();
+        Ok(())
+    }
+
+    /// Appends a record with no headers whose value `write_value` writes straight into the
+    /// batch (it may only append to the vector it is given). A value larger than a record can
+    /// hold is an error and leaves the batch as it was.
+    pub fn push_with(
+        &mut self,
+        key: Option<&[u8]>,
+        timestamp: Option<i64>,
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), String> {
+        checked_record_len(key, Some(&[]), &[])?;
+        let start = self.buf.len();
+        let ts = timestamp.unwrap_or(self.now_us);
+        let delta = self.record_count;
+        let mut fixed = [0u8; 20];
+        fixed[4..8].copy_from_slice(&delta.to_le_bytes());
+        fixed[8..16].copy_from_slice(&ts.to_le_bytes());
+        fixed[16..20].copy_from_slice(&opt_len(key).to_le_bytes());
+        self.buf.extend_from_slice(&fixed);
+        if let Some(k) = key {
+            self.buf.extend_from_slice(k);
+        }
+        let value_len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        write_value(&mut self.buf);
+        let value_len = self.buf.len() - value_len_at - 4;
+        // Same checks as `checked_record_len`, now that the value's length is known.
+        let record_len = self.buf.len() + 2 - start - 4;
+        let (Ok(value_len), Ok(record_len)) = (i32::try_from(value_len), u32::try_from(record_len))
+        else {
+            self.buf.truncate(start);
+            return Err(format!("value of {value_len} bytes is too large"));
+        };
+        if let Err(e) = self.next_delta(key.is_none(), timestamp) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        self.buf[value_len_at..value_len_at + 4].copy_from_slice(&value_len.to_le_bytes());
+        self.buf[start..start + 4].copy_from_slice(&record_len.to_le_bytes());
+        self.buf.extend_from_slice(&0u16.to_le_bytes());
+        self.fold_checksum();
+        Ok(())
+    }
+
+    /// Counts one more record and returns its offset delta.
+    fn next_delta(&mut self, null_key: bool, timestamp: Option<i64>) -> Result<u32, String> {
+        let delta = self.record_count;
+        self.record_count = delta
+            .checked_add(1)
+            .ok_or_else(|| "too many records in one batch".to_string())?;
+        let ts = timestamp.unwrap_or(self.now_us);
+        if delta == 0 {
+            self.first_timestamp = ts;
+            self.max_timestamp = ts;
+        } else {
+            self.max_timestamp = self.max_timestamp.max(ts);
+        }
+        self.has_null_key |= null_key;
+        Ok(delta)
+    }
+
+    /// Folds what was encoded since the last fold into the checksum, a stretch at a time.
+    fn fold_checksum(&mut self) {
+        if self.buf.len() - self.summed >= CRC_STRETCH_BYTES {
+            self.body_crc = crc32c::crc32c_append(self.body_crc, &self.buf[self.summed..]);
+            self.summed = self.buf.len();
+        }
+    }
+
+    /// Writes the header and the checksum: the batch is ready to append.
+    pub fn finish(mut self, producer: Option<ProducerSeq>) -> Result<EncodedBatch, String> {
+        if self.record_count == 0 {
+            return Err("a batch needs at least one record".into());
+        }
+        let body_crc = crc32c::crc32c_append(self.body_crc, &self.buf[self.summed..]);
+        let batch_len = u32::try_from(self.buf.len())
+            .map_err(|_| format!("batch of {} bytes is too large", self.buf.len()))?;
+        let last_offset_delta = self.record_count - 1;
+        write_header(
+            &mut self.buf,
+            0,
+            batch_len,
+            last_offset_delta,
+            self.record_count,
+            self.first_timestamp,
+            self.max_timestamp,
+            producer,
+        );
+        let head_crc = crc32c::crc32c(&self.buf[BATCH_CRC_START..BATCH_HEADER_LEN]);
+        let crc = crc32c_combine(head_crc, body_crc, self.buf.len() - BATCH_HEADER_LEN);
+        self.buf[20..24].copy_from_slice(&crc.to_le_bytes());
+        Ok(EncodedBatch {
+            buf: self.buf,
+            record_count: self.record_count,
+            last_offset_delta,
+            max_timestamp: self.max_timestamp,
+            producer,
+            has_null_key: self.has_null_key,
+        })
+    }
 }
 
 /// The crc32c of `a ‖ b` from the crc32c of `a`, that of `b`, and `b`'s length: `crc(a)`
@@ -610,14 +751,14 @@ pub(crate) fn encode_batch_at_offsets(records: &[&LogRecord]) -> Result<Vec<u8>,
     let mut max_ts = i64::MIN;
     for r in records {
         max_ts = max_ts.max(r.timestamp);
-        let len = checked_record_len(r.key.as_ref(), r.value.as_ref(), &r.headers)?;
+        let len = checked_record_len(r.key.as_deref(), r.value.as_deref(), &r.headers)?;
         put_record(
             &mut buf,
             len,
             delta(r.offset)?,
             r.timestamp,
-            r.key.as_ref(),
-            r.value.as_ref(),
+            r.key.as_deref(),
+            r.value.as_deref(),
             &r.headers,
         );
     }

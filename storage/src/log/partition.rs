@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::format::{self, EncodedBatch, LogRecord, Record};
+use super::format::{self, BatchBuilder, EncodedBatch, LogRecord, Record};
 use super::index::{self, IndexBuilder};
 use super::producer::{Check, ProducerState};
 use super::segment::{open_segment, parse_segment_name, segment_file, Segment};
@@ -313,7 +313,15 @@ impl Partition {
         durable.await.map_err(|_| Error::Closed)?
     }
 
-    /// Appends a batch the caller already encoded with [`format::encode_batch`].
+    /// An empty batch for [`append_encoded`](Self::append_encoded), in a buffer a finished
+    /// write handed back, so a steady producer fills the same pages again.
+    pub fn batch_builder(&self) -> BatchBuilder {
+        BatchBuilder::with_buffer(self.shared.take_buffer(), now_micros())
+    }
+
+    /// Appends a batch the caller already encoded ([`BatchBuilder`], [`format::encode_batch`]);
+    /// returns once it is durable. Only the base offset is stamped into it: the records and
+    /// the checksum are written as they are.
     pub async fn append_encoded(&self, batch: EncodedBatch) -> Result<Appended> {
         self.submit(batch).await?.await.map_err(|_| Error::Closed)?
     }
