@@ -44,6 +44,7 @@ use crate::catalog::{
 pub use crate::copy::CopyFormat;
 use crate::error::{Error, Result};
 use crate::fast_insert::FastInsert;
+use crate::rows::default::LeftOutDefaults;
 use crate::rows::key::check_key_type;
 use crate::rows::point::RowPoint;
 use crate::rows::returning::Returning;
@@ -429,6 +430,8 @@ enum CopyInto {
     Rows {
         writer: RowWriter,
         block: Arc<RowTxn>,
+        /// Defaults of the columns the COPY leaves out.
+        defaults: LeftOutDefaults,
     },
 }
 
@@ -467,13 +470,17 @@ impl CopyIn {
                 };
                 (CopyLoadTarget::Stream { writer, txn }, worker)
             }
-            CopyInto::Rows { writer, block } => {
+            CopyInto::Rows {
+                writer,
+                block,
+                defaults,
+            } => {
                 let worker = {
                     let cancelled = cancelled.clone();
                     tokio::task::spawn_blocking(move || {
                         let mut batches = Vec::new();
                         parse_copy(rx, &self.columns, self.format, &cancelled, |batch| {
-                            batches.push(batch);
+                            batches.push(defaults.fill(batch)?);
                             Ok(())
                         })?;
                         Ok(CopyStaged::Rows(batches))
@@ -2250,23 +2257,13 @@ impl Session {
                 txn: self.txn.clone(),
             }
         } else {
-            // Columns left out would take their DEFAULT; braid evaluates defaults only in
-            // INSERT so far, so say so rather than load NULLs where PostgreSQL would not.
-            if let Some(c) = def
-                .columns
-                .iter()
-                .find(|c| c.default.is_some() && !cols.iter().any(|x| x.name == c.name))
-            {
-                return Err(Error::Unsupported(format!(
-                    "COPY into \"{}\" without column \"{}\", which has a DEFAULT, is not \
-                     supported yet; list the column in the COPY, or use INSERT",
-                    def.name, c.name
-                )));
-            }
+            // Columns left out take their DEFAULT, as in PostgreSQL.
+            let defaults = LeftOutDefaults::plan(&self.ctx.state(), &def, &cols)?;
             let rows = self.engine.rows_for(&self.database)?;
             CopyInto::Rows {
                 writer: RowTable::new(Arc::new(def), rows)?.writer(),
                 block: self.rows_txn.clone(),
+                defaults,
             }
         };
         Ok(Output::CopyIn(CopyIn {

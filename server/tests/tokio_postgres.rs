@@ -512,7 +512,7 @@ async fn read_committed_updates_wait_for_the_row_and_apply_to_its_newest_version
 
 /// COPY FROM STDIN into row tables: all rows or none, PostgreSQL's 23505 and 23502, held by
 /// a transaction block until COMMIT (and dropped by ROLLBACK), tables with a hidden row id,
-/// CSV with a column list, and a clear refusal where a left-out column has a DEFAULT.
+/// CSV with a column list, and left-out columns taking their DEFAULTs.
 #[tokio::test]
 async fn copy_into_row_tables() -> anyhow::Result<()> {
     let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
@@ -521,7 +521,9 @@ async fn copy_into_row_tables() -> anyhow::Result<()> {
         .batch_execute(
             "CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, balance bigint); \
              CREATE TABLE notes (body text, at date); \
-             CREATE TABLE dflt (id int PRIMARY KEY, n int DEFAULT 7)",
+             CREATE TABLE dflt (id int PRIMARY KEY, n int DEFAULT 7, label text DEFAULT 'x' || 'y', \
+                 at timestamptz DEFAULT now(), r float8 DEFAULT random(), plain int); \
+             CREATE TABLE dnn (id int PRIMARY KEY, must text NOT NULL, d int DEFAULT 1)",
         )
         .await?;
     let copy = |sql: &'static str, data: String| {
@@ -624,16 +626,50 @@ async fn copy_into_row_tables() -> anyhow::Result<()> {
         ]
     );
 
-    // Refused before any data is asked for (simple protocol, as psql's \copy sends it).
-    let err = client
-        .simple_query("COPY dflt (id) FROM STDIN")
-        .await
-        .expect_err("defaults in COPY");
+    // Left-out columns take their DEFAULT (evaluated per row where it is volatile, with one
+    // statement time for now()), or NULL without one; a given column keeps its value.
+    let before: std::time::SystemTime = client.query_one("SELECT now()", &[]).await?.get(0);
     assert_eq!(
-        err.as_db_error().map(|d| d.code().clone()),
-        Some(SqlState::FEATURE_NOT_SUPPORTED)
+        copy("COPY dflt (id) FROM STDIN", "1\n2\n3\n".to_string()).await?,
+        3
     );
-    assert_eq!(copy("COPY dflt FROM STDIN", "1\t2\n".to_string()).await?, 1);
+    assert_eq!(
+        copy("COPY dflt (n, id) FROM STDIN", "70\t4\n".to_string()).await?,
+        1
+    );
+    let rows = client
+        .query(
+            "SELECT id, n, label, at, r, plain FROM dflt ORDER BY id",
+            &[],
+        )
+        .await?;
+    let ns: Vec<Option<i32>> = rows.iter().map(|r| r.get(1)).collect();
+    assert_eq!(ns, [Some(7), Some(7), Some(7), Some(70)]);
+    for r in &rows {
+        assert_eq!(r.get::<_, Option<String>>(2).as_deref(), Some("xy"));
+        assert_eq!(r.get::<_, Option<i32>>(5), None);
+    }
+    let ats: Vec<std::time::SystemTime> = rows.iter().map(|r| r.get(3)).collect();
+    assert!(ats.iter().all(|t| *t >= before), "{ats:?} after {before:?}");
+    assert!(
+        ats[..3].iter().all(|t| *t == ats[0]),
+        "one time per COPY: {ats:?}"
+    );
+    let mut rs: Vec<f64> = rows.iter().map(|r| r.get(4)).collect();
+    assert!(rs.iter().all(|r| (0.0..1.0).contains(r)), "{rs:?}");
+    rs.sort_by(f64::total_cmp);
+    rs.dedup();
+    assert_eq!(rs.len(), 4, "random() per row");
+    // A left-out NOT NULL column without a default is PostgreSQL's 23502.
+    let err = copy("COPY dnn (id) FROM STDIN", "1\n".to_string())
+        .await
+        .expect_err("23502");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::NOT_NULL_VIOLATION);
+    assert_eq!(
+        db.message(),
+        "null value in column \"must\" of relation \"dnn\" violates not-null constraint"
+    );
     drop(client);
     stop_with_a_clean_log(&mut server).await
 }

@@ -9,6 +9,9 @@
 //! keyword inside `VALUES` is replaced by the same expression before planning
 //! ([`replace_default_keywords`]).
 //!
+//! COPY into a table has no INSERT plan: the defaults of the columns it leaves out are planned
+//! once per COPY and evaluated for each batch of parsed rows ([`LeftOutDefaults`]).
+//!
 //! What must stay true: a default is evaluated per statement by the planner, like any
 //! expression of the INSERT, so `now()` is the statement's time in every row, as in PostgreSQL
 //! (where `now()` is the transaction's start; braid uses the statement's).
@@ -17,11 +20,14 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::sqlparser::ast::{
     visit_expressions, Expr as SqlExpr, ExprWithAlias, SetExpr, Value,
 };
@@ -145,4 +151,67 @@ pub fn replace_default_keywords(body: &mut SetExpr, columns: &[&ColumnDef]) -> R
         }
     }
     Ok(())
+}
+
+/// The defaults of the columns a COPY leaves out, ready to evaluate for each batch of parsed
+/// rows: COPY has no INSERT plan to put them in, so they are planned here, once per COPY,
+/// with the statement's time folded in (`now()` is the same in every row, as in INSERT).
+#[derive(Debug, Clone, Default)]
+pub struct LeftOutDefaults(Vec<(Field, Arc<dyn PhysicalExpr>)>);
+
+impl LeftOutDefaults {
+    /// Plans the default of every column of `def` that has one and is not in `given`.
+    pub fn plan(state: &SessionState, def: &TableDef, given: &[ColumnDef]) -> Result<Self> {
+        let empty = Arc::new(DFSchema::empty());
+        let mut out = Vec::new();
+        for c in &def.columns {
+            let Some(text) = &c.default else { continue };
+            if given.iter().any(|g| g.name == c.name) {
+                continue;
+            }
+            let ty = c.ty.arrow_type();
+            let logical =
+                plan_default(state, &parse_default(text)?)?.cast_to(&ty, empty.as_ref())?;
+            let ctx = SimplifyContext::builder()
+                .with_schema(empty.clone())
+                .with_current_time()
+                .build();
+            let simple = ExprSimplifier::new(ctx).simplify(logical)?;
+            let physical = state.create_physical_expr(simple, &empty)?;
+            out.push((Field::new(&c.name, ty, true), physical));
+        }
+        Ok(LeftOutDefaults(out))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `batch` with one more column per planned default, evaluated for each of its rows (a
+    /// volatile default such as `random()` gives each row its own value).
+    pub fn fill(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.0.is_empty() {
+            return Ok(batch);
+        }
+        let rows = batch.num_rows();
+        let no_columns = RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            Vec::new(),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| Error::DataFusion(e.into()))?;
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        for (field, expr) in &self.0 {
+            columns.push(expr.evaluate(&no_columns)?.into_array(rows)?);
+            fields.push(field.clone());
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::DataFusion(e.into()))
+    }
 }
