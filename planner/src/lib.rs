@@ -28,3 +28,4 @@ pub mod types;
 pub use datafusion;
 pub use error::{Error, Result, StorageErrorKind};
 pub use session::{CopyFormat, CopyIn, CopyLoad, Engine, EngineOptions, Output, Prepared, Session};
+pub use sql::display_name;

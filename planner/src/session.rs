@@ -53,7 +53,9 @@ use crate::rows::txn::RowTxn;
 use crate::rows::upsert::{insert_rows, ConflictPlan};
 use crate::rows::write::{RowDmlExec, RowSink, RowWriter};
 use crate::rows::{rows_error, RowsDb};
-use crate::sql::{hide_hidden_columns, rewrite_stream_ddl, split_statements};
+use crate::sql::{
+    hide_hidden_columns, name_columns_as_postgres, rewrite_stream_ddl, split_statements,
+};
 use crate::stream::log::{StreamLog, StreamLogs};
 use crate::stream::options::StreamOptions;
 use crate::stream::sink::{Staged, StreamWriter};
@@ -914,7 +916,10 @@ impl Session {
         };
         strip_pg_catalog_functions(stmt);
         match stmt {
-            Statement::Query(q) => hide_hidden_columns(q, &columns_of),
+            Statement::Query(q) => {
+                hide_hidden_columns(q, &columns_of);
+                name_columns_as_postgres(q);
+            }
             Statement::Explain { statement, .. } => self.rewrite(statement)?,
             Statement::Insert(insert) => {
                 if let Some(src) = &mut insert.source {

@@ -1,10 +1,13 @@
 //! SQL text handling that happens before DataFusion sees a statement: splitting a simple-query
 //! string into statements, turning `CREATE STREAM` / `DROP STREAM` (which sqlparser does not
 //! know) into their TABLE spelling plus a marker, hiding a stream's hidden columns from `*`,
-//! and naming a scalar table function's column after its alias, as PostgreSQL does.
+//! naming a scalar table function's column after its alias, and naming every unnamed select-list
+//! expression as PostgreSQL does ([`name_columns_as_postgres`]).
+
+use std::collections::HashSet;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    DataType, Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, TableAliasColumnDef, TableFactor,
     WildcardAdditionalOptions,
 };
@@ -358,6 +361,184 @@ fn rewrite_select(select: &mut Select, columns_of: &dyn Fn(&ObjectName) -> Optio
         }
     }
     select.projection = projection;
+}
+
+/// Separates a column's PostgreSQL name from the suffix that keeps it unique for DataFusion,
+/// which refuses two output columns of one name where PostgreSQL allows them
+/// (`SELECT 1 + 1, 2 + 2` has two columns named `?column?`). Never in a name a client sees.
+pub const NAME_SUFFIX_MARK: char = '\u{1}';
+
+/// The name a client sees for an output column: the name without braid's uniqueness suffix.
+pub fn display_name(name: &str) -> &str {
+    name.split(NAME_SUFFIX_MARK).next().unwrap_or(name)
+}
+
+/// Names every unnamed select-list expression of every SELECT in `query` (subqueries, CTEs and
+/// set operations included) the way PostgreSQL does — `count(*)` is `count`, `x::text` is `x`,
+/// `1 + 1` is `?column?` — by giving it that name as an alias, where DataFusion would call it
+/// `count(*)`, `CAST(x AS Utf8)` or `Int64(1) + Int64(1)`. Clients read rows by these names.
+/// Plain column references keep DataFusion's own naming, which already is PostgreSQL's.
+pub fn name_columns_as_postgres(query: &mut Query) {
+    if let Some(with) = &mut query.with {
+        for cte in &mut with.cte_tables {
+            name_columns_as_postgres(&mut cte.query);
+        }
+    }
+    name_set_expr(&mut query.body);
+}
+
+fn name_set_expr(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => name_select(select),
+        SetExpr::Query(q) => name_columns_as_postgres(q),
+        SetExpr::SetOperation { left, right, .. } => {
+            name_set_expr(left);
+            name_set_expr(right);
+        }
+        _ => {}
+    }
+}
+
+fn name_factor(factor: &mut TableFactor) {
+    match factor {
+        TableFactor::Derived { subquery, .. } => name_columns_as_postgres(subquery),
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => {
+            name_factor(&mut table_with_joins.relation);
+            for j in &mut table_with_joins.joins {
+                name_factor(&mut j.relation);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn name_select(select: &mut Select) {
+    for twj in &mut select.from {
+        name_factor(&mut twj.relation);
+        for j in &mut twj.joins {
+            name_factor(&mut j.relation);
+        }
+    }
+    // Names the new aliases must not take: explicit aliases, and the columns the list names
+    // (DataFusion refuses an output with both an unqualified `at` and a column `t.at`). Under a
+    // `*`, whose columns are not known here, only `?column?` is sure not to be one of them.
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut wildcard = false;
+    for item in &select.projection {
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } => {
+                taken.insert(fold_ident(alias));
+            }
+            SelectItem::UnnamedExpr(e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_))) => {
+                taken.insert(pg_column_name(e));
+            }
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => wildcard = true,
+            _ => {}
+        }
+    }
+    for item in &mut select.projection {
+        let SelectItem::UnnamedExpr(e) = item else {
+            continue;
+        };
+        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            continue;
+        }
+        let name = pg_column_name(e);
+        let mut unique = name.clone();
+        let mut n = 1;
+        if wildcard && name != "?column?" {
+            n += 1;
+            unique = format!("{name}{NAME_SUFFIX_MARK}{n}");
+        }
+        while !taken.insert(unique.clone()) {
+            n += 1;
+            unique = format!("{name}{NAME_SUFFIX_MARK}{n}");
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: e.clone(),
+            alias: Ident::with_quote('"', unique),
+        };
+    }
+}
+
+/// An identifier as PostgreSQL stores it: unquoted ones fold to lower case.
+pub fn fold_ident(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+/// PostgreSQL's name for an unnamed select-list expression (its `FigureColname`): a column
+/// keeps its name, a function call, `CASE`, `EXISTS` and `ARRAY[...]` are named after the
+/// keyword, a cast after what it casts (a constant: the type), anything else is `?column?`.
+pub fn pg_column_name(e: &Expr) -> String {
+    const UNNAMED: &str = "?column?";
+    match e {
+        Expr::Identifier(i) => fold_ident(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map_or(UNNAMED.into(), fold_ident),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map_or(UNNAMED.into(), fold_ident),
+        Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => pg_column_name(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match pg_column_name(expr).as_str() {
+            UNNAMED => pg_type_name(data_type),
+            name => name.to_string(),
+        },
+        Expr::TypedString(t) => pg_type_name(&t.data_type),
+        Expr::Case { .. } => "case".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Array(_) => "array".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::Substring { .. } => "substring".into(),
+        Expr::Position { .. } => "position".into(),
+        Expr::Overlay { .. } => "overlay".into(),
+        Expr::Trim { .. } => "btrim".into(),
+        Expr::Ceil { .. } => "ceil".into(),
+        Expr::Floor { .. } => "floor".into(),
+        Expr::AtTimeZone { .. } => "timezone".into(),
+        Expr::Interval(_) => "interval".into(),
+        Expr::CompoundFieldAccess { root, .. } => pg_column_name(root),
+        Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(s) => match s.projection.first() {
+                Some(SelectItem::UnnamedExpr(e)) => pg_column_name(e),
+                Some(SelectItem::ExprWithAlias { alias, .. }) => fold_ident(alias),
+                _ => UNNAMED.into(),
+            },
+            _ => UNNAMED.into(),
+        },
+        _ => UNNAMED.into(),
+    }
+}
+
+/// The name PostgreSQL gives a type in a column name (`'1'::int` is `int4`).
+fn pg_type_name(t: &DataType) -> String {
+    let text = t.to_string().to_ascii_lowercase();
+    let base = text.split('(').next().unwrap_or(&text).trim();
+    match base {
+        "int" | "integer" | "int4" => "int4",
+        "bigint" | "int8" => "int8",
+        "smallint" | "int2" => "int2",
+        "real" | "float4" => "float4",
+        "double precision" | "float8" | "double" | "float" => "float8",
+        "boolean" | "bool" => "bool",
+        "decimal" | "numeric" => "numeric",
+        "character varying" | "varchar" => "varchar",
+        "character" | "char" => "bpchar",
+        "timestamp with time zone" | "timestamptz" => "timestamptz",
+        "timestamp" | "timestamp without time zone" => "timestamp",
+        "time" | "time without time zone" => "time",
+        other => return other.to_string(),
+    }
+    .to_string()
 }
 
 #[cfg(test)]

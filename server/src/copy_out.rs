@@ -6,7 +6,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use braid_planner::{CopyFormat, Error};
+use braid_planner::{display_name, CopyFormat, Error};
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
@@ -58,7 +58,12 @@ where
             if i > 0 {
                 put_delimiter(&mut buf, format);
             }
-            put_value(&mut buf, Some(f.name().as_bytes()), format, columns == 1);
+            put_value(
+                &mut buf,
+                Some(display_name(f.name()).as_bytes()),
+                format,
+                columns == 1,
+            );
         }
         buf.put_u8(b'\n');
         client

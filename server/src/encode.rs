@@ -11,6 +11,7 @@ use braid_planner::datafusion::arrow::datatypes::{
     UInt64Type, UInt8Type,
 };
 use braid_planner::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use braid_planner::display_name;
 use braid_planner::types::SessionTimeZone;
 use braid_planner::types::PG_TYPE_METADATA_KEY;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -76,7 +77,7 @@ pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
             } else {
                 format.format_for(i)
             };
-            FieldInfo::new(f.name().clone(), None, None, ty, fmt)
+            FieldInfo::new(display_name(f.name()).to_string(), None, None, ty, fmt)
         })
         .collect()
 }

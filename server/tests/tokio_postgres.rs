@@ -903,6 +903,94 @@ async fn copy_to_stdout_matches_postgresql_and_reads_back() -> anyhow::Result<()
 }
 
 /// Stops the server (SIGTERM, exit 0) and checks it logged no ERROR or WARN line.
+/// Output columns carry PostgreSQL's names (checked on PostgreSQL 15), through both
+/// protocols and in COPY's CSV header: an unnamed expression is named after its function,
+/// keyword or cast column, anything else is `?column?`; duplicates are allowed; a column keeps
+/// its name beside an expression of the same name.
+#[tokio::test]
+async fn column_names_follow_postgresql() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, at date); \
+             INSERT INTO t VALUES (1, '2024-01-01'), (2, '2024-01-02')",
+        )
+        .await?;
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "SELECT count(*), 1+1, 2+2, upper('a'), now() is null, '1'::int, coalesce(id, 0), \
+             CASE WHEN id > 1 THEN 1 END, sum(id), (SELECT max(id) FROM t) FROM t GROUP BY id",
+            &[
+                "count", "?column?", "?column?", "upper", "?column?", "int4", "coalesce", "case",
+                "sum", "max",
+            ],
+        ),
+        ("SELECT at::text, at FROM t", &["at", "at"]),
+        ("SELECT at::text FROM t ORDER BY at", &["at"]),
+        (
+            "SELECT extract(year from at), date '2024-01-01', 'x'::varchar(3), ARRAY[1], \
+             trim(' a '), substring('abc' from 2), ceil(1.5) FROM t",
+            &[
+                "extract",
+                "date",
+                "varchar",
+                "array",
+                "btrim",
+                "substring",
+                "ceil",
+            ],
+        ),
+        (
+            "SELECT *, at::text, id + 1 FROM t",
+            &["id", "at", "at", "?column?"],
+        ),
+        (
+            "SELECT * FROM (SELECT count(*), max(id) FROM t) s",
+            &["count", "max"],
+        ),
+        (
+            "SELECT id + 1 AS next, id FROM t ORDER BY next",
+            &["next", "id"],
+        ),
+    ];
+    for (sql, want) in cases {
+        let stmt = client.prepare(sql).await?;
+        let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, want, "extended: {sql}");
+        let rows = client.query(&stmt, &[]).await?;
+        assert!(!rows.is_empty(), "{sql}");
+        let msgs = client.simple_query(sql).await?;
+        let row = msgs
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .context("a row")?;
+        let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, want, "simple: {sql}");
+    }
+    // ORDER BY a name an expression gave its column sorts by that column.
+    let rows = client
+        .query("SELECT -id AS id2, id::text FROM t ORDER BY id2", &[])
+        .await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+    assert_eq!(ids, ["2", "1"]);
+    // COPY's CSV header shows the same names.
+    let out = client
+        .copy_out("COPY (SELECT count(*), 1 + 1 FROM t) TO STDOUT WITH (FORMAT csv, HEADER true)")
+        .await?;
+    futures::pin_mut!(out);
+    let mut text = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut out).await {
+        text.extend_from_slice(&chunk?);
+    }
+    assert_eq!(String::from_utf8(text)?, "count,?column?\n2,2\n");
+    drop(client);
+    stop_with_a_clean_log(&mut server).await
+}
+
 async fn stop_with_a_clean_log(server: &mut BraidServer) -> anyhow::Result<()> {
     server.stop().await?;
     let bad = server.unexpected_log_lines();

@@ -20,6 +20,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ExprWithAlias, SelectItem};
 
 use crate::error::{Error, Result};
+use crate::sql::{fold_ident as fold, pg_column_name};
 
 /// A planned RETURNING list.
 #[derive(Debug, Clone)]
@@ -37,36 +38,6 @@ pub fn qualified_schema(table: &SchemaRef, qualifier: &str) -> Result<DFSchema> 
         TableReference::bare(qualifier),
         table.as_ref(),
     )?)
-}
-
-/// PostgreSQL's name for an unnamed select-list expression.
-fn pg_column_name(e: &SqlExpr) -> String {
-    match e {
-        SqlExpr::Identifier(i) => fold(i),
-        SqlExpr::CompoundIdentifier(parts) => parts.last().map_or("?column?".into(), fold),
-        SqlExpr::Function(f) => f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map_or("?column?".into(), fold),
-        SqlExpr::Nested(inner) => pg_column_name(inner),
-        SqlExpr::Cast {
-            expr, data_type, ..
-        } => match pg_column_name(expr).as_str() {
-            "?column?" => data_type.to_string().to_ascii_lowercase(),
-            name => name.to_string(),
-        },
-        _ => "?column?".into(),
-    }
-}
-
-fn fold(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
 }
 
 impl Returning {
