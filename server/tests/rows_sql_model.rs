@@ -212,12 +212,14 @@ async fn statement(client: &Client, model: &mut Model, rng: &mut Rng) -> anyhow:
         // Plain INSERT into a: 23505 on a taken key.
         0 | 1 => {
             let (k, v, s) = (rng.key(), rng.below(100) as i32, text_value(rng));
-            let taken = st.a.contains_key(&k);
-            let want = if taken {
-                Outcome::Err(SqlState::UNIQUE_VIOLATION)
-            } else {
-                st.a.insert(k, (v, s.clone()));
-                Outcome::Ok
+            let want = match st.a.entry(k) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    Outcome::Err(SqlState::UNIQUE_VIOLATION)
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((v, s.clone()));
+                    Outcome::Ok
+                }
             };
             if prepared {
                 let sql = "INSERT INTO a (k, v, s) VALUES ($1, $2, $3)";
@@ -342,11 +344,14 @@ async fn statement(client: &Client, model: &mut Model, rng: &mut Rng) -> anyhow:
         8 => {
             let (k1, k2) = b_key(rng);
             let v = rng.below(1000) as i64;
-            let want = if st.b.contains_key(&(k1, k2.clone())) {
-                Outcome::Err(SqlState::UNIQUE_VIOLATION)
-            } else {
-                st.b.insert((k1, k2.clone()), v);
-                Outcome::Ok
+            let want = match st.b.entry((k1, k2.clone())) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    Outcome::Err(SqlState::UNIQUE_VIOLATION)
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                    Outcome::Ok
+                }
             };
             if prepared {
                 let sql = "INSERT INTO b VALUES ($1, $2, $3)";
