@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod copy;
+pub mod datetime;
 pub mod error;
 mod fast_insert;
 pub mod functions;

@@ -232,7 +232,12 @@ impl Engine {
         }
         let txn = Arc::new(TxnBuffer::default());
         let rows_txn = Arc::new(RowTxn::default());
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new();
+        // `timestamptz` (casts, typed literals, now()) is an instant in UTC, as braid stores
+        // it; the session's TimeZone only changes how it is read and shown. Without this
+        // DataFusion makes `'…'::timestamptz` a timestamp without a zone.
+        config.options_mut().execution.time_zone = Some(crate::types::UTC.to_string());
+        let config = config
             .with_extension(txn.clone())
             .with_extension(rows_txn.clone())
             .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
@@ -240,6 +245,12 @@ impl Engine {
             .with_information_schema(true)
             .with_target_partitions(self.inner.options.target_partitions);
         let ctx = SessionContext::new_with_config(config);
+        let time_zone = Arc::new(parking_lot::Mutex::new(
+            crate::types::SessionTimeZone::default(),
+        ));
+        ctx.add_analyzer_rule(Arc::new(crate::datetime::TimestampLiterals {
+            zone: time_zone.clone(),
+        }));
         crate::functions::register(&ctx, database, user, backend_pid);
         crate::pg_catalog::register_functions(&ctx, user);
         ctx.register_catalog(
@@ -258,7 +269,7 @@ impl Engine {
             txn,
             rows_txn,
             unplanned: std::sync::atomic::AtomicU64::new(0),
-            time_zone: parking_lot::Mutex::new(crate::types::SessionTimeZone::default()),
+            time_zone,
         })
     }
 
@@ -700,7 +711,7 @@ pub struct Session {
     /// Statements run from the plan made at Parse, without DataFusion planning them again.
     unplanned: std::sync::atomic::AtomicU64,
     /// The `TimeZone` setting, read once when set (every result with a timestamptz uses it).
-    time_zone: parking_lot::Mutex<crate::types::SessionTimeZone>,
+    time_zone: Arc<parking_lot::Mutex<crate::types::SessionTimeZone>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -915,6 +926,8 @@ impl Session {
                 .map(|d| d.columns.iter().map(|c| c.name.clone()).collect())
         };
         strip_pg_catalog_functions(stmt);
+        let zone = *self.time_zone.lock();
+        crate::datetime::normalize_timestamp_literals(stmt, &zone);
         match stmt {
             Statement::Query(q) => {
                 hide_hidden_columns(q, &columns_of);
@@ -924,6 +937,13 @@ impl Session {
             Statement::Insert(insert) => {
                 if let Some(src) = &mut insert.source {
                     hide_hidden_columns(src, &columns_of);
+                }
+                let target = match &insert.table {
+                    TableObject::TableName(name) => self.stream_def(name),
+                    _ => None,
+                };
+                if let Some(def) = &target {
+                    self.normalize_insert_timestamps(insert, def, &zone);
                 }
                 if let TableObject::TableName(name) = &insert.table {
                     match self.stream_def(name) {
@@ -944,6 +964,34 @@ impl Session {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Reads the string literals an INSERT's VALUES gives timestamp columns as PostgreSQL does
+    /// ([`crate::datetime`]); targets are the listed columns, else the table's in order.
+    fn normalize_insert_timestamps(
+        &self,
+        insert: &mut datafusion::sql::sqlparser::ast::Insert,
+        def: &TableDef,
+        zone: &crate::types::SessionTimeZone,
+    ) {
+        let targets: Vec<ColumnType> = if insert.columns.is_empty() {
+            def.column_types()
+        } else {
+            insert
+                .columns
+                .iter()
+                .map(|n| {
+                    let name = object_parts(n).last().cloned().unwrap_or_default();
+                    def.columns
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map_or(ColumnType::Text, |c| c.ty)
+                })
+                .collect()
+        };
+        if let Some(src) = insert.source.as_deref_mut() {
+            crate::datetime::normalize_values_timestamps(&mut src.body, &targets, zone);
+        }
     }
 
     /// An INSERT into a row table, made plannable by DataFusion as PostgreSQL reads it:
