@@ -470,15 +470,23 @@ impl CopyIn {
         let (target, worker) = match self.into {
             CopyInto::Stream { table, txn } => {
                 let writer = table.writer();
+                // Inside a block the block's own scans see the rows: keep them as shown too.
+                let in_block = txn.is_open();
                 let worker = {
                     let writer = writer.clone();
                     let cancelled = cancelled.clone();
                     tokio::task::spawn_blocking(move || {
                         let mut staged = Staged::new(writer.log.partitions());
+                        let mut shown = Vec::new();
                         parse_copy(rx, &self.columns, self.format, &cancelled, |batch| {
-                            writer.encode_batch(&batch, &mut staged)
+                            if in_block {
+                                shown.push(writer.encode_batch_shown(&batch, &mut staged)?);
+                                Ok(())
+                            } else {
+                                writer.encode_batch(&batch, &mut staged)
+                            }
                         })?;
-                        Ok(CopyStaged::Stream(staged))
+                        Ok(CopyStaged::Stream(staged, shown))
                     })
                 };
                 (CopyLoadTarget::Stream { writer, txn }, worker)
@@ -514,7 +522,8 @@ impl CopyIn {
 /// What the parser of a COPY produced: encoded stream records, or a row table's batches.
 #[derive(Debug)]
 enum CopyStaged {
-    Stream(Staged),
+    /// Encoded records, and the rows as a block's scans show them (inside a block only).
+    Stream(Staged, Vec<RecordBatch>),
     Rows(Vec<RecordBatch>),
 }
 
@@ -605,8 +614,8 @@ impl CopyLoad {
             .await
             .map_err(|e| Error::InvalidInput(format!("COPY parser stopped: {e}")))??;
         match (&self.target, staged) {
-            (CopyLoadTarget::Stream { writer, txn }, CopyStaged::Stream(staged)) => {
-                match txn.hold_staged(writer, staged) {
+            (CopyLoadTarget::Stream { writer, txn }, CopyStaged::Stream(staged, shown)) => {
+                match txn.hold_staged(writer, staged, shown) {
                     Ok(rows) => Ok(rows),
                     Err(staged) => writer.append_staged(staged).await,
                 }

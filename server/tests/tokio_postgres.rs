@@ -397,6 +397,41 @@ async fn copy_in_pieces_is_all_or_nothing() -> anyhow::Result<()> {
         .get(0);
     assert_eq!(n, rows as i64);
 
+    // Inside a block the COPY's rows are the block's own: it sees them (without offsets),
+    // ROLLBACK drops them, and nobody else sees them before COMMIT.
+    let other = server.connect().await?;
+    client.batch_execute("BEGIN").await?;
+    let piece: String = (0..100)
+        .map(|i| format!("{}\tblock\n", 100_000 + i))
+        .collect();
+    assert_eq!(send_in_pieces(piece.clone()).await?, 100);
+    let r = client
+        .query_one(
+            "SELECT count(*), count(_offset) FROM c WHERE name = 'block'",
+            &[],
+        )
+        .await?;
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (100, 0));
+    let n: i64 = other.query_one("SELECT count(*) FROM c", &[]).await?.get(0);
+    assert_eq!(n, rows as i64, "another session sees nothing held");
+    client.batch_execute("ROLLBACK").await?;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM c", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, rows as i64);
+    client.batch_execute("BEGIN").await?;
+    send_in_pieces(piece).await?;
+    client.batch_execute("COMMIT").await?;
+    let r = other
+        .query_one(
+            "SELECT count(*), count(_offset) FROM c WHERE name = 'block'",
+            &[],
+        )
+        .await?;
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (100, 100));
+
+    drop(other);
     drop(client);
     stop_with_a_clean_log(&mut server).await
 }

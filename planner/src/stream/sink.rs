@@ -10,7 +10,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, RecordBatch, TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -135,9 +137,55 @@ impl StreamWriter {
     /// Checks and encodes every row of `batch` into `staged` without appending anything, so a
     /// caller can validate a whole load before the first record reaches the log.
     pub fn encode_batch(&self, batch: &RecordBatch, staged: &mut Staged) -> Result<()> {
+        self.encode_rows(batch, staged, None).map(|_| ())
+    }
+
+    /// [`encode_batch`](Self::encode_batch), and the rows as a scan of the stream shows them
+    /// (its full schema): for rows a transaction block holds until COMMIT, which the block's
+    /// own reads see. `_offset` is NULL until the rows are appended.
+    pub fn encode_batch_shown(
+        &self,
+        batch: &RecordBatch,
+        staged: &mut Staged,
+    ) -> Result<RecordBatch> {
+        let mut placed = Vec::with_capacity(batch.num_rows());
+        let (mut columns, key) = self.encode_rows(batch, staged, Some(&mut placed))?;
+        let rows = batch.num_rows();
+        let partitions: Int32Array = placed.iter().map(|(p, _)| Some(*p as i32)).collect();
+        let timestamps =
+            TimestampMicrosecondArray::from_iter_values(placed.iter().map(|(_, t)| *t))
+                .with_timezone(crate::types::UTC);
+        columns.push(Arc::new(partitions));
+        columns.push(datafusion::arrow::array::new_null_array(
+            &DataType::Int64,
+            rows,
+        ));
+        columns.push(Arc::new(timestamps));
+        columns.push(match key {
+            Some(k) => k,
+            None => datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+        });
+        RecordBatch::try_new(super::table::stream_schema(&self.def), columns)
+            .map_err(|e| Error::DataFusion(e.into()))
+    }
+
+    /// Encodes every row of `batch` into `staged`; returns the user columns (as the stream's
+    /// types) and the key column, and fills `placed` with each row's partition and timestamp.
+    fn encode_rows(
+        &self,
+        batch: &RecordBatch,
+        staged: &mut Staged,
+        mut placed: Option<&mut Vec<(u32, i64)>>,
+    ) -> Result<(Vec<ArrayRef>, Option<ArrayRef>)> {
         let rows = batch.num_rows();
         if rows == 0 {
-            return Ok(());
+            let columns = self
+                .def
+                .columns
+                .iter()
+                .map(|c| datafusion::arrow::array::new_null_array(&c.ty.arrow_type(), 0))
+                .collect();
+            return Ok((columns, None));
         }
         let types: Vec<ColumnType> = self.def.column_types();
         let mut columns = Vec::with_capacity(types.len());
@@ -222,10 +270,13 @@ impl StreamWriter {
                     .push_with(key, timestamp, |out| encode_row(&types, &columns, row, out))
                     .map_err(too_large)?;
                 staged.bytes += batch.encoded_len() - before;
+                if let Some(placed) = placed.as_deref_mut() {
+                    placed.push((partition, timestamp.unwrap_or(batch.default_timestamp())));
+                }
             }
         }
         staged.rows += rows as u64;
-        Ok(())
+        Ok((columns, key_col))
     }
 
     /// Appends staged records, every partition at once, and returns the row count once all

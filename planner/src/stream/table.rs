@@ -10,19 +10,24 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Int32Array, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session as DfSession;
 use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::log::StreamLog;
 use super::scan::{ScanBounds, StreamScanExec};
 use super::sink::{StreamSink, StreamWriter};
+use super::txn::TxnBuffer;
 use super::{COL_KEY, COL_OFFSET, COL_PARTITION, COL_TIMESTAMP};
 use crate::catalog::TableDef;
 use crate::error::Error;
@@ -225,6 +230,21 @@ pub(crate) fn scan_bounds(filters: &[Expr], partitions: u32) -> ScanBounds {
     b
 }
 
+/// The rows of `batch` (a stream's full schema) whose `_partition` is in `partitions`.
+fn keep_partitions(batch: &RecordBatch, partitions: &[u32]) -> DfResult<RecordBatch> {
+    let Some(column) = batch
+        .column_by_name(COL_PARTITION)
+        .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+    else {
+        return Ok(batch.clone());
+    };
+    let keep: datafusion::arrow::array::BooleanArray = column
+        .iter()
+        .map(|p| Some(p.is_some_and(|p| partitions.contains(&(p as u32)))))
+        .collect();
+    Ok(filter_record_batch(batch, &keep)?)
+}
+
 #[async_trait]
 impl TableProvider for StreamTable {
     fn schema(&self) -> SchemaRef {
@@ -258,7 +278,7 @@ impl TableProvider for StreamTable {
 
     async fn scan(
         &self,
-        _state: &dyn DfSession,
+        state: &dyn DfSession,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -268,14 +288,34 @@ impl TableProvider for StreamTable {
             None => (0..self.schema.fields().len()).collect(),
         };
         let bounds = scan_bounds(filters, self.log.partitions());
-        Ok(Arc::new(StreamScanExec::new(
+        // Rows the session's open block holds for this stream come after the stored ones.
+        // The filters the scan applies exactly apply to them here: any `_offset` bound leaves
+        // none (theirs is NULL), `_partition` ones keep the rows of the partitions kept.
+        let offset_bounded = filters.iter().any(|f| {
+            bounds_of(f).is_some_and(|b| b.iter().any(|x| matches!(x, Bound::Offset(..))))
+        });
+        let held: Vec<RecordBatch> = match state.config().get_extension::<TxnBuffer>() {
+            Some(txn) if !offset_bounded => txn
+                .shown_rows(self.def.id)
+                .into_iter()
+                .map(|b| keep_partitions(&b, &bounds.partitions))
+                .collect::<DfResult<_>>()?,
+            _ => Vec::new(),
+        };
+        let stored: Arc<dyn ExecutionPlan> = Arc::new(StreamScanExec::new(
             self.def.clone(),
             self.log.clone(),
             self.schema.clone(),
-            projection,
+            projection.clone(),
             bounds,
             limit,
-        )?))
+        )?);
+        if held.iter().all(|b| b.num_rows() == 0) {
+            return Ok(stored);
+        }
+        let held =
+            MemorySourceConfig::try_new_exec(&[held], self.schema.clone(), Some(projection))?;
+        UnionExec::try_new(vec![stored, held])
     }
 
     async fn insert_into(

@@ -4,12 +4,14 @@
 //!
 //! The rows are checked and encoded when the INSERT or COPY runs, so a bad row still fails
 //! its statement, not the COMMIT. COMMIT appends every held batch, all streams at once, and
-//! completes only when all are durable. Until then the rows are not visible, not even to the
-//! transaction that wrote them.
+//! completes only when all are durable. Until then only the block itself sees the rows: a scan
+//! of the stream inside the block adds them after the stored ones, with `_offset` NULL (no
+//! offset is assigned before the append), as a PostgreSQL transaction sees its own inserts.
 
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::common::HashMap;
 use parking_lot::Mutex;
 
 use super::sink::{Staged, StreamWriter};
@@ -19,6 +21,8 @@ use crate::error::Result;
 struct Block {
     /// Held rows per stream id, with the writer that will append them.
     streams: BTreeMap<u64, (StreamWriter, Staged)>,
+    /// The same rows per stream id, as the block's own scans show them.
+    shown: HashMap<u64, Vec<RecordBatch>>,
 }
 
 /// One session's transaction block, shared by its DataFusion sinks and the prepared-INSERT
@@ -48,7 +52,7 @@ impl TxnBuffer {
         };
         // Encode into a scratch buffer first, so a bad row leaves the held rows as they were.
         let mut staged = Staged::new(writer.log.partitions());
-        writer.encode_batch(batch, &mut staged)?;
+        let shown = writer.encode_batch_shown(batch, &mut staged)?;
         let rows = staged.rows();
         block
             .streams
@@ -56,19 +60,32 @@ impl TxnBuffer {
             .or_insert_with(|| (writer.clone(), Staged::new(writer.log.partitions())))
             .1
             .absorb(staged);
+        block.shown.entry(writer.def.id).or_default().push(shown);
         Ok(Some(rows))
     }
 
-    /// Holds rows a COPY already checked and encoded; gives `staged` back when no block is open.
+    /// The rows the open block holds for stream `id`, as its scans show them.
+    pub fn shown_rows(&self, id: u64) -> Vec<RecordBatch> {
+        self.block
+            .lock()
+            .as_ref()
+            .and_then(|b| b.shown.get(&id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Holds rows a COPY already checked and encoded (`shown`: as scans show them); gives
+    /// `staged` back when no block is open.
     pub fn hold_staged(
         &self,
         writer: &StreamWriter,
         staged: Staged,
+        shown: Vec<RecordBatch>,
     ) -> std::result::Result<u64, Staged> {
         let mut guard = self.block.lock();
         let Some(block) = guard.as_mut() else {
             return Err(staged);
         };
+        block.shown.entry(writer.def.id).or_default().extend(shown);
         let rows = staged.rows();
         block
             .streams

@@ -576,6 +576,11 @@ impl BatchBuilder {
         self.record_count == 0
     }
 
+    /// The timestamp of records pushed without one.
+    pub fn default_timestamp(&self) -> i64 {
+        self.now_us
+    }
+
     /// Bytes the batch holds so far, header included: what it will take on disk.
     pub fn encoded_len(&self) -> usize {
         self.buf.len()
