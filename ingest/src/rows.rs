@@ -244,7 +244,8 @@ impl RowStore {
     pub fn set_schema_stamp(&self, table: TableId, stamp: u64) -> u64 {
         let mut st = self.shared.state.lock();
         st.stamps.insert(table, stamp);
-        st.oracle.next_seq.saturating_sub(1)
+        // Not `next_seq - 1`: a table creation takes a seqno that never becomes visible.
+        st.oracle.last_commit_seq
     }
 
     /// Waits until every commit up to `seq` is applied and visible to new transactions.

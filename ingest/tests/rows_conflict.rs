@@ -301,9 +301,14 @@ async fn a_changed_schema_stamp_fails_writers_of_the_old_one() {
     done.put(T, b("early"), b("1")).expect("put");
     done.expect_schema(T, 0);
     let early = done.commit().await.expect("commits under the old stamp");
+    // A table creation takes a seqno too; it is not a commit to wait for.
+    store.create_table(T + 1).await.expect("create");
     let last = store.set_schema_stamp(T, 7);
     assert!(early.seq.is_some_and(|s| s <= last), "{early:?} <= {last}");
-    store.wait_visible(last).await.expect("visible");
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.wait_visible(last))
+        .await
+        .expect("the last commit becomes visible")
+        .expect("visible");
     let err = before.commit().await.expect_err("old stamp must fail");
     assert!(err.is_serialization_failure(), "{err}");
     let mut after = store.begin();
@@ -312,5 +317,8 @@ async fn a_changed_schema_stamp_fails_writers_of_the_old_one() {
     after.commit().await.expect("new stamp commits");
     let mut unrelated = store.begin();
     unrelated.put(T, b("x"), b("3")).expect("put");
-    unrelated.commit().await.expect("a writer that declares nothing is not checked");
+    unrelated
+        .commit()
+        .await
+        .expect("a writer that declares nothing is not checked");
 }
