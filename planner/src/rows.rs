@@ -412,6 +412,7 @@ mod tests {
             kind: TableKind::Table(RowTableOptions {
                 primary_key: vec!["id".into()],
                 dropped: Vec::new(),
+                indexes: Vec::new(),
             }),
         };
         let old = encode(

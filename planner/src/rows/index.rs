@@ -367,3 +367,116 @@ pub(crate) async fn fill(
     txn.commit().await.map_err(rows_error)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ColumnDef, RowTableOptions, TableKind};
+    use braid_ingest::key::encode_key;
+    use datafusion::prelude::{col, lit};
+
+    fn table() -> TableDef {
+        let c = |name: &str, ty| ColumnDef {
+            name: name.into(),
+            ty,
+            nullable: true,
+            default: None,
+            missing: None,
+        };
+        let ix = |id, name: &str, columns: &[&str], unique| IndexDef {
+            id,
+            name: name.into(),
+            columns: columns.iter().map(|s| s.to_string()).collect(),
+            unique,
+            constraint: false,
+            building: false,
+        };
+        TableDef {
+            id: 1,
+            name: "t".into(),
+            columns: vec![
+                c("id", ColumnType::Int4),
+                c("city", ColumnType::Text),
+                c("age", ColumnType::Int4),
+                c("email", ColumnType::Text),
+            ],
+            kind: TableKind::Table(RowTableOptions {
+                primary_key: vec!["id".into()],
+                dropped: Vec::new(),
+                indexes: vec![
+                    ix(2, "t_city_age", &["city", "age"], false),
+                    ix(3, "t_email_key", &["email"], true),
+                ],
+            }),
+        }
+    }
+
+    fn access(filters: &[Expr]) -> (KeyAccess, String) {
+        let def = table();
+        let layout = KeyLayout::new(&def).expect("layout");
+        let indexes = IndexLayout::all(&def).expect("indexes");
+        choose_access(&layout, &indexes, filters)
+    }
+
+    #[test]
+    fn the_primary_key_comes_before_any_index() {
+        let (a, _) = access(&[col("id").eq(lit(1i32)), col("email").eq(lit("a"))]);
+        assert_eq!(
+            a,
+            KeyAccess::Points(vec![encode_key(&[KeyValue::Int32(1)])])
+        );
+    }
+
+    #[test]
+    fn a_unique_index_fixed_by_equality_wins_over_a_prefix() {
+        let (a, desc) = access(&[col("city").eq(lit("oslo")), col("email").eq(lit("a"))]);
+        let k = encode_key(&[KeyValue::Text("a".into())]);
+        let end = prefix_end(&k).expect("end");
+        assert_eq!(
+            a,
+            KeyAccess::Index {
+                index: 3,
+                ranges: vec![(Bound::Included(k), Bound::Excluded(end))],
+            }
+        );
+        assert!(desc.starts_with("index=t_email_key "), "{desc}");
+    }
+
+    #[test]
+    fn leading_columns_only_and_building_indexes_are_not_read() {
+        // `age` is the second column of t_city_age: no range on the index.
+        let (a, desc) = access(&[col("age").eq(lit(30i32))]);
+        assert_eq!(a, KeyAccess::Full, "{desc}");
+        let mut def = table();
+        if let TableKind::Table(o) = &mut def.kind {
+            for i in &mut o.indexes {
+                i.building = true;
+            }
+        }
+        let layout = KeyLayout::new(&def).expect("layout");
+        let indexes = IndexLayout::all(&def).expect("indexes");
+        let (a, _) = choose_access(&layout, &indexes, &[col("email").eq(lit("a"))]);
+        assert_eq!(a, KeyAccess::Full);
+    }
+
+    #[test]
+    fn null_values_never_share_a_unique_entry() {
+        use datafusion::arrow::array::{Int32Array, StringArray};
+        use std::sync::Arc;
+        let def = table();
+        let ix = IndexLayout::of(&def, &def.indexes()[1]).expect("layout");
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![Some("x"), Some("x"), Some("x")])),
+            Arc::new(Int32Array::from(vec![1, 1, 1])),
+            Arc::new(StringArray::from(vec![None, None, Some("a")])),
+        ];
+        let (k1, u1) = ix.entry_key(&columns, 0, b"r1");
+        let (k2, u2) = ix.entry_key(&columns, 1, b"r2");
+        let (k3, u3) = ix.entry_key(&columns, 2, b"r3");
+        assert!(!u1 && !u2 && u3);
+        assert_ne!(k1, k2, "two NULLs are two entries");
+        assert_eq!(k3, encode_key(&[KeyValue::Text("a".into())]));
+        assert_ne!(schema_stamp(&def), 0);
+    }
+}
