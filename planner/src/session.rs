@@ -1984,8 +1984,7 @@ impl Session {
             && self
                 .engine
                 .catalog
-                .table(&self.database, &schema, &new.name)
-                .is_some()
+                .relation_exists(&self.database, &schema, &new.name)
         {
             return Err(Error::DuplicateTable(new.name));
         }

@@ -109,9 +109,10 @@ impl Session {
         }
         for (name, cols) in uniques {
             for c in &cols {
-                if !columns.iter().any(|x| &x.name == c) {
+                let Some(col) = columns.iter().find(|x| &x.name == c) else {
                     return Err(Error::KeyColumnMissing(c.clone()));
-                }
+                };
+                check_index_type(c, col.ty)?;
             }
             if cols.as_slice() == primary_key || out.iter().any(|i| i.columns == cols) {
                 continue;
