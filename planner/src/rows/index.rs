@@ -334,9 +334,8 @@ pub(crate) async fn fill(
     index: &IndexDef,
 ) -> Result<()> {
     let table = super::table::RowTable::new(std::sync::Arc::new(def.clone()), db.clone())?;
-    let mut writer = table.writer();
+    let writer = table.writer();
     let ix = IndexLayout::of(def, index)?;
-    writer.indexes = std::sync::Arc::new(vec![ix.clone()]);
     let mut txn = db.store.begin();
     let rows = txn
         .scan(def.id, Bound::Unbounded, Bound::Unbounded)
@@ -348,20 +347,26 @@ pub(crate) async fn fill(
     for chunk in rows.chunks(FILL_BATCH_ROWS) {
         let batch = writer.decode(&all, chunk.iter().map(|(_, v)| v))?;
         let columns = batch.columns();
-        for (row, (key, _)) in chunk.iter().enumerate() {
-            match writer
-                .insert_entries(&mut txn, columns, row, key, None)
-                .await
-            {
-                Ok(()) => {}
-                Err(Error::UniqueViolation { .. }) => {
-                    return Err(Error::UniqueViolation {
-                        message: format!("could not create unique index \"{}\"", index.name),
-                        detail: Some(format!("Key {} is duplicated.", ix.key_text(columns, row))),
-                    })
+        for (row, (row_key, _)) in chunk.iter().enumerate() {
+            let (k, unique) = ix.entry_key(columns, row, row_key);
+            if unique {
+                // A writer planned with the building index may have written this row's entry
+                // already; any other row holding the values is a duplicate.
+                match txn.get(index.id, &k).await.map_err(rows_error)? {
+                    Some(v) if v == *row_key => continue,
+                    Some(_) => {
+                        return Err(Error::UniqueViolation {
+                            message: format!("could not create unique index \"{}\"", index.name),
+                            detail: Some(format!(
+                                "Key {} is duplicated.",
+                                ix.key_text(columns, row)
+                            )),
+                        })
+                    }
+                    None => {}
                 }
-                Err(e) => return Err(e),
             }
+            txn.put(index.id, k, row_key.clone()).map_err(rows_error)?;
         }
     }
     txn.commit().await.map_err(rows_error)?;
