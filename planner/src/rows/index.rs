@@ -181,17 +181,20 @@ impl IndexLayout {
 }
 
 /// How a scan or an UPDATE/DELETE reads the table for `filters`: the primary key's point gets
-/// or ranges when the filters constrain it, else an index whose leading columns they
-/// constrain (a unique index fixed by equality first), else every row.
+/// when the filters fix it; else an index whose leading columns are fixed by equality (a
+/// unique one first); else a primary key range; else an index range; else every row.
 pub fn choose_access(
     layout: &KeyLayout,
     indexes: &[IndexLayout],
     filters: &[Expr],
 ) -> (KeyAccess, String) {
     let (access, desc) = key_access(layout, filters);
-    if !matches!(access, KeyAccess::Full) {
-        return (access, desc);
-    }
+    // Point gets on the key beat everything; a key range still loses to index points.
+    let to_beat = match access {
+        KeyAccess::Points(_) => return (access, desc),
+        KeyAccess::Ranges(_) => 1,
+        _ => 0,
+    };
     let mut best: Option<(u8, &IndexLayout, KeyAccess, String)> = None;
     for ix in indexes.iter().filter(|i| !i.def.building) {
         let (a, d) = key_access(&ix.key, filters);
@@ -205,7 +208,7 @@ pub fn choose_access(
             best = Some((score, ix, a, d));
         }
     }
-    let Some((_, ix, a, d)) = best else {
+    let Some((_, ix, a, d)) = best.filter(|(score, ..)| *score > to_beat) else {
         return (access, desc);
     };
     let ranges = match a {
@@ -430,6 +433,14 @@ mod tests {
             a,
             KeyAccess::Points(vec![encode_key(&[KeyValue::Int32(1)])])
         );
+    }
+
+    #[test]
+    fn index_points_beat_a_key_range_and_a_key_range_beats_an_index_range() {
+        let (a, desc) = access(&[col("id").gt(lit(1i32)), col("email").eq(lit("a"))]);
+        assert!(matches!(a, KeyAccess::Index { index: 3, .. }), "{desc}");
+        let (a, desc) = access(&[col("id").gt(lit(1i32)), col("email").gt(lit("a"))]);
+        assert!(matches!(a, KeyAccess::Ranges(_)), "{desc}");
     }
 
     #[test]
