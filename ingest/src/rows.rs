@@ -113,6 +113,9 @@ struct OracleState {
     sender: Option<mpsc::UnboundedSender<CommitRequest>>,
     failed: Option<String>,
     pins_refreshed: Instant,
+    /// Schema stamps set by [`RowStore::set_schema_stamp`]: a transaction that declared
+    /// another stamp for a table fails at commit.
+    stamps: HashMap<TableId, u64>,
 }
 
 pub(crate) struct Shared {
@@ -204,6 +207,7 @@ impl RowStore {
                 sender: Some(sender),
                 failed: None,
                 pins_refreshed: Instant::now(),
+                stamps: HashMap::new(),
             }),
             visible: AtomicU64::new(last_seq),
             visible_tx,
@@ -228,6 +232,25 @@ impl RowStore {
     /// Starts a transaction reading the latest published commit.
     pub fn begin(&self) -> Transaction {
         Transaction::begin(self.shared.clone())
+    }
+
+    /// Sets the schema stamp of `table` (a caller's fingerprint of what every writer of the
+    /// table must also write, e.g. its secondary indexes). From now on a transaction that
+    /// declared another stamp for the table ([`Transaction::expect_schema`]) fails at commit
+    /// with [`Error::SerializationFailure`]. Returns the last seqno sequenced before the
+    /// change: every commit made under the old stamp is at or below it (see
+    /// [`RowStore::wait_visible`]). Stamps live in memory: after a restart no transaction
+    /// from before it is open.
+    pub fn set_schema_stamp(&self, table: TableId, stamp: u64) -> u64 {
+        let mut st = self.shared.state.lock();
+        st.stamps.insert(table, stamp);
+        // Not `next_seq - 1`: a table creation takes a seqno that never becomes visible.
+        st.oracle.last_commit_seq
+    }
+
+    /// Waits until every commit up to `seq` is applied and visible to new transactions.
+    pub async fn wait_visible(&self, seq: u64) -> Result<()> {
+        self.shared.wait_visible(seq).await
     }
 
     /// Creates an empty table. Durable when this returns.

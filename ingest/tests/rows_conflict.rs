@@ -286,3 +286,39 @@ async fn an_old_snapshot_reads_its_versions_after_compaction() {
     assert_eq!(new.get(T, b"c").await.expect("get"), None);
     store.close().await.expect("close");
 }
+
+/// A writer that declared the schema stamp a table had when it wrote fails at commit once the
+/// stamp changed (an index was created meanwhile), and writers with the new stamp commit; the
+/// seqno returned by the change covers every commit made under the old stamp.
+#[tokio::test]
+async fn a_changed_schema_stamp_fails_writers_of_the_old_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    let mut before = store.begin();
+    before.put(T, b("late"), b("1")).expect("put");
+    before.expect_schema(T, 0);
+    let mut done = store.begin();
+    done.put(T, b("early"), b("1")).expect("put");
+    done.expect_schema(T, 0);
+    let early = done.commit().await.expect("commits under the old stamp");
+    // A table creation takes a seqno too; it is not a commit to wait for.
+    store.create_table(T + 1).await.expect("create");
+    let last = store.set_schema_stamp(T, 7);
+    assert!(early.seq.is_some_and(|s| s <= last), "{early:?} <= {last}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.wait_visible(last))
+        .await
+        .expect("the last commit becomes visible")
+        .expect("visible");
+    let err = before.commit().await.expect_err("old stamp must fail");
+    assert!(err.is_serialization_failure(), "{err}");
+    let mut after = store.begin();
+    after.put(T, b("late"), b("2")).expect("put");
+    after.expect_schema(T, 7);
+    after.commit().await.expect("new stamp commits");
+    let mut unrelated = store.begin();
+    unrelated.put(T, b("x"), b("3")).expect("put");
+    unrelated
+        .commit()
+        .await
+        .expect("a writer that declares nothing is not checked");
+}

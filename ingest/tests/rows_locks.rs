@@ -191,3 +191,44 @@ async fn writes_without_the_lock_keep_first_committer_wins() {
         .expect_err("a commit after t2's read conflicts");
     assert!(err.is_serialization_failure(), "got {err}");
 }
+
+/// Entries derived from a locked row (a secondary index's, in another table) follow the row's
+/// conflict rule with [`braid_ingest::rows::Transaction::check_like`]: a waiter that rewrites
+/// the entry its predecessor wrote commits; without the call the entry fails it with 40001.
+#[tokio::test]
+async fn entries_checked_like_their_locked_row_do_not_conflict_with_its_previous_writer() {
+    const IX: u64 = 2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(dir.path()).await;
+    store.create_table(IX).await.expect("create index tree");
+    for align in [true, false] {
+        let mut t1 = store.begin();
+        let mut t2 = store.begin();
+        t1.get_for_update(T, b"a").await.expect("t1 locks a");
+        t1.put(T, b("a"), b("1")).expect("put row");
+        t1.put(IX, b("entry"), b("t1")).expect("put entry");
+        let waiter = tokio::spawn(async move {
+            t2.get_for_update(T, b"a").await.expect("lock a after t1");
+            t2.put(T, b("a"), b("2")).expect("put row");
+            t2.delete(IX, b("entry")).expect("delete entry");
+            if align {
+                t2.check_like(IX, b"entry", T, b"a");
+            }
+            t2.commit().await
+        });
+        waiting(&store, 1).await;
+        t1.commit().await.expect("t1 commits");
+        let r = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("t2 is woken")
+            .expect("join");
+        if align {
+            r.expect("t2 commits: its entry is checked from the row's lock");
+            let r = store.begin();
+            assert_eq!(r.get(IX, b"entry").await.expect("get"), None);
+        } else {
+            let err = r.expect_err("unaligned entry conflicts with t1's write");
+            assert!(matches!(err, Error::SerializationFailure { .. }), "{err}");
+        }
+    }
+}

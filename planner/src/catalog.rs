@@ -62,6 +62,32 @@ pub struct RowTableOptions {
     /// there) and the other columns never move. Absent when nothing was dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<DroppedColumn>,
+    /// Secondary indexes (UNIQUE constraints and CREATE INDEX), each a tree of its own in the
+    /// row store. Absent in catalogs written before indexes existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexDef>,
+}
+
+/// A secondary index of a row table (see [`crate::rows::index`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Row store table id of the index's tree; taken from the same counter as table ids, so
+    /// never reused.
+    pub id: u64,
+    /// Unique among the relations of the schema, as in PostgreSQL.
+    pub name: String,
+    /// Indexed columns, in index order (renamed with the columns).
+    pub columns: Vec<String>,
+    pub unique: bool,
+    /// Made by a UNIQUE constraint (CREATE TABLE), not by CREATE INDEX: only constraints can
+    /// be named by `ON CONFLICT ON CONSTRAINT`.
+    #[serde(default)]
+    pub constraint: bool,
+    /// Still being filled by CREATE INDEX: writers keep it current, queries do not read it
+    /// yet. One left behind by a crash stays unused (PostgreSQL's invalid index) until
+    /// dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub building: bool,
 }
 
 /// The slot of a dropped column in a row table's stored rows.
@@ -118,6 +144,11 @@ impl TableDef {
     }
     pub fn is_stream(&self) -> bool {
         matches!(self.kind, TableKind::Stream(_))
+    }
+
+    /// The table's secondary indexes (none for a stream).
+    pub fn indexes(&self) -> &[IndexDef] {
+        self.row_options().map_or(&[], |o| &o.indexes)
     }
 
     /// For each slot of a stored row, in order: the index of the column stored there, or the
@@ -263,6 +294,37 @@ impl Catalog {
         out
     }
 
+    /// Takes `n` fresh ids from the table id counter (for index trees), durably.
+    pub async fn allocate_ids(&self, n: u64) -> Result<u64> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        let first = next.next_table_id;
+        next.next_table_id += n;
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        Ok(first)
+    }
+
+    /// The table holding index `name` in `schema`, if any.
+    pub fn table_of_index(&self, db: &str, schema: &str, name: &str) -> Option<TableDef> {
+        self.state
+            .read()
+            .databases
+            .get(db)
+            .and_then(|d| d.schemas.get(schema))
+            .and_then(|s| {
+                s.tables
+                    .values()
+                    .find(|t| t.indexes().iter().any(|i| i.name == name))
+            })
+            .cloned()
+    }
+
+    /// True when `name` names a table or an index of `schema` (one namespace in PostgreSQL).
+    pub fn relation_exists(&self, db: &str, schema: &str, name: &str) -> bool {
+        self.table(db, schema, name).is_some() || self.table_of_index(db, schema, name).is_some()
+    }
+
     /// Adds a table, assigning its id. Fails with [`Error::DuplicateTable`] if the name is
     /// taken. Returns the stored definition once it is durable.
     pub async fn create_table(
@@ -273,8 +335,15 @@ impl Catalog {
     ) -> Result<TableDef> {
         let _guard = self.write_lock.lock().await;
         let mut next = self.state.read().clone();
+        def.id = next.next_table_id;
         next.next_table_id += 1;
-        def.id = next.next_table_id - 1;
+        // The ids of the table's constraint indexes come right after the table's own.
+        if let TableKind::Table(o) = &mut def.kind {
+            for ix in &mut o.indexes {
+                ix.id = next.next_table_id;
+                next.next_table_id += 1;
+            }
+        }
         let s = next
             .databases
             .get_mut(db)
@@ -282,8 +351,19 @@ impl Catalog {
             .schemas
             .get_mut(schema)
             .ok_or_else(|| Error::UndefinedTable(format!("schema {schema}")))?;
-        if s.tables.contains_key(&def.name) {
+        let taken = |s: &SchemaDef, n: &str| {
+            s.tables.contains_key(n)
+                || s.tables
+                    .values()
+                    .any(|t| t.indexes().iter().any(|i| i.name == n))
+        };
+        if taken(s, &def.name) {
             return Err(Error::DuplicateTable(def.name));
+        }
+        for ix in def.indexes() {
+            if taken(s, &ix.name) {
+                return Err(Error::DuplicateTable(ix.name.clone()));
+            }
         }
         s.tables.insert(def.name.clone(), def.clone());
         self.files.write_atomic(&self.path, encode(&next)?).await?;

@@ -99,6 +99,9 @@ pub enum Error {
     /// A configuration parameter or other named object that does not exist.
     #[error("{0}")]
     UndefinedObject(String),
+    /// The user's DROP names an object another one needs (an index a constraint owns).
+    #[error("{0}")]
+    DependentObjects(String),
     /// A statement other than ROLLBACK inside a failed transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

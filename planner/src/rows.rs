@@ -2,6 +2,7 @@
 //! [`braid_ingest::rows::RowStore`], keyed by the primary key (or a hidden row id).
 //!
 //! - [`default`]: column `DEFAULT` expressions (checked at CREATE, planned at INSERT).
+//! - [`index`]: secondary indexes (UNIQUE constraints, CREATE INDEX): entries, reads by index.
 //! - [`key`]: the key columns, the key bytes of a row, and the key ranges filters leave.
 //! - [`point`]: prepared statements that read, update or delete by whole primary keys, run
 //!   without re-planning.
@@ -28,6 +29,7 @@
 //! nothing.
 
 pub mod default;
+pub mod index;
 pub mod key;
 pub(crate) mod point;
 pub mod returning;
@@ -300,6 +302,31 @@ pub(crate) async fn read_rows(
                 out.extend(rows);
             }
         }
+        KeyAccess::Index { index, ranges } => {
+            // Each row has one entry per index and the ranges are disjoint, but a row is
+            // fetched once whatever happens.
+            let mut seen = std::collections::HashSet::new();
+            for (s, e) in ranges {
+                let entries = txn
+                    .scan(
+                        *index,
+                        s.as_ref().map(|v| v.as_slice()),
+                        e.as_ref().map(|v| v.as_slice()),
+                    )
+                    .map_err(rows_error)?
+                    .collect()
+                    .await
+                    .map_err(rows_error)?;
+                for (_, row_key) in entries {
+                    if !seen.insert(row_key.clone()) {
+                        continue;
+                    }
+                    if let Some(v) = txn.get(table, &row_key).await.map_err(rows_error)? {
+                        out.push((row_key, v));
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -307,7 +334,19 @@ pub(crate) async fn read_rows(
 /// Deletes every row of `table` that `txn` sees (TRUNCATE). The deletes are ordinary writes of
 /// the transaction, so the commit record grows with the table: a table whose keys exceed
 /// `commit_bytes_max` cannot be truncated in one statement (54000).
-pub(crate) async fn delete_all(txn: &mut Transaction, table: TableId) -> Result<u64> {
+pub(crate) async fn delete_all(txn: &mut Transaction, def: &TableDef) -> Result<u64> {
+    txn.expect_schema(def.id, index::schema_stamp(def));
+    let n = delete_keys(txn, def.id).await?;
+    // The index trees are emptied in the same transaction: TRUNCATE commits or rolls back
+    // rows and entries together.
+    for ix in def.indexes() {
+        delete_keys(txn, ix.id).await?;
+    }
+    Ok(n)
+}
+
+/// Deletes every key of one row store table that `txn` sees; returns how many.
+async fn delete_keys(txn: &mut Transaction, table: TableId) -> Result<u64> {
     let mut scan = txn
         .scan(table, Bound::Unbounded, Bound::Unbounded)
         .map_err(rows_error)?;
@@ -373,6 +412,7 @@ mod tests {
             kind: TableKind::Table(RowTableOptions {
                 primary_key: vec!["id".into()],
                 dropped: Vec::new(),
+                indexes: Vec::new(),
             }),
         };
         let old = encode(

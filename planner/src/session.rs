@@ -37,6 +37,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Mutex as AsyncMutex;
 
+mod indexes;
+
 use crate::catalog::{
     Catalog, ColumnDef, FileStore, RowTableOptions, TableDef, TableKind, DEFAULT_DATABASE,
     DEFAULT_SCHEMA,
@@ -99,6 +101,9 @@ struct EngineInner {
     /// outside any session); braid's functions are registered on it as on a session's.
     defaults: datafusion::execution::context::SessionState,
     options: EngineOptions,
+    /// Serializes the DDL that rewrites a row table's definition from a copy (ALTER TABLE,
+    /// CREATE INDEX, DROP INDEX), so two of them never lose each other's change.
+    table_ddl: AsyncMutex<()>,
 }
 
 /// The shared state of a running server: catalog and open stream logs.
@@ -201,6 +206,7 @@ impl Engine {
             rows,
             defaults: defaults_ctx.state(),
             options,
+            table_ddl: AsyncMutex::new(()),
         });
         for (_, def) in inner.catalog.tables(DEFAULT_DATABASE) {
             if def.is_stream() {
@@ -1526,6 +1532,13 @@ impl Session {
         match stmt {
             Statement::CreateTable(ct) if stream_ddl => self.create_stream(ct).await,
             Statement::CreateTable(ct) => self.create_table(ct).await,
+            Statement::CreateIndex(ci) => self.create_index(ci).await,
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => self.drop_indexes(names, *if_exists).await,
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
@@ -1626,6 +1639,8 @@ impl Session {
         }
         let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len());
         let mut primary_key: Option<Vec<String>> = None;
+        // UNIQUE constraints: (constraint name, columns).
+        let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
         let multiple = || {
             Error::InvalidTableDefinition(format!(
                 "multiple primary keys for table \"{name}\" are not allowed"
@@ -1670,6 +1685,10 @@ impl Session {
                         }
                         primary_key = Some(vec![cname.clone()]);
                     }
+                    ColumnOption::Unique(u) => {
+                        indexes::check_unique_options(u)?;
+                        uniques.push((o.name.as_ref().map(ident_name), vec![cname.clone()]));
+                    }
                     other => {
                         return Err(Error::Unsupported(format!(
                             "column option {other} is not supported on tables yet"
@@ -1712,9 +1731,14 @@ impl Session {
                     }
                     primary_key = Some(cols);
                 }
+                datafusion::sql::sqlparser::ast::TableConstraint::Unique(u) => {
+                    indexes::check_unique_options(u)?;
+                    let cols = indexes::column_names(&u.columns, &columns, "unique")?;
+                    uniques.push((u.name.as_ref().map(ident_name), cols));
+                }
                 other => {
                     return Err(Error::Unsupported(format!(
-                        "constraint {other} is not supported yet; only PRIMARY KEY is"
+                        "constraint {other} is not supported yet; only PRIMARY KEY and UNIQUE are"
                     )))
                 }
             }
@@ -1727,6 +1751,7 @@ impl Session {
                 c.nullable = false;
             }
         }
+        let indexes = self.constraint_indexes(&schema, &name, &columns, &primary_key, uniques)?;
         let def = TableDef {
             id: 0,
             name: name.clone(),
@@ -1734,12 +1759,19 @@ impl Session {
             kind: TableKind::Table(RowTableOptions {
                 primary_key,
                 dropped: Vec::new(),
+                indexes,
             }),
         };
         let Some(def) = self.add_to_catalog(&schema, def, ct.if_not_exists).await? else {
             return Ok(command("CREATE TABLE"));
         };
-        if let Err(e) = rows.store.create_table(def.id).await {
+        let mut created = rows.store.create_table(def.id).await;
+        for ix in def.indexes() {
+            if created.is_ok() {
+                created = rows.store.create_table(ix.id).await;
+            }
+        }
+        if let Err(e) = created {
             // Keep catalog and store consistent: a table the store could not create is not
             // left behind in the catalog.
             let _ = self
@@ -1787,6 +1819,9 @@ impl Session {
         // The catalog no longer names it; a store drop that fails only leaves an orphan
         // directory under an id that is never used again.
         rows.store.drop_table(def.id).await.map_err(rows_error)?;
+        for ix in def.indexes() {
+            rows.store.drop_table(ix.id).await.map_err(rows_error)?;
+        }
         rows.forget(def.id).await;
         tracing::info!(table = %name, id = def.id, "dropped table");
         Ok(())
@@ -1821,7 +1856,7 @@ impl Session {
             None => own.insert(rows.store.begin()),
         };
         for def in &tables {
-            crate::rows::delete_all(txn, def.id).await?;
+            crate::rows::delete_all(txn, def).await?;
         }
         drop(guard);
         if let Some(t) = own {
@@ -1840,6 +1875,7 @@ impl Session {
         use crate::catalog::DroppedColumn;
         use datafusion::sql::sqlparser::ast::{AlterTableOperation as Op, RenameTableNameKind};
         let (schema, name) = self.resolve(&at.name)?;
+        let _ddl = self.engine.table_ddl.lock().await;
         let Some(def) = self.engine.catalog.table(&self.database, &schema, &name) else {
             if at.if_exists {
                 return Ok(command("ALTER TABLE"));
@@ -1948,6 +1984,9 @@ impl Session {
                         if let TableKind::Table(o) = &mut new.kind {
                             o.dropped.push(DroppedColumn { position, ty });
                             o.dropped.sort_by_key(|d| d.position);
+                            // PostgreSQL drops the indexes (and UNIQUE constraints) that
+                            // use the column.
+                            o.indexes.retain(|ix| !ix.columns.contains(&cname));
                         }
                     }
                 }
@@ -1969,6 +2008,13 @@ impl Session {
                         for k in &mut o.primary_key {
                             if *k == old {
                                 *k = to.clone();
+                            }
+                        }
+                        for ix in &mut o.indexes {
+                            for k in &mut ix.columns {
+                                if *k == old {
+                                    *k = to.clone();
+                                }
                             }
                         }
                     }
@@ -1995,15 +2041,35 @@ impl Session {
             && self
                 .engine
                 .catalog
-                .table(&self.database, &schema, &new.name)
-                .is_some()
+                .relation_exists(&self.database, &schema, &new.name)
         {
             return Err(Error::DuplicateTable(new.name));
         }
-        self.engine
+        let gone: Vec<u64> = def
+            .indexes()
+            .iter()
+            .filter(|i| !new.indexes().iter().any(|n| n.id == i.id))
+            .map(|i| i.id)
+            .collect();
+        if !gone.is_empty() {
+            // Writers planned with the dropped indexes fail (40001) rather than write into
+            // trees about to go.
+            rows.store
+                .set_schema_stamp(def.id, crate::rows::index::schema_stamp(&new));
+        }
+        if let Err(e) = self
+            .engine
             .catalog
             .alter_table(&self.database, &schema, &name, new)
-            .await?;
+            .await
+        {
+            rows.store
+                .set_schema_stamp(def.id, crate::rows::index::schema_stamp(&def));
+            return Err(e);
+        }
+        for id in gone {
+            rows.store.drop_table(id).await.map_err(rows_error)?;
+        }
         Ok(command("ALTER TABLE"))
     }
 

@@ -66,3 +66,68 @@ async fn catalog_persists_and_streams_append() -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+/// Runs `sql` until it does not fail with 40001 (what a client does on a serialization
+/// failure).
+async fn retrying(s: &braid_planner::Session, sql: &str) -> anyhow::Result<u32> {
+    let mut retries = 0;
+    loop {
+        match s.execute(sql).await {
+            Ok(_) => return Ok(retries),
+            Err(e) if e.to_string().contains("could not serialize") => retries += 1,
+            Err(e) => anyhow::bail!("{sql}: {e}"),
+        }
+    }
+}
+
+/// CREATE UNIQUE INDEX while another session inserts rows: every committed row, from before,
+/// during or after the index's creation, is found through the index, and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_index_during_inserts_misses_no_row() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (files, _) = open_storage(dir.path(), LogDurability::Sync)?;
+    let files: Arc<dyn FileStore> = files;
+    let logs: Arc<dyn StreamLogs> = Arc::new(MemLogs::default());
+    let engine = Engine::open(files, logs, dir.path(), EngineOptions::default()).await?;
+    let s = engine.session("postgres", "postgres", 1)?;
+    s.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .await?;
+    let values: Vec<String> = (0..300).map(|i| format!("({i}, {i})")).collect();
+    s.execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await?;
+    let w = engine.session("postgres", "postgres", 2)?;
+    let writer = tokio::spawn(async move {
+        for i in 300..700 {
+            retrying(&w, &format!("INSERT INTO t VALUES ({i}, {i})")).await?;
+        }
+        anyhow::Ok(())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    retrying(&s, "CREATE UNIQUE INDEX t_v ON t (v)").await?;
+    writer.await??;
+    let count = |sql: &'static str| {
+        let s = &s;
+        async move {
+            let b = rows(s.execute(sql).await?).await?;
+            anyhow::Ok(b[0].column(0).as_primitive::<Int64Type>().value(0))
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM t").await?, 700);
+    assert_eq!(count("SELECT count(*) FROM t WHERE v >= 0").await?, 700);
+    assert_eq!(count("SELECT count(*) FROM t WHERE v < 350").await?, 350);
+    let plan = rows(
+        s.execute("EXPLAIN SELECT count(*) FROM t WHERE v >= 0")
+            .await?,
+    )
+    .await?;
+    let text = format!("{:?}", plan);
+    assert!(text.contains("index=t_v"), "{text}");
+    let err = s.execute("INSERT INTO t VALUES (1000, 650)").await;
+    assert!(
+        err.as_ref()
+            .is_err_and(|e| e.to_string().contains("\"t_v\"")),
+        "{err:?}"
+    );
+    engine.close().await;
+    Ok(())
+}

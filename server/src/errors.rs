@@ -105,6 +105,7 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::Unsupported(_) => "0A000",
         Error::UndefinedDatabase(_) => "3D000",
         Error::UndefinedObject(_) => "42704",
+        Error::DependentObjects(_) => "2BP01",
         Error::InFailedTransaction => "25P02",
         Error::Storage { kind, .. } => match kind {
             StorageErrorKind::DiskFull => "53100",

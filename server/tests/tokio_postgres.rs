@@ -1032,3 +1032,75 @@ async fn stop_with_a_clean_log(server: &mut BraidServer) -> anyhow::Result<()> {
     assert!(bad.is_empty(), "unexpected log lines: {bad:?}");
     Ok(())
 }
+
+/// COPY FROM STDIN into a table with a UNIQUE constraint and an index: the entries are written
+/// with the rows (reads by index see them), a duplicate value fails the whole COPY with
+/// PostgreSQL's 23505 naming the constraint, and CREATE UNIQUE INDEX fills from copied rows.
+#[tokio::test]
+async fn copy_into_a_table_with_indexes() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE u (id int PRIMARY KEY, email text UNIQUE, city text); \
+             CREATE INDEX u_city ON u (city)",
+        )
+        .await?;
+    let copy = |data: String| {
+        let client = &client;
+        async move {
+            let sink = client.copy_in("COPY u FROM STDIN").await?;
+            futures::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(data)).await?;
+            sink.finish().await
+        }
+    };
+    let mut data = String::new();
+    for i in 1..=1000 {
+        data.push_str(&format!("{i}\tu{i}@x\tcity{}\n", i % 10));
+    }
+    assert_eq!(copy(data).await?, 1000);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM u WHERE city = 'city3'", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 100);
+    let id: i32 = client
+        .query_one("SELECT id FROM u WHERE email = 'u777@x'", &[])
+        .await?
+        .get(0);
+    assert_eq!(id, 777);
+
+    let err = copy("2001\tnew@x\tx\n2002\tu5@x\tx\n".to_string())
+        .await
+        .expect_err("duplicate email");
+    let db = err.as_db_error().context("a server error")?;
+    assert_eq!(db.code(), &SqlState::UNIQUE_VIOLATION);
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"u_email_key\""
+    );
+    assert_eq!(db.detail(), Some("Key (email)=(u5@x) already exists."));
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM u WHERE email = 'new@x' OR city = 'x'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(n, 0, "nothing of the failed COPY, rows or entries");
+
+    client
+        .batch_execute("CREATE UNIQUE INDEX u_city_id ON u (city, id)")
+        .await?;
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM u WHERE city = 'city0' AND id <= 500",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(n, 50);
+    drop(client);
+    stop_with_a_clean_log(&mut server).await
+}

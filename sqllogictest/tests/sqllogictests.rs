@@ -6,6 +6,9 @@
 //!   the same data directory, reconnect.
 //! - `statement ok` + `KILL SERVER`: SIGKILL the server, start it again, reconnect.
 //!
+//! An error's DETAIL, when it has one, is matched as part of its message: `<SQLSTATE>:
+//! <message> DETAIL: <detail>`.
+//!
 //! Usage: `cargo test -p braid-sqllogictest` (all files), `... -- <substring>` (matching
 //! files), `BRAID_SLT_COMPLETE=1 ...` rewrites the expected output from what the server
 //! returns (review the diff!). Each file gets its own server and data directory; after the
@@ -62,9 +65,14 @@ impl std::error::Error for DbError {}
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
+            // A DETAIL line follows the message on the same line, so a file can match it
+            // (`... DETAIL: Key \(a\)=\(1\) already exists\.`) and older patterns still match.
             Some(db) => DbError {
                 code: Some(db.code().code().to_string()),
-                message: db.message().to_string(),
+                message: match db.detail() {
+                    Some(d) => format!("{} DETAIL: {d}", db.message()),
+                    None => db.message().to_string(),
+                },
             },
             None => DbError {
                 code: None,
@@ -333,8 +341,10 @@ impl AsyncDB for BraidDb {
 
     async fn shutdown(&mut self) {}
 
+    // Empty: `onlyif`/`skipif` then see only the runner's label, the target's name ("braid"
+    // or "postgres"); an engine name would be a label on both targets.
     fn engine_name(&self) -> &str {
-        "braid"
+        ""
     }
 
     fn error_sql_state(err: &Self::Error) -> Option<String> {

@@ -47,6 +47,8 @@ pub struct Transaction {
     /// Still counted among the open snapshots (until commit or rollback).
     registered: bool,
     writes: Changes,
+    /// Schema stamps this transaction's writes were made under ([`Transaction::expect_schema`]).
+    stamps: Vec<(TableId, u64)>,
     /// Encoded size of `writes` as a commit record, kept current to refuse oversized
     /// transactions when the write is made rather than at commit.
     bytes: usize,
@@ -79,6 +81,7 @@ impl Transaction {
             lock_seqs: HashMap::new(),
             registered: true,
             writes: Changes::new(),
+            stamps: Vec::new(),
             bytes: 0,
         }
     }
@@ -125,6 +128,33 @@ impl Transaction {
             .max(self.read_seq);
         self.lock_seqs.entry((table, key.clone())).or_insert(latest);
         Ok(t.lsm.get(&key, latest).await?)
+    }
+
+    /// Declares that this transaction's writes to `table` were made for schema stamp `stamp`
+    /// ([`super::RowStore::set_schema_stamp`]): if the table's stamp differs when it commits,
+    /// the commit fails with [`Error::SerializationFailure`] (its writes may lack, say, the
+    /// entries of an index created meanwhile).
+    pub fn expect_schema(&mut self, table: TableId, stamp: u64) {
+        if !self.stamps.contains(&(table, stamp)) {
+            self.stamps.push((table, stamp));
+        }
+    }
+
+    /// Makes the commit-time conflict check of `key` in `table` start where that of `row_key`
+    /// in `row_table` does: at the seqno the row was read at under its lock
+    /// ([`Transaction::get_for_update`]), or at the snapshot when it was not locked. For
+    /// entries derived from a locked row (a secondary index's), which only the row's lock
+    /// holder writes: a READ COMMITTED update that waited for the row's previous writer then
+    /// rewrites the entries that writer made instead of failing with 40001 on them.
+    pub fn check_like(&mut self, table: TableId, key: &[u8], row_table: TableId, row_key: &[u8]) {
+        if self.lock_seqs.is_empty() {
+            return;
+        }
+        let row = (row_table, Bytes::copy_from_slice(row_key));
+        if let Some(seq) = self.lock_seqs.get(&row).copied() {
+            self.lock_seqs
+                .insert((table, Bytes::copy_from_slice(key)), seq);
+        }
     }
 
     /// Rows of `table` with keys in `(start, end)`, in key order, as this transaction sees them
@@ -269,6 +299,14 @@ impl Transaction {
         self.registered = false;
         st.oracle.deregister(self.read_seq);
         shared.check_accepting(&st)?;
+        for (table, stamp) in &self.stamps {
+            if st.stamps.get(table).is_some_and(|s| s != stamp) {
+                return Err(Error::SerializationFailure {
+                    table: *table,
+                    key: Bytes::new(),
+                });
+            }
+        }
         let read_seq = self.read_seq;
         let lock_seqs = &self.lock_seqs;
         if let Some((table, key)) = st.oracle.first_conflict(keys.iter().map(|(t, k)| {

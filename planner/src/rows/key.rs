@@ -93,7 +93,7 @@ pub fn check_key_type(name: &str, ty: ColumnType) -> Result<()> {
 }
 
 /// The key value of one non-NULL cell of a column of type `ty`.
-fn key_value(ty: ColumnType, a: &ArrayRef, row: usize) -> Option<KeyValue> {
+pub(crate) fn key_value(ty: ColumnType, a: &ArrayRef, row: usize) -> Option<KeyValue> {
     if row >= a.len() || a.is_null(row) {
         return None;
     }
@@ -183,6 +183,9 @@ pub enum KeyAccess {
     Points(Vec<Vec<u8>>),
     /// Key ranges, ascending and disjoint.
     Ranges(Vec<KeyRange>),
+    /// Ranges of a secondary index's tree (row store table `index`), whose entries name the
+    /// rows to get ([`super::index`]).
+    Index { index: u64, ranges: Vec<KeyRange> },
 }
 
 /// A range of encoded keys: (start, end).

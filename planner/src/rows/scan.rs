@@ -174,7 +174,7 @@ async fn open_source(
 ) -> Result<Source, DataFusionError> {
     let to_df = |e| rows_error(e).into_datafusion();
     Ok(match access {
-        KeyAccess::Points(_) => {
+        KeyAccess::Points(_) | KeyAccess::Index { .. } => {
             let rows = super::read_rows(txn, table, access)
                 .await
                 .map_err(Error::into_datafusion)?;

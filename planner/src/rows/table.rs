@@ -2,9 +2,10 @@
 //! never shown), INSERT through [`RowSink`], UPDATE and DELETE through [`RowDmlExec`], and
 //! scans through [`RowScanExec`].
 //!
-//! Comparisons of primary key columns with constants (`=`, `IN`, `<`, `<=`, `>`, `>=`,
-//! `BETWEEN`) are pushed down as `Inexact`: the scan narrows its reads to point gets or key
-//! ranges, and DataFusion still checks every filter above it.
+//! Comparisons of primary key or indexed columns with constants (`=`, `IN`, `<`, `<=`, `>`,
+//! `>=`, `BETWEEN`) are pushed down as `Inexact`: the scan narrows its reads to point gets, key
+//! ranges or index ranges ([`super::index::choose_access`]), and DataFusion still checks every
+//! filter above it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::key::{key_access, usable_filter, KeyLayout};
+use super::index::{choose_access, schema_stamp, usable, IndexLayout};
+use super::key::KeyLayout;
 use super::scan::RowScanExec;
 use super::txn::RowTxn;
 use super::write::{DmlOp, RowDmlExec, RowSink, RowWriter};
@@ -34,6 +36,7 @@ pub struct RowTable {
     pub def: Arc<TableDef>,
     pub db: Arc<RowsDb>,
     layout: KeyLayout,
+    indexes: Arc<Vec<IndexLayout>>,
     schema: SchemaRef,
     stored: Arc<StoredLayout>,
     /// Planned `DEFAULT` expressions by column name ([`super::default`]).
@@ -59,12 +62,14 @@ pub fn row_schema(def: &TableDef) -> SchemaRef {
 impl RowTable {
     pub fn new(def: Arc<TableDef>, db: Arc<RowsDb>) -> Result<Self> {
         let layout = KeyLayout::new(&def)?;
+        let indexes = Arc::new(IndexLayout::all(&def)?);
         let schema = row_schema(&def);
         let stored = Arc::new(StoredLayout::of(&def)?);
         Ok(RowTable {
             def,
             db,
             layout,
+            indexes,
             schema,
             stored,
             defaults: HashMap::new(),
@@ -84,6 +89,8 @@ impl RowTable {
             layout: self.layout.clone(),
             schema: self.schema.clone(),
             stored: self.stored.clone(),
+            indexes: self.indexes.clone(),
+            stamp: schema_stamp(&self.def),
         }
     }
 }
@@ -109,7 +116,7 @@ impl TableProvider for RowTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if usable_filter(&self.layout, f) {
+                if usable(&self.layout, &self.indexes, f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -134,7 +141,7 @@ impl TableProvider for RowTable {
             self.db.clone(),
             self.schema.clone(),
             projection,
-            key_access(&self.layout, filters),
+            choose_access(&self.layout, &self.indexes, filters),
             limit,
         )?))
     }
@@ -203,7 +210,7 @@ impl RowTable {
         filters: Vec<Expr>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let access = key_access(&self.layout, &filters);
+        let access = choose_access(&self.layout, &self.indexes, &filters);
         let physical = filters
             .into_iter()
             .map(|f| state.create_physical_expr(f, &df_schema))

@@ -5,8 +5,11 @@
 //! handed back for RETURNING.
 //!
 //! PostgreSQL's rules, which this keeps:
-//! - the conflict target must be the primary key's columns (in any order) or its constraint
-//!   `<table>_pkey`; anything else is 42P10 / 42704. Without a target only DO NOTHING is allowed.
+//! - the conflict target must be the columns (in any order) of the primary key or of a unique
+//!   index, or the name of the primary key `<table>_pkey` or of a UNIQUE constraint; anything
+//!   else is 42P10 / 42704. That key or index is the arbiter: the row it finds holding the
+//!   proposed values is the conflicting one. Without a target only DO NOTHING is allowed, and
+//!   every unique key and index is an arbiter.
 //! - DO NOTHING skips a row whose key is taken, also by a row this statement inserted.
 //! - DO UPDATE sets the stored row's columns from expressions over the stored row (the table's
 //!   name or alias) and the proposed row (`excluded`); its WHERE leaves rows it rejects as they
@@ -19,6 +22,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::concat;
 use datafusion::common::DFSchema;
@@ -46,11 +50,24 @@ use crate::error::{Error, Result};
 /// The name under which DO UPDATE sees the proposed row.
 const EXCLUDED: &str = "excluded";
 
+/// What finds the row a proposed row conflicts with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arbiter {
+    /// No conflict target: the primary key and every unique index.
+    Any,
+    PrimaryKey,
+    /// The unique index of this name.
+    Index(String),
+}
+
 /// A planned ON CONFLICT clause.
 #[derive(Debug, Clone)]
 pub enum ConflictPlan {
-    Nothing,
+    Nothing {
+        arbiter: Arbiter,
+    },
     Update {
+        arbiter: Arbiter,
         /// (column index, new value over [stored row, excluded row]).
         assignments: Vec<(usize, Expr)>,
         filter: Option<Expr>,
@@ -88,8 +105,9 @@ impl ConflictPlan {
             .row_options()
             .map(|o| o.primary_key.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        match &on.conflict_target {
-            None => {}
+        let unique = || def.indexes().iter().filter(|i| i.unique && !i.building);
+        let arbiter = match &on.conflict_target {
+            None => Arbiter::Any,
             Some(ConflictTarget::Columns(cols)) => {
                 let mut named = Vec::with_capacity(cols.len());
                 for c in cols {
@@ -101,7 +119,17 @@ impl ConflictPlan {
                 }
                 let named: HashSet<&str> = named.iter().map(String::as_str).collect();
                 let key_set: HashSet<&str> = key.iter().copied().collect();
-                if key.is_empty() || named != key_set {
+                if !key.is_empty() && named == key_set {
+                    Arbiter::PrimaryKey
+                } else if let Some(ix) = unique().find(|i| {
+                    i.columns
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<HashSet<&str>>()
+                        == named
+                }) {
+                    Arbiter::Index(ix.name.clone())
+                } else {
                     return Err(no_matching_constraint());
                 }
             }
@@ -112,16 +140,20 @@ impl ConflictPlan {
                     .and_then(|p| p.as_ident())
                     .map(fold)
                     .unwrap_or_default();
-                if key.is_empty() || n != format!("{}_pkey", def.name) {
+                if !key.is_empty() && n == format!("{}_pkey", def.name) {
+                    Arbiter::PrimaryKey
+                } else if unique().any(|i| i.constraint && i.name == n) {
+                    Arbiter::Index(n)
+                } else {
                     return Err(Error::UndefinedObject(format!(
                         "constraint \"{n}\" for table \"{}\" does not exist",
                         def.name
                     )));
                 }
             }
-        }
+        };
         let update = match &on.action {
-            OnConflictAction::DoNothing => return Ok(ConflictPlan::Nothing),
+            OnConflictAction::DoNothing => return Ok(ConflictPlan::Nothing { arbiter }),
             OnConflictAction::DoUpdate(u) => u,
         };
         if on.conflict_target.is_none() {
@@ -168,6 +200,7 @@ impl ConflictPlan {
         }
         let filter = update.selection.as_ref().map(plan_expr).transpose()?;
         Ok(ConflictPlan::Update {
+            arbiter,
             assignments,
             filter,
             schema,
@@ -179,8 +212,9 @@ impl ConflictPlan {
 enum ConflictExec {
     /// No ON CONFLICT: a taken key is 23505.
     Plain,
-    Nothing,
+    Nothing(Arbiter),
     Update {
+        arbiter: Arbiter,
         assignments: Vec<(usize, Arc<dyn PhysicalExpr>)>,
         filter: Option<Arc<dyn PhysicalExpr>>,
         schema: Arc<DFSchema>,
@@ -206,12 +240,14 @@ impl ConflictExec {
     fn new(state: &SessionState, plan: Option<&ConflictPlan>) -> Result<ConflictExec> {
         Ok(match plan {
             None => ConflictExec::Plain,
-            Some(ConflictPlan::Nothing) => ConflictExec::Nothing,
+            Some(ConflictPlan::Nothing { arbiter }) => ConflictExec::Nothing(arbiter.clone()),
             Some(ConflictPlan::Update {
+                arbiter,
                 assignments,
                 filter,
                 schema,
             }) => ConflictExec::Update {
+                arbiter: arbiter.clone(),
                 assignments: assignments
                     .iter()
                     .map(|(i, e)| Ok((*i, physical(state, schema, e)?)))
@@ -289,6 +325,7 @@ pub async fn insert_rows(
             Some(t) => t,
             None => own.get_or_insert_with(|| store.begin()),
         };
+        writer.expect_schema(txn);
         for row in 0..rows {
             write_row(
                 writer,
@@ -327,6 +364,41 @@ pub async fn insert_rows(
     })
 }
 
+/// The stored row (key, value) that row `row` of `columns` (to be stored under `key`)
+/// conflicts with under `arbiter`, if any.
+async fn find_conflict(
+    writer: &RowWriter,
+    txn: &Transaction,
+    arbiter: &Arbiter,
+    columns: &[ArrayRef],
+    row: usize,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, Bytes)>> {
+    let table = writer.def.id;
+    // A hidden row id never conflicts.
+    if matches!(arbiter, Arbiter::Any | Arbiter::PrimaryKey) && !writer.layout.hidden() {
+        if let Some(v) = txn.get(table, key).await.map_err(rows_error)? {
+            return Ok(Some((key.to_vec(), v)));
+        }
+    }
+    for ix in writer.unique_indexes() {
+        let wanted = match arbiter {
+            Arbiter::Any => true,
+            Arbiter::PrimaryKey => false,
+            Arbiter::Index(n) => *n == ix.def.name,
+        };
+        if !wanted {
+            continue;
+        }
+        if let Some(row_key) = ix.find(txn, columns, row).await? {
+            if let Some(v) = txn.get(table, &row_key).await.map_err(rows_error)? {
+                return Ok(Some((row_key.to_vec(), v)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 async fn write_row(
     writer: &RowWriter,
     txn: &mut Transaction,
@@ -343,14 +415,13 @@ async fn write_row(
         Some(first) => KeyLayout::rowid_key(first.saturating_add(row as i64)),
         None => writer.key_of(columns, row)?,
     };
-    // A hidden row id never conflicts: only a plain insert (or DO NOTHING without a target,
-    // which then never fires) reaches a table without a primary key.
     let stored = match exec {
         ConflictExec::Plain => None,
-        _ if writer.layout.hidden() => None,
-        _ => txn.get(table, &key).await.map_err(rows_error)?,
+        ConflictExec::Nothing(arbiter) | ConflictExec::Update { arbiter, .. } => {
+            find_conflict(writer, txn, arbiter, columns, row, &key).await?
+        }
     };
-    let Some(stored) = stored else {
+    let Some((key, stored)) = stored else {
         match txn.insert(table, key.clone(), value).await {
             Ok(()) => {}
             Err(braid_ingest::Error::UniqueViolation { .. }) => {
@@ -358,16 +429,18 @@ async fn write_row(
             }
             Err(e) => return Err(rows_error(e)),
         }
+        writer.insert_entries(txn, columns, row, &key, None).await?;
         progress.touched.insert(key);
         progress.wrote(columns, row);
         return Ok(());
     };
     let (assignments, filter, schema) = match exec {
-        ConflictExec::Plain | ConflictExec::Nothing => return Ok(()),
+        ConflictExec::Plain | ConflictExec::Nothing(_) => return Ok(()),
         ConflictExec::Update {
             assignments,
             filter,
             schema,
+            ..
         } => (assignments, filter, schema),
     };
     if progress.touched.contains(&key) {
@@ -399,7 +472,7 @@ async fn write_row(
             return Ok(());
         }
     }
-    let mut new = old;
+    let mut new = old.clone();
     for (i, e) in assignments {
         let v = e.evaluate(&batch)?.into_array(1)?;
         if let (Some(v), Some(slot)) = (writer.assigned(*i, v)?, new.get_mut(*i)) {
@@ -408,7 +481,13 @@ async fn write_row(
     }
     writer.check_not_null(&new, 0)?;
     let value = writer.encode(&new, 0);
-    let new_key = writer.key_of(&new, 0)?;
+    let new_key = if writer.layout.hidden() {
+        key.clone()
+    } else {
+        writer.key_of(&new, 0)?
+    };
+    let which = writer.changed_entries((&old, 0, &key), (&new, 0, &new_key));
+    writer.delete_entries(txn, &old, 0, &key, Some(&which))?;
     if new_key == key {
         txn.put(table, key.clone(), value).map_err(rows_error)?;
     } else {
@@ -420,8 +499,11 @@ async fn write_row(
             }
             Err(e) => return Err(rows_error(e)),
         }
-        progress.touched.insert(new_key);
+        progress.touched.insert(new_key.clone());
     }
+    writer
+        .insert_entries(txn, &new, 0, &new_key, Some(&which))
+        .await?;
     progress.touched.insert(key);
     progress.wrote(&new, 0);
     Ok(())

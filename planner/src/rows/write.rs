@@ -34,6 +34,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use braid_ingest::rows::Transaction;
 
+use super::index::IndexLayout;
 use super::key::{KeyAccess, KeyLayout};
 use super::point::BoundParams;
 use super::txn::RowTxn;
@@ -79,10 +80,14 @@ pub struct RowWriter {
     pub schema: SchemaRef,
     /// Where each column goes in a stored row.
     pub stored: Arc<StoredLayout>,
+    /// The table's secondary indexes, each written with every row ([`super::index`]).
+    pub indexes: Arc<Vec<IndexLayout>>,
+    /// [`super::index::schema_stamp`] of the definition this writer was made from.
+    pub stamp: u64,
 }
 
 /// One cell as PostgreSQL prints it in a DETAIL line.
-fn pg_text(a: &ArrayRef, row: usize) -> String {
+pub(crate) fn pg_text(a: &ArrayRef, row: usize) -> String {
     if a.is_null(row) {
         return "null".into();
     }
@@ -238,6 +243,7 @@ impl RowWriter {
         rows: usize,
         first_rowid: Option<i64>,
     ) -> Result<u64> {
+        self.expect_schema(txn);
         for row in 0..rows {
             self.check_not_null(columns, row)?;
             let value = self.encode(columns, row);
@@ -245,13 +251,14 @@ impl RowWriter {
                 Some(first) => KeyLayout::rowid_key(first.saturating_add(row as i64)),
                 None => self.key_of(columns, row)?,
             };
-            match txn.insert(self.def.id, key, value).await {
+            match txn.insert(self.def.id, key.clone(), value).await {
                 Ok(()) => {}
                 Err(braid_ingest::Error::UniqueViolation { .. }) => {
                     return Err(self.duplicate(columns, row))
                 }
                 Err(e) => return Err(rows_error(e)),
             }
+            self.insert_entries(txn, columns, row, &key, None).await?;
         }
         Ok(rows as u64)
     }
@@ -460,6 +467,7 @@ impl RowDmlExec {
             None => own.get_or_insert_with(|| store.begin()),
         };
         let table = writer.def.id;
+        writer.expect_schema(txn);
         let rows = match &access {
             // READ COMMITTED: each named row under its lock, at its newest commit.
             KeyAccess::Points(keys) if read_committed => {
@@ -483,6 +491,11 @@ impl RowDmlExec {
         // duplicate-key message).
         let mut inserts: Vec<MovedRow> = Vec::new();
         let mut changed: Vec<RecordBatch> = Vec::new();
+        let indexed = !writer.indexes.is_empty();
+        // Index entries to add, after every entry to remove is gone (so rows may trade
+        // values): (chunk's new columns, row, row key, which indexes).
+        let mut new_entries: Vec<(usize, usize, Vec<u8>, Vec<bool>)> = Vec::new();
+        let mut chunk_columns: Vec<Vec<ArrayRef>> = Vec::new();
         for chunk in rows.chunks(DML_BATCH_ROWS) {
             let batch = writer.decode(&all, chunk.iter().map(|(_, v)| v))?;
             let opts = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
@@ -527,12 +540,19 @@ impl RowDmlExec {
                         .map_err(|e| Error::DataFusion(e.into()))?,
                 );
             }
+            let chunk_no = chunk_columns.len();
+            if let (true, Some(cols)) = (indexed, &new_columns) {
+                chunk_columns.push(cols.clone());
+            }
             for (row, ((old_key, _), keep)) in chunk.iter().zip(&keep).enumerate() {
                 if !keep {
                     continue;
                 }
                 count += 1;
                 let Some(cols) = &new_columns else {
+                    if indexed {
+                        writer.delete_entries(txn, batch.columns(), row, old_key, None)?;
+                    }
                     deletes.push(old_key.clone());
                     continue;
                 };
@@ -543,6 +563,14 @@ impl RowDmlExec {
                 } else {
                     writer.key_of(cols, row)?
                 };
+                if indexed {
+                    let which = writer
+                        .changed_entries((batch.columns(), row, old_key), (cols, row, &new_key));
+                    if which.iter().any(|c| *c) {
+                        writer.delete_entries(txn, batch.columns(), row, old_key, Some(&which))?;
+                        new_entries.push((chunk_no, row, new_key.clone(), which));
+                    }
+                }
                 if new_key.as_slice() == old_key.as_ref() {
                     puts.push((old_key.clone(), value));
                 } else {
@@ -564,6 +592,13 @@ impl RowDmlExec {
                     return Err(writer.duplicate(&cols, row))
                 }
                 Err(e) => return Err(rows_error(e)),
+            }
+        }
+        for (chunk_no, row, key, which) in new_entries {
+            if let Some(cols) = chunk_columns.get(chunk_no) {
+                writer
+                    .insert_entries(txn, cols, row, &key, Some(&which))
+                    .await?;
             }
         }
         drop(guard);
