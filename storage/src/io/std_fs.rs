@@ -22,6 +22,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
+/// Writes of at least this many bytes run in place (see [`commit_io`]).
+const IN_PLACE_BYTES_MIN: usize = 256 << 10;
+
+/// Runs a commit's writes and `fdatasync`, which the writer waits for anyway. A large one
+/// (`bytes` ≥ [`IN_PLACE_BYTES_MIN`]) runs in place on a multi-thread runtime:
+/// `block_in_place` first hands this worker's other tasks to another thread, so nothing else
+/// waits, and the two thread hops of the blocking pool (wake a pool thread, then wake the
+/// writer) are saved — about 10% of a 1 MB write + `fdatasync` here. Small commits go to the
+/// blocking pool: they come many at a time from many partitions, and handing a worker's core
+/// over on each one cost more than the hops (16 clients of single-row INSERTs ran 30% slower).
+async fn commit_io<T: Send + 'static>(bytes: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h)
+            if bytes >= IN_PLACE_BYTES_MIN && h.runtime_flavor() == RuntimeFlavor::MultiThread =>
+        {
+            tokio::task::block_in_place(f)
+        }
+        _ => blocking(f).await,
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct StdFs;
 
@@ -90,7 +112,8 @@ impl FileHandle for StdFile {
     ) -> IoFuture<'_, (Result<()>, Vec<Vec<u8>>)> {
         let file = self.file.clone();
         Box::pin(async move {
-            let (res, bufs) = blocking(move || {
+            let bytes = bufs.iter().map(Vec::len).sum();
+            let (res, bufs) = commit_io(bytes, move || {
                 let mut at = offset;
                 for buf in &bufs {
                     if let Err(e) = file.write_all_at(buf, at) {
