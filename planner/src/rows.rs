@@ -264,6 +264,24 @@ pub fn rows_error(e: braid_ingest::Error) -> Error {
     }
 }
 
+/// Every (key, value) of `table` in `start..end` that `txn` reads.
+async fn scan_range(
+    txn: &Transaction,
+    table: TableId,
+    start: &Bound<Vec<u8>>,
+    end: &Bound<Vec<u8>>,
+) -> Result<Vec<(Bytes, Bytes)>> {
+    txn.scan(
+        table,
+        start.as_ref().map(|v| v.as_slice()),
+        end.as_ref().map(|v| v.as_slice()),
+    )
+    .map_err(rows_error)?
+    .collect()
+    .await
+    .map_err(rows_error)
+}
+
 /// Every row of `access` as `txn` sees it, in key order.
 pub(crate) async fn read_rows(
     txn: &Transaction,
@@ -289,17 +307,7 @@ pub(crate) async fn read_rows(
         }
         KeyAccess::Ranges(ranges) => {
             for (s, e) in ranges {
-                let rows = txn
-                    .scan(
-                        table,
-                        s.as_ref().map(|v| v.as_slice()),
-                        e.as_ref().map(|v| v.as_slice()),
-                    )
-                    .map_err(rows_error)?
-                    .collect()
-                    .await
-                    .map_err(rows_error)?;
-                out.extend(rows);
+                out.extend(scan_range(txn, table, s, e).await?);
             }
         }
         KeyAccess::Index { index, ranges } => {
@@ -307,16 +315,7 @@ pub(crate) async fn read_rows(
             // fetched once whatever happens.
             let mut seen = std::collections::HashSet::new();
             for (s, e) in ranges {
-                let entries = txn
-                    .scan(
-                        *index,
-                        s.as_ref().map(|v| v.as_slice()),
-                        e.as_ref().map(|v| v.as_slice()),
-                    )
-                    .map_err(rows_error)?
-                    .collect()
-                    .await
-                    .map_err(rows_error)?;
+                let entries = scan_range(txn, *index, s, e).await?;
                 for (_, row_key) in entries {
                     if !seen.insert(row_key.clone()) {
                         continue;

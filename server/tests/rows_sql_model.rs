@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context};
 use braid_sqllogictest::BraidServer;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -32,20 +34,12 @@ const RUNS: u64 = 4;
 const STEPS: usize = 150;
 const KEYS: i32 = 24;
 
-/// A small deterministic generator (xorshift64*): the seed fixes the whole run.
-struct Rng(u64);
+/// The run's random choices: the seed fixes the whole run.
+struct Rng(StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.random_range(0..n.max(1))
     }
     fn key(&mut self) -> i32 {
         self.below(KEYS as u64) as i32
@@ -405,7 +399,7 @@ async fn statement(client: &Client, model: &mut Model, rng: &mut Rng) -> anyhow:
 }
 
 async fn run_model(seed: u64) -> anyhow::Result<()> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(StdRng::seed_from_u64(seed));
     let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
     let mut client = server.connect().await?;
     client

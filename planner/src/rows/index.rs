@@ -246,6 +246,18 @@ impl RowWriter {
         txn.expect_schema(self.def.id, self.stamp);
     }
 
+    /// The indexes `which` selects (by position; all when `None`).
+    fn chosen_indexes<'a>(
+        &'a self,
+        which: Option<&'a [bool]>,
+    ) -> impl Iterator<Item = &'a IndexLayout> + 'a {
+        self.indexes
+            .iter()
+            .enumerate()
+            .filter(move |(n, _)| which.is_none_or(|w| w.get(*n).copied().unwrap_or(true)))
+            .map(|(_, ix)| ix)
+    }
+
     /// Writes the entries of row `row` of `columns`, stored under `row_key`, into every index
     /// `which` selects (all when `None`); a unique index that holds the values is 23505.
     pub(crate) async fn insert_entries(
@@ -256,10 +268,7 @@ impl RowWriter {
         row_key: &[u8],
         which: Option<&[bool]>,
     ) -> Result<()> {
-        for (n, ix) in self.indexes.iter().enumerate() {
-            if which.is_some_and(|w| !w.get(n).copied().unwrap_or(true)) {
-                continue;
-            }
+        for ix in self.chosen_indexes(which) {
             let (k, unique) = ix.entry_key(columns, row, row_key);
             if unique {
                 // Checked from the snapshot, not from a row lock: another row may have taken
@@ -291,10 +300,7 @@ impl RowWriter {
         row_key: &[u8],
         which: Option<&[bool]>,
     ) -> Result<()> {
-        for (n, ix) in self.indexes.iter().enumerate() {
-            if which.is_some_and(|w| !w.get(n).copied().unwrap_or(true)) {
-                continue;
-            }
+        for ix in self.chosen_indexes(which) {
             let (k, _) = ix.entry_key(columns, row, row_key);
             txn.delete(ix.def.id, k.clone()).map_err(rows_error)?;
             // The entry names this row: whoever wrote it last wrote the row too.
