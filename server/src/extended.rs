@@ -113,7 +113,7 @@ impl ExtendedQueryHandler for QueryHandler {
                 return Err(to_pgwire(&Error::InFailedTransaction));
             }
         }
-        let params = decode_params(portal, &prepared.param_types())?;
+        let params = decode_params(portal, &prepared.param_types(), &state.session.time_zone())?;
         let unplanned = state.session.unplanned_statements();
         let out = match state.session.execute_prepared(prepared, params).await {
             Ok(out) => out,

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use braid_planner::datafusion::arrow::datatypes::DataType;
 use braid_planner::datafusion::common::ScalarValue;
+use braid_planner::datetime::normalize_timestamp;
+use braid_planner::types::SessionTimeZone;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use pgwire::api::portal::Portal;
+use pgwire::api::results::FieldFormat;
 use pgwire::api::Type;
 use pgwire::error::PgWireResult;
 use rust_decimal::Decimal;
@@ -39,10 +42,12 @@ fn bad(e: impl std::fmt::Display) -> pgwire::error::PgWireError {
     )))
 }
 
-/// Decodes all parameters of `portal`. `inferred` are DataFusion's placeholder types.
+/// Decodes all parameters of `portal`. `inferred` are DataFusion's placeholder types; `zone`
+/// is the session's TimeZone, in which a timestamptz sent as text without an offset is read.
 pub fn decode_params<S: Clone>(
     portal: &Portal<S>,
     inferred: &[Option<DataType>],
+    zone: &SessionTimeZone,
 ) -> PgWireResult<Vec<ScalarValue>> {
     let mut out = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
@@ -54,7 +59,10 @@ pub fn decode_params<S: Clone>(
             .cloned()
             .flatten()
             .unwrap_or_else(|| param_pg_type(target.as_ref()));
-        let v = decode_one(portal, i, &ty)?;
+        let v = match text_timestamp(portal, i, &ty, zone)? {
+            Some(v) => v,
+            None => decode_one(portal, i, &ty)?,
+        };
         let v = match &target {
             Some(t) if &v.data_type() != t && !v.is_null() => {
                 v.cast_to(t).map_err(|e| bad(format!("${}: {e}", i + 1)))?
@@ -65,6 +73,43 @@ pub fn decode_params<S: Clone>(
         out.push(v);
     }
     Ok(out)
+}
+
+/// A timestamp or timestamptz parameter sent as text, read as PostgreSQL reads it (the short
+/// forms, a zone name, the session's zone for a timestamptz without an offset: see
+/// `braid_planner::datetime`). `None` for other parameters, and for text that reader does not
+/// know, which then goes to the driver-format decoding below (and its error).
+fn text_timestamp<S: Clone>(
+    portal: &Portal<S>,
+    i: usize,
+    ty: &Type,
+    zone: &SessionTimeZone,
+) -> PgWireResult<Option<ScalarValue>> {
+    let with_zone = match *ty {
+        Type::TIMESTAMP => false,
+        Type::TIMESTAMPTZ => true,
+        _ => return Ok(None),
+    };
+    if portal.parameter_format.format_for(i) != FieldFormat::Text {
+        return Ok(None);
+    }
+    let Some(text) = portal.parameter::<String>(i, &Type::TEXT)? else {
+        return Ok(None);
+    };
+    let Some(canonical) = normalize_timestamp(&text, with_zone, zone) else {
+        return Ok(None);
+    };
+    let micros = if with_zone {
+        DateTime::parse_from_rfc3339(&canonical).map(|d| d.timestamp_micros())
+    } else {
+        NaiveDateTime::parse_from_str(&canonical, "%Y-%m-%dT%H:%M:%S%.f")
+            .map(|d| d.and_utc().timestamp_micros())
+    }
+    .map_err(|e| bad(format!("${}: {e}", i + 1)))?;
+    Ok(Some(ScalarValue::TimestampMicrosecond(
+        Some(micros),
+        with_zone.then(|| Arc::from("UTC")),
+    )))
 }
 
 fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {

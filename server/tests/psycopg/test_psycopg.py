@@ -66,6 +66,23 @@ def test_prepared_parameters(conn):
         assert cur.fetchall() == [(3, "n3", 4.5), (4, "n4", 6.0)]
 
 
+def test_text_timestamps_in_the_session_zone(conn):
+    # A str parameter goes as text with no type: braid types it as the column's timestamptz
+    # and reads it as PostgreSQL does, in the session's TimeZone when it has no offset.
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE tz_params (id int PRIMARY KEY, at timestamptz)")
+        cur.execute("SET TIME ZONE 'Europe/Berlin'")
+        cur.execute("INSERT INTO tz_params VALUES (%s, %s)", (1, "2024-01-01 12:00"), prepare=True)
+        cur.execute("INSERT INTO tz_params VALUES (%s, %s)", (2, "2024-07-01 12:00:00+00"),
+                    prepare=True)
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute("SELECT id, extract(epoch FROM at)::bigint FROM tz_params ORDER BY id")
+        assert cur.fetchall() == [(1, 1704106800), (2, 1719835200)]
+        cur.execute("SELECT count(*) FROM tz_params WHERE at < %s", ("2024-01-01 11:00:01",),
+                    prepare=True)
+        assert cur.fetchone() == (1,)
+
+
 def test_binary_results(conn):
     with conn.cursor(binary=True) as cur:
         cur.execute("SELECT id, name, score, happened FROM t WHERE id = %s", (2,))
@@ -134,7 +151,8 @@ def main():
     try:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             for test in [test_prepared_parameters, test_binary_results, test_errors,
-                         test_transaction_abort, test_copy]:
+                         test_transaction_abort, test_copy,
+                         test_text_timestamps_in_the_session_zone]:
                 try:
                     test(conn)
                     passed += 1
