@@ -1,20 +1,23 @@
-//! PostgreSQL's timestamp input, before DataFusion sees it.
+//! PostgreSQL's timestamp input, which DataFusion does not read.
 //!
 //! DataFusion (arrow's cast) reads `'2024-01-01 12:00:00'` but not the shorter forms PostgreSQL
 //! users type (`'2024-01-01 12:00'`, `'2024-01-01'` as a timestamp, `'… +02'`, a zone name
 //! after the time), and it reads a `timestamptz` written without a zone as UTC where PostgreSQL
-//! reads it in the session's `TimeZone`. So string literals that become timestamps — cast or
-//! typed (`'…'::timestamptz`, `timestamp '…'`), or a `VALUES` cell for a timestamp column of
-//! an INSERT — are read here as PostgreSQL reads them and handed on as the one spelling arrow
-//! reads the same way everywhere (`2024-01-01T11:00:00.000000Z`); a literal DataFusion's type
-//! coercion casts to a timestamp (a comparison with a timestamp column) is read the same way
-//! by an analyzer rule ([`TimestampLiterals`]). Text this reader does not know is left as it
-//! was, so DataFusion's own error stands.
+//! reads it in the session's `TimeZone`. So a string literal on its way to a timestamp is read
+//! here as PostgreSQL reads it and handed on as the one spelling arrow reads the same way
+//! everywhere (`2024-01-01T11:00:00.000000Z`):
+//! - every cast of a string literal to a timestamp in a planned statement — explicit casts,
+//!   typed literals, and the casts DataFusion's type coercion adds (`WHERE at = '…'`) — by an
+//!   analyzer rule ([`TimestampLiterals`]);
+//! - the `VALUES` cells of an INSERT into a timestamp column before planning
+//!   ([`normalize_values_timestamps`]): braid's INSERT paths convert those to the column's type
+//!   themselves, without DataFusion's analyzer;
+//! - timestamp parameters sent as text, by the server when it decodes them.
+//!
+//! Text this reader does not know is left as it was, so DataFusion's own error stands.
 
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
-use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, DataType, Expr, SetExpr, Statement, TimezoneInfo, Value,
-};
+use datafusion::sql::sqlparser::ast::{Expr, SetExpr, Value};
 
 use datafusion::arrow::datatypes::DataType as ArrowType;
 use datafusion::common::config::ConfigOptions;
@@ -157,47 +160,12 @@ pub fn normalize_timestamp(
     Some(utc.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
-/// Whether a SQL type is `timestamp` (`Some(false)`) or `timestamptz` (`Some(true)`).
-fn timestamp_kind(t: &DataType) -> Option<bool> {
-    match t {
-        DataType::Timestamp(_, tz) => {
-            Some(matches!(tz, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone))
-        }
-        DataType::Datetime(_) => Some(false),
-        _ => None,
-    }
-}
-
 fn normalize_literal(value: &mut Value, with_zone: bool, session: &SessionTimeZone) {
     if let Value::SingleQuotedString(s) = value {
         if let Some(n) = normalize_timestamp(s, with_zone, session) {
             *s = n;
         }
     }
-}
-
-/// Rewrites every string literal cast or typed as a timestamp in `stmt` (see the module).
-pub fn normalize_timestamp_literals(stmt: &mut Statement, session: &SessionTimeZone) {
-    let _ = visit_expressions_mut(stmt, |e| {
-        match e {
-            Expr::Cast {
-                expr, data_type, ..
-            } => {
-                if let (Some(with_zone), Expr::Value(v)) =
-                    (timestamp_kind(data_type), expr.as_mut())
-                {
-                    normalize_literal(&mut v.value, with_zone, session);
-                }
-            }
-            Expr::TypedString(t) => {
-                if let Some(with_zone) = timestamp_kind(&t.data_type) {
-                    normalize_literal(&mut t.value.value, with_zone, session);
-                }
-            }
-            _ => {}
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
 }
 
 /// Rewrites the string literals of a `VALUES` list whose target column (`targets[i]` for the

@@ -942,7 +942,6 @@ impl Session {
         };
         strip_pg_catalog_functions(stmt);
         let zone = *self.time_zone.lock();
-        crate::datetime::normalize_timestamp_literals(stmt, &zone);
         match stmt {
             Statement::Query(q) => {
                 hide_hidden_columns(q, &columns_of);
