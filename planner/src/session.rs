@@ -1114,6 +1114,7 @@ impl Session {
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
             .await?;
         let plan = self.relax_values_nullability(plan)?;
+        let plan = type_cast_placeholders(plan)?;
         let types = plan.get_parameter_types()?;
         let mut params: Vec<(usize, Option<DataType>)> = types
             .into_iter()
@@ -2508,4 +2509,62 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
             null: null.unwrap_or_else(|| "\\N".into()),
         }
     })
+}
+
+/// `$n::type` types the parameter, as in PostgreSQL: DataFusion infers a placeholder's type
+/// from what it is compared with or inserted into, not from a cast around it, and would leave
+/// `$1` in `WHERE id = $1::bigint` untyped (sent to the client as text). A placeholder some
+/// other use already types keeps that type; casts to types the parameter decoder does not
+/// read keep it untyped too (its text is then cast at run time).
+fn type_cast_placeholders(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::expr::Placeholder;
+    use datafusion::logical_expr::{Cast, Expr};
+    let typed = plan.get_parameter_types()?;
+    let decodable = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Boolean
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Float32
+                | DataType::Float64
+                | DataType::Decimal128(..)
+                | DataType::Binary
+                | DataType::Date32
+                | DataType::Timestamp(..)
+                | DataType::Utf8
+        )
+    };
+    let untyped = |id: &str| matches!(typed.get(id), Some(None));
+    if !typed.values().any(Option::is_none) {
+        return Ok(plan);
+    }
+    let out = plan.transform_up_with_subqueries(|p| {
+        p.map_expressions(|e| {
+            e.transform_up(|x| match x {
+                Expr::Cast(Cast { expr, field }) => match *expr {
+                    Expr::Placeholder(Placeholder { id, field: None })
+                        if untyped(&id) && decodable(field.data_type()) =>
+                    {
+                        let typed = Arc::new(Field::new(&id, field.data_type().clone(), true));
+                        Ok(Transformed::yes(Expr::Cast(Cast {
+                            expr: Box::new(Expr::Placeholder(Placeholder {
+                                id,
+                                field: Some(typed),
+                            })),
+                            field,
+                        })))
+                    }
+                    other => Ok(Transformed::no(Expr::Cast(Cast {
+                        expr: Box::new(other),
+                        field,
+                    }))),
+                },
+                other => Ok(Transformed::no(other)),
+            })
+        })
+    })?;
+    Ok(out.data)
 }

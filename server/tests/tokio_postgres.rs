@@ -1104,3 +1104,162 @@ async fn copy_into_a_table_with_indexes() -> anyhow::Result<()> {
     drop(client);
     stop_with_a_clean_log(&mut server).await
 }
+
+/// Prepared reads and writes by whole primary key give PostgreSQL's answers whatever shape the
+/// key takes: a text key, a composite key named out of order, a key fixed by a constant, a
+/// WHERE with more than the key, a float key (where `-0 = 0`), two equalities on one key
+/// column, NULL and out-of-range values, and a select list of columns or of expressions.
+#[tokio::test]
+async fn point_statements_by_key_match_postgresql() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE kv (k text PRIMARY KEY, v int, note text); \
+             INSERT INTO kv VALUES ('a', 1, 'x'), ('b', 2, NULL), ('', 3, 'empty'); \
+             CREATE TABLE pair (a int, b text, v bigint, PRIMARY KEY (a, b)); \
+             INSERT INTO pair VALUES (1, 'x', 10), (1, 'y', 11), (2, 'x', 20); \
+             CREATE TABLE fl (f float8 PRIMARY KEY, v int); \
+             INSERT INTO fl VALUES (0.0, 1), (1.5, 2); \
+             CREATE TABLE small (s smallint PRIMARY KEY, v int); \
+             INSERT INTO small VALUES (1, 10), (32767, 20)",
+        )
+        .await?;
+
+    let by_text = client
+        .prepare("SELECT v, note FROM kv WHERE k = $1")
+        .await?;
+    let get = |rows: Vec<tokio_postgres::Row>| -> Vec<(i32, Option<String>)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    assert_eq!(
+        get(client.query(&by_text, &[&"a"]).await?),
+        [(1, Some("x".into()))]
+    );
+    assert_eq!(get(client.query(&by_text, &[&"b"]).await?), [(2, None)]);
+    assert_eq!(
+        get(client.query(&by_text, &[&""]).await?),
+        [(3, Some("empty".into()))]
+    );
+    assert!(client.query(&by_text, &[&"A"]).await?.is_empty());
+    assert!(client.query(&by_text, &[&None::<&str>]).await?.is_empty());
+
+    // Key columns named in the other order, and a column after them.
+    let by_pair = client
+        .prepare("SELECT v, a, b FROM pair WHERE b = $1 AND a = $2")
+        .await?;
+    let row = client.query_one(&by_pair, &[&"y", &1i32]).await?;
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, String>(2)
+        ),
+        (11, 1, "y".into())
+    );
+    assert!(client.query(&by_pair, &[&"y", &2i32]).await?.is_empty());
+
+    // More than the key: the row is read, then the rest of the WHERE decides.
+    let with_more = client
+        .prepare("SELECT v FROM pair WHERE a = $1 AND b = 'x' AND v > $2")
+        .await?;
+    assert_eq!(
+        client
+            .query_one(&with_more, &[&2i32, &5i64])
+            .await?
+            .get::<_, i64>(0),
+        20
+    );
+    assert!(client.query(&with_more, &[&2i32, &25i64]).await?.is_empty());
+
+    // Two equalities on one key column: only a value both name.
+    let twice = client
+        .prepare("SELECT v FROM kv WHERE k = $1 AND k = $2")
+        .await?;
+    assert_eq!(
+        client
+            .query_one(&twice, &[&"a", &"a"])
+            .await?
+            .get::<_, i32>(0),
+        1
+    );
+    assert!(client.query(&twice, &[&"a", &"b"]).await?.is_empty());
+
+    // Float keys: -0 equals 0, as in PostgreSQL.
+    let by_float = client.prepare("SELECT v FROM fl WHERE f = $1").await?;
+    assert_eq!(
+        client
+            .query_one(&by_float, &[&-0.0f64])
+            .await?
+            .get::<_, i32>(0),
+        1
+    );
+    assert_eq!(
+        client
+            .query_one(&by_float, &[&1.5f64])
+            .await?
+            .get::<_, i32>(0),
+        2
+    );
+
+    // A smallint key compared with a bigint parameter: out of range names no row.
+    let by_small = client
+        .prepare("SELECT v FROM small WHERE s = $1::bigint")
+        .await?;
+    assert_eq!(
+        client
+            .query_one(&by_small, &[&32767i64])
+            .await?
+            .get::<_, i32>(0),
+        20
+    );
+    assert!(client.query(&by_small, &[&70000i64]).await?.is_empty());
+
+    // Expressions in the select list, and the whole row.
+    let expr = client
+        .prepare("SELECT v + v, upper(note), k || '!' FROM kv WHERE k = $1")
+        .await?;
+    let row = client.query_one(&expr, &[&"a"]).await?;
+    assert_eq!(
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        (2, "X".into(), "a!".into())
+    );
+    let star = client
+        .prepare("SELECT * FROM pair WHERE a = 1 AND b = $1")
+        .await?;
+    let row = client.query_one(&star, &[&"x"]).await?;
+    assert_eq!(
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i64>(2)
+        ),
+        (1, "x".into(), 10)
+    );
+
+    // Writes by key use the same paths.
+    let bump = client
+        .prepare("UPDATE pair SET v = v + $1 WHERE a = $2 AND b = $3 AND v < 100")
+        .await?;
+    assert_eq!(client.execute(&bump, &[&5i64, &1i32, &"x"]).await?, 1);
+    assert_eq!(client.execute(&bump, &[&500i64, &1i32, &"x"]).await?, 1);
+    assert_eq!(client.execute(&bump, &[&5i64, &1i32, &"x"]).await?, 0);
+    assert_eq!(
+        client
+            .query_one(&by_pair, &[&"x", &1i32])
+            .await?
+            .get::<_, i64>(0),
+        515
+    );
+    let remove = client.prepare("DELETE FROM kv WHERE k = $1").await?;
+    assert_eq!(client.execute(&remove, &[&"b"]).await?, 1);
+    assert_eq!(client.execute(&remove, &[&"b"]).await?, 0);
+    assert!(client.query(&by_text, &[&"b"]).await?.is_empty());
+
+    drop(client);
+    stop_with_a_clean_log(&mut server).await
+}

@@ -120,7 +120,7 @@ pub(crate) fn key_value(ty: ColumnType, a: &ArrayRef, row: usize) -> Option<KeyV
 
 /// The key value of a literal compared with a column of type `ty`, when the conversion is
 /// exact (anything else is left to the filter above the scan).
-fn scalar_key(ty: ColumnType, v: &ScalarValue) -> Option<KeyValue> {
+pub(crate) fn scalar_key(ty: ColumnType, v: &ScalarValue) -> Option<KeyValue> {
     let int = |v: &ScalarValue| -> Option<i64> {
         match v {
             ScalarValue::Int8(Some(x)) => Some(i64::from(*x)),

@@ -21,6 +21,9 @@
 
 use std::sync::Arc;
 
+use braid_ingest::key::encode_key;
+use bytes::Bytes;
+
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -38,13 +41,14 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 
-use super::key::{key_access, KeyAccess};
+use super::key::{key_access, scalar_key, KeyAccess};
 use super::read_rows;
 use super::table::RowTable;
 use super::txn::RowTxn;
 use super::write::{where_mask, DmlOp, RowDmlExec, RowWriter};
 use crate::error::{Error, Result};
 use crate::session::Output;
+use crate::types::ColumnType;
 
 /// Name of the column standing for parameter `$n`: the placeholder's own name.
 fn param_column(n: usize) -> String {
@@ -70,6 +74,33 @@ pub(crate) struct RowPoint {
     params: usize,
     /// The type `now()` has in this statement, when it calls it.
     now: Option<DataType>,
+    /// How to build the key straight from the bound values, when each key column is fixed by
+    /// exactly one `column = $n` (or constant): no expression rewriting and no range analysis
+    /// on every Execute. `None`: [`bind`] and [`key_access`] do it.
+    fast_key: Option<Vec<KeyPart>>,
+    /// [`RowPoint::filters`] without the conjuncts a read by [`RowPoint::fast_key`] cannot
+    /// fail (`column = $n` of the column's own type, for types whose key bytes are equal
+    /// exactly when the values are): what is left to check on the row read.
+    residual: Vec<Arc<dyn PhysicalExpr>>,
+    /// The table columns a SELECT list names, when it is nothing but table columns of their
+    /// own types: with no residual filter the result is those columns as decoded.
+    direct: Option<Vec<usize>>,
+}
+
+/// One key column of [`RowPoint::fast_key`], in key order.
+#[derive(Debug)]
+struct KeyPart {
+    ty: ColumnType,
+    source: KeySource,
+    /// The cast the SQL planner put around the value, folded as [`bind`] folds it.
+    cast: Option<DataType>,
+}
+
+#[derive(Debug)]
+enum KeySource {
+    /// `$n`, as an index into the bound values.
+    Param(usize),
+    Literal(ScalarValue),
 }
 
 #[derive(Debug)]
@@ -377,6 +408,20 @@ impl RowPoint {
             })
             .cloned()
             .collect();
+        let fast_key = fast_key_plan(&writer, &conjuncts);
+        let residual = match &fast_key {
+            Some(_) => filters
+                .iter()
+                .zip(&conjuncts)
+                .filter(|(_, c)| !exact_key_conjunct(&writer, c, param_types))
+                .map(|(f, _)| f.clone())
+                .collect(),
+            None => filters.clone(),
+        };
+        let direct = match &kind {
+            PointKind::Select { exprs, schema } => direct_columns(&writer, exprs, schema),
+            _ => None,
+        };
         Ok(Some(RowPoint {
             writer,
             kind,
@@ -385,6 +430,9 @@ impl RowPoint {
             input: input_schema,
             params: param_types.len(),
             now,
+            fast_key,
+            residual,
+            direct,
         }))
     }
 
@@ -403,25 +451,51 @@ impl RowPoint {
                 self.params
             )));
         }
-        let bound = self
-            .key_conjuncts
-            .iter()
-            .map(|c| bind(c, params))
-            .collect::<Result<Vec<_>>>()?;
-        let (access, _) = key_access(&self.writer.layout, &bound);
-        if !matches!(access, KeyAccess::Points(_)) {
-            return Ok(None);
+        let (access, filters) = match self.fast_key.as_deref().and_then(|k| key_of(k, params)) {
+            Some(key) => (KeyAccess::Points(vec![key]), &self.residual),
+            None => {
+                let bound = self
+                    .key_conjuncts
+                    .iter()
+                    .map(|c| bind(c, params))
+                    .collect::<Result<Vec<_>>>()?;
+                let (access, _) = key_access(&self.writer.layout, &bound);
+                if !matches!(access, KeyAccess::Points(_)) {
+                    return Ok(None);
+                }
+                (access, &self.filters)
+            }
+        };
+        if let (PointKind::Select { schema, .. }, Some(columns), true) =
+            (&self.kind, &self.direct, filters.is_empty())
+        {
+            // Nothing to evaluate: the result is the named columns of the row read.
+            let rows = self.read(&access, block).await?;
+            let batch = self.writer.decode(columns, rows.iter().map(|(_, v)| v))?;
+            let out = RecordBatch::try_new_with_options(
+                schema.clone(),
+                batch.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )
+            .map_err(|e| Error::DataFusion(e.into()))?;
+            return Ok(Some(Output::Rows {
+                schema: schema.clone(),
+                stream: one_batch(schema.clone(), out),
+                tag: "SELECT",
+            }));
         }
         let bound = self.bound_params(params.to_vec())?;
         let (op, tag) = match &self.kind {
             PointKind::Update(assignments) => (DmlOp::Update(assignments.clone()), "UPDATE"),
             PointKind::Delete => (DmlOp::Delete, "DELETE"),
-            PointKind::Select { .. } => return self.select(access, &bound, block).await.map(Some),
+            PointKind::Select { .. } => {
+                return self.select(access, filters, &bound, block).await.map(Some)
+            }
         };
         let (n, _) = RowDmlExec::run(
             self.writer.clone(),
             op,
-            self.filters.clone(),
+            filters.clone(),
             access,
             Some(block.clone()),
             false,
@@ -434,11 +508,27 @@ impl RowPoint {
         }))
     }
 
+    /// The rows `access` names, read in the session's block (or a snapshot of their own).
+    async fn read(&self, access: &KeyAccess, block: &Arc<RowTxn>) -> Result<Vec<(Bytes, Bytes)>> {
+        let store = &self.writer.db.store;
+        let mut guard = block.lock().await;
+        match guard.current(store) {
+            Some(txn) => read_rows(txn, self.writer.def.id, access).await,
+            None => {
+                let txn = store.begin();
+                let rows = read_rows(&txn, self.writer.def.id, access).await;
+                txn.rollback();
+                rows
+            }
+        }
+    }
+
     /// A point SELECT: the named rows read in the session's block (or a snapshot of their
     /// own), then the WHERE and the select list evaluated over them.
     async fn select(
         &self,
         access: KeyAccess,
+        filters: &[Arc<dyn PhysicalExpr>],
         bound: &BoundParams,
         block: &Arc<RowTxn>,
     ) -> Result<Output> {
@@ -449,22 +539,10 @@ impl RowPoint {
                 ),
             ));
         };
-        let rows = {
-            let store = &self.writer.db.store;
-            let mut guard = block.lock().await;
-            match guard.current(store) {
-                Some(txn) => read_rows(txn, self.writer.def.id, &access).await?,
-                None => {
-                    let txn = store.begin();
-                    let rows = read_rows(&txn, self.writer.def.id, &access).await;
-                    txn.rollback();
-                    rows?
-                }
-            }
-        };
+        let rows = self.read(&access, block).await?;
         let all: Vec<usize> = (0..self.writer.def.columns.len()).collect();
         let batch = self.writer.decode(&all, rows.iter().map(|(_, v)| v))?;
-        let input = self.keep(bound.extend(&batch)?)?;
+        let input = keep(filters, bound.extend(&batch)?)?;
         let n = input.num_rows();
         let mut columns = Vec::with_capacity(exprs.len());
         for (e, f) in exprs.iter().zip(schema.fields()) {
@@ -486,19 +564,6 @@ impl RowPoint {
             stream: one_batch(schema.clone(), out),
             tag: "SELECT",
         })
-    }
-
-    /// The rows of `input` every WHERE conjunct holds for.
-    fn keep(&self, input: RecordBatch) -> Result<RecordBatch> {
-        let mut input = input;
-        for f in &self.filters {
-            let mask = where_mask(f, &input)?;
-            if mask.null_count() == 0 && mask.true_count() == mask.len() {
-                continue;
-            }
-            input = filter_record_batch(&input, &mask).map_err(|e| Error::DataFusion(e.into()))?;
-        }
-        Ok(input)
     }
 
     /// The bound values as the extra columns, cast to the types planned for.
@@ -523,6 +588,158 @@ impl RowPoint {
             values,
         })
     }
+}
+
+/// The rows of `input` every WHERE conjunct in `filters` holds for.
+fn keep(filters: &[Arc<dyn PhysicalExpr>], input: RecordBatch) -> Result<RecordBatch> {
+    let mut input = input;
+    for f in filters {
+        let mask = where_mask(f, &input)?;
+        if mask.null_count() == 0 && mask.true_count() == mask.len() {
+            continue;
+        }
+        input = filter_record_batch(&input, &mask).map_err(|e| Error::DataFusion(e.into()))?;
+    }
+    Ok(input)
+}
+
+/// `column = value` (either way round) as (column name, value), the value a placeholder or a
+/// literal, either maybe under one cast.
+fn key_equality(e: &Expr) -> Option<(&str, KeySource, Option<DataType>)> {
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = e
+    else {
+        return None;
+    };
+    let value = |v: &Expr| -> Option<(KeySource, Option<DataType>)> {
+        let (inner, cast) = match v {
+            Expr::Cast(Cast { expr, field }) => (expr.as_ref(), Some(field.data_type().clone())),
+            other => (other, None),
+        };
+        let source = match inner {
+            Expr::Placeholder(p) => KeySource::Param(
+                p.id.strip_prefix('$')?
+                    .parse::<usize>()
+                    .ok()?
+                    .checked_sub(1)?,
+            ),
+            Expr::Literal(v, _) => KeySource::Literal(v.clone()),
+            _ => return None,
+        };
+        Some((source, cast))
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), v) | (v, Expr::Column(c)) => {
+            let (source, cast) = value(v)?;
+            Some((c.name.as_str(), source, cast))
+        }
+        _ => None,
+    }
+}
+
+/// The key plan of [`RowPoint::fast_key`]: each key column fixed by exactly one conjunct.
+fn fast_key_plan(writer: &RowWriter, conjuncts: &[Expr]) -> Option<Vec<KeyPart>> {
+    let mut parts = Vec::with_capacity(writer.layout.columns.len());
+    for (_, ty, name) in &writer.layout.columns {
+        let mut found = conjuncts.iter().filter(|c| {
+            matches!(c, Expr::BinaryExpr(BinaryExpr { left, right, .. })
+                if matches!(left.as_ref(), Expr::Column(x) if &x.name == name)
+                    || matches!(right.as_ref(), Expr::Column(x) if &x.name == name))
+        });
+        let (first, second) = (found.next()?, found.next());
+        if second.is_some() {
+            return None;
+        }
+        let (column, source, cast) = key_equality(first)?;
+        if column != name {
+            return None;
+        }
+        parts.push(KeyPart {
+            ty: *ty,
+            source,
+            cast,
+        });
+    }
+    Some(parts)
+}
+
+/// The encoded key `parts` name with `params` bound; `None` when a value is NULL or does not
+/// convert exactly (the generic path then decides, as it would have).
+fn key_of(parts: &[KeyPart], params: &[ScalarValue]) -> Option<Vec<u8>> {
+    let mut values = Vec::with_capacity(parts.len());
+    for p in parts {
+        let v = match &p.source {
+            KeySource::Param(i) => params.get(*i)?,
+            KeySource::Literal(v) => v,
+        };
+        let key = match &p.cast {
+            Some(t) if &v.data_type() != t => scalar_key(p.ty, &v.cast_to(t).ok()?)?,
+            _ => scalar_key(p.ty, v)?,
+        };
+        values.push(key);
+    }
+    Some(encode_key(&values))
+}
+
+/// True when `conjunct` holds for every row a [`RowPoint::fast_key`] read returns: `column =
+/// $n` or `column = constant` with no cast and the value of the column's own type, for a type
+/// whose key bytes are equal exactly when the values are (not floats: `-0 = 0` and NaN).
+fn exact_key_conjunct(
+    writer: &RowWriter,
+    conjunct: &Expr,
+    param_types: &[Option<DataType>],
+) -> bool {
+    let Some((column, source, None)) = key_equality(conjunct) else {
+        return false;
+    };
+    let Some((i, ty, _)) = writer.layout.columns.iter().find(|(_, _, n)| n == column) else {
+        return false;
+    };
+    let exact_type = matches!(
+        ty,
+        ColumnType::Bool
+            | ColumnType::Int2
+            | ColumnType::Int4
+            | ColumnType::Int8
+            | ColumnType::Text
+            | ColumnType::Uuid
+            | ColumnType::Bytea
+            | ColumnType::Date
+            | ColumnType::Timestamp
+            | ColumnType::Timestamptz
+    );
+    let Some(field) = writer.schema.fields().get(*i) else {
+        return false;
+    };
+    let value_type = match &source {
+        KeySource::Param(p) => param_types.get(*p).cloned().flatten(),
+        KeySource::Literal(v) => Some(v.data_type()),
+    };
+    exact_type && value_type.as_ref() == Some(field.data_type())
+}
+
+/// The table columns of a SELECT list of plain columns, each of the type the result gives it.
+fn direct_columns(
+    writer: &RowWriter,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    schema: &SchemaRef,
+) -> Option<Vec<usize>> {
+    let table_columns = writer.def.columns.len();
+    exprs
+        .iter()
+        .zip(schema.fields())
+        .map(|(e, f)| {
+            let c = e
+                .as_ref()
+                .downcast_ref::<datafusion::physical_expr::expressions::Column>()?;
+            let i = c.index();
+            (i < table_columns && writer.schema.fields().get(i)?.data_type() == f.data_type())
+                .then_some(i)
+        })
+        .collect()
 }
 
 /// The statement's `now()`: the time it started, in UTC.

@@ -31,7 +31,9 @@ class Server:
         self.log = open(os.path.join(self.tmp.name, "braid.log"), "w")
         self.proc = subprocess.Popen(
             [os.environ["BRAID_BIN"], "--data-dir", os.path.join(self.tmp.name, "data"),
-             "--listen", f"127.0.0.1:{self.port}"],
+             "--listen", f"127.0.0.1:{self.port}",
+             # A port of its own: the default one may belong to another braid.
+             "--http-listen", f"127.0.0.1:{free_port()}"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 60
         while True:
