@@ -25,7 +25,7 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
 
-use crate::catalog::{TableDef, DEFAULT_SCHEMA};
+use crate::catalog::{ColumnDef, TableDef, DEFAULT_SCHEMA};
 use crate::types::ColumnType;
 
 pub use functions::register_functions;
@@ -345,6 +345,20 @@ pub fn type_of(t: ColumnType) -> (i64, i32) {
         ColumnType::Timestamptz => (1184, -1),
         ColumnType::Jsonb => (3802, -1),
         ColumnType::Uuid => (2950, -1),
+    }
+}
+
+/// The `pg_type` OID and type modifier of a column, as declared.
+pub fn column_type(c: &ColumnDef) -> (i64, i32) {
+    match c.char_type {
+        // PostgreSQL's typmod of character(n) and character varying(n) is n + 4 (VARHDRSZ).
+        Some(ct) => (
+            if ct.varying { 1043 } else { 1042 },
+            ct.length
+                .and_then(|l| i32::try_from(l).ok())
+                .map_or(-1, |l| l.saturating_add(4)),
+        ),
+        None => type_of(c.ty),
     }
 }
 
@@ -923,12 +937,12 @@ fn pg_class_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
 
 fn pg_attribute_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
     let mut rows = Vec::new();
-    let row = |rel: i64, num: usize, name: &str, t: ColumnType, notnull: bool, hasdef: bool| {
-        let (type_oid, typmod) = type_of(t);
+    let row = |rel: i64, num: usize, c: &ColumnDef, notnull: bool, hasdef: bool| {
+        let (type_oid, typmod) = column_type(c);
         let info = type_info(type_oid);
         vec![
             oid(rel),
-            s(name),
+            s(&c.name),
             oid(type_oid),
             i32v(-1),
             i16v(info.map_or(-1, |i| i.len)),
@@ -955,23 +969,15 @@ fn pg_attribute_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
     for t in snap.tables() {
         let rel = Snapshot::table_oid(t);
         for (i, c) in t.columns.iter().enumerate() {
-            rows.push(row(
-                rel,
-                i + 1,
-                &c.name,
-                c.ty,
-                !c.nullable,
-                c.default.is_some(),
-            ));
+            rows.push(row(rel, i + 1, c, !c.nullable, c.default.is_some()));
         }
         for ix in Snapshot::indexes_of(t) {
-            for (i, name) in ix.columns.iter().enumerate() {
-                let ty = t
-                    .columns
-                    .iter()
-                    .find(|c| &c.name == name)
-                    .map_or(ColumnType::Text, |c| c.ty);
-                rows.push(row(ix.oid, i + 1, name, ty, false, false));
+            let columns = ix
+                .columns
+                .iter()
+                .filter_map(|name| t.columns.iter().find(|c| &c.name == name));
+            for (i, c) in columns.enumerate() {
+                rows.push(row(ix.oid, i + 1, c, false, false));
             }
         }
     }

@@ -1676,6 +1676,7 @@ impl Session {
                             name: cname.clone(),
                             ty,
                             nullable,
+                            char_type: None,
                             default: None,
                             missing: None,
                         };
@@ -1706,6 +1707,7 @@ impl Session {
                 name: cname,
                 ty,
                 nullable,
+                char_type: crate::types::CharType::from_sql(&c.data_type),
                 default,
                 missing: None,
             });
@@ -1925,6 +1927,7 @@ impl Session {
                         name: cname.clone(),
                         ty: ColumnType::from_sql(&column_def.data_type)?,
                         nullable: true,
+                        char_type: crate::types::CharType::from_sql(&column_def.data_type),
                         default: None,
                         missing: None,
                     };
@@ -2228,6 +2231,7 @@ impl Session {
                 name: cname,
                 ty: ColumnType::from_sql(&c.data_type)?,
                 nullable,
+                char_type: crate::types::CharType::from_sql(&c.data_type),
                 default: None,
                 missing: None,
             });
