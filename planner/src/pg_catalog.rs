@@ -102,13 +102,13 @@ impl IndexInfo {
         self.constraint.then_some(CONSTRAINT_OID_BASE + self.oid)
     }
 
-    /// `pg_get_indexdef(oid)`: `CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id)`.
+    /// `pg_get_indexdef(oid)`: `CREATE UNIQUE INDEX t_pkey ON t USING btree (id)` (the table
+    /// unqualified, as PostgreSQL writes a table of a schema on the search path).
     pub fn definition(&self) -> String {
         format!(
-            "CREATE {}INDEX {} ON {}.{} USING btree ({})",
+            "CREATE {}INDEX {} ON {} USING btree ({})",
             if self.unique { "UNIQUE " } else { "" },
             quote_ident(&self.name),
-            DEFAULT_SCHEMA,
             quote_ident(&self.table_name),
             self.columns
                 .iter()

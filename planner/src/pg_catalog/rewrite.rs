@@ -79,7 +79,18 @@ impl VisitorMut for Rewriter {
                         *e = call("format_type", vec![inner(), Expr::value(Value::Null)]);
                     }
                     Some("regnamespace") => *e = call(REGNAMESPACE_NAME, vec![inner()]),
-                    _ => unqualify_type(data_type),
+                    _ => {
+                        unqualify_type(data_type);
+                        // `'t'::regclass::text` is the name again.
+                        let of_oid = matches!(
+                            expr.as_ref(),
+                            Expr::Function(f) if f.name.to_string() == REGCLASS_OID
+                        );
+                        if of_oid && matches!(data_type, DataType::Text | DataType::Varchar(_)) {
+                            let oid = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
+                            *e = call(REGCLASS_NAME, vec![oid]);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -134,8 +145,10 @@ fn plain_operator(parts: &[String]) -> Option<BinaryOperator> {
 
 /// `regclass`, `regtype` or `regnamespace` when `t` names one (qualified or not).
 fn reg_type(t: &DataType) -> Option<String> {
-    let DataType::Custom(name, mods) = t else {
-        return None;
+    let (name, mods) = match t {
+        DataType::Regclass => return Some("regclass".into()),
+        DataType::Custom(name, mods) => (name, mods),
+        _ => return None,
     };
     let parts = name_parts(name);
     let (last, schema) = parts.split_last()?;
