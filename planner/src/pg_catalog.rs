@@ -261,42 +261,36 @@ pub struct TypeInfo {
     pub category: &'static str,
 }
 
-const fn ty(
-    oid: i64,
-    name: &'static str,
-    len: i16,
-    byval: bool,
-    align: &'static str,
-    storage: &'static str,
-    collation: i64,
-    category: &'static str,
-) -> TypeInfo {
-    TypeInfo {
-        oid,
-        name,
-        len,
-        byval,
-        align,
-        storage,
-        collation,
-        category,
-    }
+/// A [`TypeInfo`] from its fields in declaration order.
+macro_rules! ty {
+    ($oid:expr, $name:expr, $len:expr, $byval:expr, $align:expr, $storage:expr, $collation:expr, $category:expr $(,)?) => {
+        TypeInfo {
+            oid: $oid,
+            name: $name,
+            len: $len,
+            byval: $byval,
+            align: $align,
+            storage: $storage,
+            collation: $collation,
+            category: $category,
+        }
+    };
 }
 
 /// The types braid's columns can have, plus those its catalog columns use.
 pub const TYPES: [TypeInfo; 19] = [
-    ty(16, "bool", 1, true, "c", "p", 0, "B"),
-    ty(17, "bytea", -1, false, "i", "x", 0, "U"),
-    ty(19, "name", 64, false, "c", "p", 950, "S"),
-    ty(20, "int8", 8, true, "d", "p", 0, "N"),
-    ty(21, "int2", 2, true, "s", "p", 0, "N"),
-    ty(23, "int4", 4, true, "i", "p", 0, "N"),
-    ty(25, "text", -1, false, "i", "x", DEFAULT_COLLATION_OID, "S"),
-    ty(26, "oid", 4, true, "i", "p", 0, "N"),
-    ty(114, "json", -1, false, "i", "x", 0, "U"),
-    ty(700, "float4", 4, true, "i", "p", 0, "N"),
-    ty(701, "float8", 8, true, "d", "p", 0, "N"),
-    ty(
+    ty!(16, "bool", 1, true, "c", "p", 0, "B"),
+    ty!(17, "bytea", -1, false, "i", "x", 0, "U"),
+    ty!(19, "name", 64, false, "c", "p", 950, "S"),
+    ty!(20, "int8", 8, true, "d", "p", 0, "N"),
+    ty!(21, "int2", 2, true, "s", "p", 0, "N"),
+    ty!(23, "int4", 4, true, "i", "p", 0, "N"),
+    ty!(25, "text", -1, false, "i", "x", DEFAULT_COLLATION_OID, "S"),
+    ty!(26, "oid", 4, true, "i", "p", 0, "N"),
+    ty!(114, "json", -1, false, "i", "x", 0, "U"),
+    ty!(700, "float4", 4, true, "i", "p", 0, "N"),
+    ty!(701, "float8", 8, true, "d", "p", 0, "N"),
+    ty!(
         1042,
         "bpchar",
         -1,
@@ -306,7 +300,7 @@ pub const TYPES: [TypeInfo; 19] = [
         DEFAULT_COLLATION_OID,
         "S",
     ),
-    ty(
+    ty!(
         1043,
         "varchar",
         -1,
@@ -316,12 +310,12 @@ pub const TYPES: [TypeInfo; 19] = [
         DEFAULT_COLLATION_OID,
         "S",
     ),
-    ty(1082, "date", 4, true, "i", "p", 0, "D"),
-    ty(1114, "timestamp", 8, true, "d", "p", 0, "D"),
-    ty(1184, "timestamptz", 8, true, "d", "p", 0, "D"),
-    ty(1700, "numeric", -1, false, "i", "m", 0, "N"),
-    ty(2950, "uuid", 16, false, "c", "p", 0, "U"),
-    ty(3802, "jsonb", -1, false, "i", "x", 0, "U"),
+    ty!(1082, "date", 4, true, "i", "p", 0, "D"),
+    ty!(1114, "timestamp", 8, true, "d", "p", 0, "D"),
+    ty!(1184, "timestamptz", 8, true, "d", "p", 0, "D"),
+    ty!(1700, "numeric", -1, false, "i", "m", 0, "N"),
+    ty!(2950, "uuid", 16, false, "c", "p", 0, "U"),
+    ty!(3802, "jsonb", -1, false, "i", "x", 0, "U"),
 ];
 
 /// The `pg_type` OID and type modifier (`atttypmod`) of a column type.
