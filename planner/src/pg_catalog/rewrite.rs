@@ -1,8 +1,8 @@
 //! Rewrites of the PostgreSQL spellings in catalog queries (psql's `\d` family, schema
 //! browsers) that DataFusion cannot plan, into ones it can, with the same result:
 //!
-//! - `a OPERATOR(pg_catalog.~) b` is `a ~ b`; `x COLLATE pg_catalog.default` is `x` (braid has
-//!   one collation).
+//! - `a OPERATOR(pg_catalog.~) b` is `a ~ b`; `x COLLATE pg_catalog.default` (or `"C"`,
+//!   `"POSIX"`) is `x`: braid compares text byte by byte, as those collations do.
 //! - Casts to `regclass`, `regtype` and `regnamespace` become the functions of
 //!   [`super::functions`] (`'t'::regclass` is the OID, `oid::regclass` the name); other
 //!   `pg_catalog.`-qualified types lose the qualifier (`pg_catalog.text`, `pg_catalog.int2[]`).
@@ -55,7 +55,7 @@ impl VisitorMut for Rewriter {
                     }
                 }
             }
-            Expr::Collate { expr, .. } => {
+            Expr::Collate { expr, collation } if is_bytewise(collation) => {
                 let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
                 *e = inner;
             }
@@ -117,6 +117,21 @@ impl VisitorMut for Rewriter {
             empty_select(select);
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Whether a collation compares text as braid always does, byte by byte: `default` (braid's
+/// one collation is bytewise, like PostgreSQL's C locale), `C` or `POSIX`, optionally in
+/// `pg_catalog`.
+/// Any other collation is left for DataFusion to refuse rather than silently ignored.
+fn is_bytewise(collation: &ObjectName) -> bool {
+    let parts = name_parts(collation);
+    match parts.as_slice() {
+        [name] | [_, name] => {
+            (parts.len() == 1 || parts[0] == PG_CATALOG)
+                && ["default", "C", "POSIX"].contains(&name.as_str())
+        }
+        _ => false,
     }
 }
 
