@@ -105,6 +105,10 @@ pub struct ColumnDef {
     #[serde(rename = "type")]
     pub ty: ColumnType,
     pub nullable: bool,
+    /// For a text column declared `character(n)` or `character varying(n)`: how, for the
+    /// catalog to show it. Absent for every other column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub char_type: Option<crate::types::CharType>,
     /// `DEFAULT` expression as SQL text (PostgreSQL dialect), evaluated for each row an INSERT
     /// does not give a value for. Absent in catalogs written before defaults existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,106 +1,866 @@
-//! Just enough of `pg_catalog` for psql's `\dt` and tools that list relations: `pg_namespace`,
-//! `pg_class` (one row per stream, `relkind = 'r'`), `pg_am`, plus the functions those queries
-//! call (`pg_get_userbyid`, `pg_table_is_visible`). Tables are built from the catalog on each
-//! lookup, so they are always current. OIDs are synthetic: streams get `16384 + id`.
+//! The `pg_catalog` schema, as far as psql's describe commands (`\d`, `\dt`, `\di`,
+//! `\d name`) and tools that browse a schema read it: relations (`pg_class`: tables, streams and
+//! their indexes), columns (`pg_attribute`, `pg_attrdef`), indexes and constraints (`pg_index`,
+//! `pg_constraint`), types, namespaces, access methods and collations, plus empty tables of the
+//! right shape for what braid does not have (policies, publications, inheritance, extended
+//! statistics, triggers, rules). The functions those queries call are in [`functions`]; the
+//! PostgreSQL spellings DataFusion cannot plan are rewritten by [`rewrite`].
+//!
+//! What must stay true: every table is built from the catalog on each lookup, so it is always
+//! current, and OIDs are a pure function of catalog ids, so the OID psql reads in one query
+//! names the same relation in the next: a table or a secondary index (their ids share one
+//! counter) is `16384 + id`, a primary key index `PKEY_OID_BASE + table id`, a constraint
+//! `CONSTRAINT_OID_BASE + its index's OID`. Only the `public` schema is shown.
+
+pub mod functions;
+pub mod rewrite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, SchemaProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
-use datafusion::prelude::SessionContext;
+
+use crate::catalog::{ColumnDef, TableDef, DEFAULT_SCHEMA};
+use crate::types::ColumnType;
+
+pub use functions::register_functions;
 
 /// Name of the schema.
 pub const PG_CATALOG: &str = "pg_catalog";
 /// OID of the `public` namespace (as in PostgreSQL).
-const PUBLIC_OID: i64 = 2200;
+pub const PUBLIC_OID: i64 = 2200;
 const PG_CATALOG_OID: i64 = 11;
 /// First OID handed to user objects (as in PostgreSQL).
-const FIRST_USER_OID: i64 = 16384;
+pub const FIRST_USER_OID: i64 = 16384;
+/// Primary key indexes have no catalog id of their own; their OIDs start here, far above any
+/// table id, and stay below 2^32 as PostgreSQL's OIDs do.
+const PKEY_OID_BASE: i64 = 1 << 30;
+/// A constraint's OID is this plus the OID of the index that enforces it.
+const CONSTRAINT_OID_BASE: i64 = 1 << 31;
 const HEAP_AM_OID: i64 = 2;
+const BTREE_AM_OID: i64 = 403;
 const SUPERUSER_OID: i64 = 10;
+/// The database's default collation (PostgreSQL's `default`).
+const DEFAULT_COLLATION_OID: i64 = 100;
 
-const TABLES: [&str; 3] = ["pg_namespace", "pg_class", "pg_am"];
+/// Catalog tables braid never has a row for: a query that inner-joins one returns no rows
+/// ([`rewrite`] relies on this to skip planning what DataFusion cannot).
+pub const EMPTY_TABLES: [&str; 9] = [
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_rewrite",
+    "pg_description",
+];
+
+const TABLES: [&str; 10] = [
+    "pg_namespace",
+    "pg_class",
+    "pg_am",
+    "pg_attribute",
+    "pg_attrdef",
+    "pg_index",
+    "pg_constraint",
+    "pg_type",
+    "pg_collation",
+    "pg_roles",
+];
+
+/// Lists every table of a database with its schema name.
+pub trait TableLister: Send + Sync + std::fmt::Debug {
+    fn list(&self) -> Vec<(String, TableDef)>;
+}
+
+/// An index as `pg_class`, `pg_index` and `pg_constraint` show it: a primary key, a UNIQUE
+/// constraint or a CREATE [UNIQUE] INDEX.
+#[derive(Debug, Clone)]
+pub struct IndexInfo {
+    pub oid: i64,
+    pub name: String,
+    pub table_oid: i64,
+    pub table_name: String,
+    pub columns: Vec<String>,
+    pub unique: bool,
+    pub primary: bool,
+    /// Made by a PRIMARY KEY or UNIQUE constraint (has a `pg_constraint` row).
+    pub constraint: bool,
+    /// False while CREATE INDEX fills it (PostgreSQL's invalid index).
+    pub valid: bool,
+}
+
+impl IndexInfo {
+    pub fn constraint_oid(&self) -> Option<i64> {
+        self.constraint.then_some(CONSTRAINT_OID_BASE + self.oid)
+    }
+
+    /// `pg_get_indexdef(oid)`: `CREATE UNIQUE INDEX t_pkey ON t USING btree (id)` (the table
+    /// unqualified, as PostgreSQL writes a table of a schema on the search path).
+    pub fn definition(&self) -> String {
+        format!(
+            "CREATE {}INDEX {} ON {} USING btree ({})",
+            if self.unique { "UNIQUE " } else { "" },
+            quote_ident(&self.name),
+            quote_ident(&self.table_name),
+            self.columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    /// `pg_get_constraintdef(oid)`: `PRIMARY KEY (id)` or `UNIQUE (b)`.
+    pub fn constraint_definition(&self) -> String {
+        format!(
+            "{} ({})",
+            if self.primary {
+                "PRIMARY KEY"
+            } else {
+                "UNIQUE"
+            },
+            self.columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Quotes an identifier as PostgreSQL's `quote_ident` does: only when it is not a plain
+/// lower-case name.
+pub fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The relations of the `public` schema at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    tables: Vec<TableDef>,
+}
+
+impl Snapshot {
+    pub fn take(lister: &dyn TableLister) -> Self {
+        Snapshot {
+            tables: lister
+                .list()
+                .into_iter()
+                .filter(|(s, _)| s == DEFAULT_SCHEMA)
+                .map(|(_, t)| t)
+                .collect(),
+        }
+    }
+
+    pub fn tables(&self) -> &[TableDef] {
+        &self.tables
+    }
+
+    pub fn table_oid(t: &TableDef) -> i64 {
+        FIRST_USER_OID + t.id as i64
+    }
+
+    /// The indexes of one table: the primary key first, then the rest in creation order.
+    pub fn indexes_of(t: &TableDef) -> Vec<IndexInfo> {
+        let mut out = Vec::new();
+        let Some(opts) = t.row_options() else {
+            return out;
+        };
+        let table_oid = Self::table_oid(t);
+        if !opts.primary_key.is_empty() {
+            out.push(IndexInfo {
+                oid: PKEY_OID_BASE + t.id as i64,
+                name: format!("{}_pkey", t.name),
+                table_oid,
+                table_name: t.name.clone(),
+                columns: opts.primary_key.clone(),
+                unique: true,
+                primary: true,
+                constraint: true,
+                valid: true,
+            });
+        }
+        for ix in &opts.indexes {
+            out.push(IndexInfo {
+                oid: FIRST_USER_OID + ix.id as i64,
+                name: ix.name.clone(),
+                table_oid,
+                table_name: t.name.clone(),
+                columns: ix.columns.clone(),
+                unique: ix.unique,
+                primary: false,
+                constraint: ix.constraint,
+                valid: !ix.building,
+            });
+        }
+        out
+    }
+
+    pub fn indexes(&self) -> Vec<IndexInfo> {
+        self.tables.iter().flat_map(Self::indexes_of).collect()
+    }
+
+    pub fn table(&self, oid: i64) -> Option<&TableDef> {
+        self.tables.iter().find(|t| Self::table_oid(t) == oid)
+    }
+
+    pub fn index(&self, oid: i64) -> Option<IndexInfo> {
+        self.indexes().into_iter().find(|i| i.oid == oid)
+    }
+
+    /// The name of the table or index with this OID.
+    pub fn relation_name(&self, oid: i64) -> Option<String> {
+        self.table(oid)
+            .map(|t| t.name.clone())
+            .or_else(|| self.index(oid).map(|i| i.name))
+    }
+
+    /// The OID of the table or index with this name.
+    pub fn relation_oid(&self, name: &str) -> Option<i64> {
+        self.tables
+            .iter()
+            .find(|t| t.name == name)
+            .map(Self::table_oid)
+            .or_else(|| {
+                self.indexes()
+                    .into_iter()
+                    .find(|i| i.name == name)
+                    .map(|i| i.oid)
+            })
+    }
+}
+
+/// What `pg_type` and `pg_attribute` say about a column type.
+pub struct TypeInfo {
+    pub oid: i64,
+    pub name: &'static str,
+    pub len: i16,
+    pub byval: bool,
+    pub align: &'static str,
+    pub storage: &'static str,
+    pub collation: i64,
+    pub category: &'static str,
+}
+
+/// A [`TypeInfo`] from its fields in declaration order.
+macro_rules! ty {
+    ($oid:expr, $name:expr, $len:expr, $byval:expr, $align:expr, $storage:expr, $collation:expr, $category:expr $(,)?) => {
+        TypeInfo {
+            oid: $oid,
+            name: $name,
+            len: $len,
+            byval: $byval,
+            align: $align,
+            storage: $storage,
+            collation: $collation,
+            category: $category,
+        }
+    };
+}
+
+/// The types braid's columns can have, plus those its catalog columns use.
+pub const TYPES: [TypeInfo; 19] = [
+    ty!(16, "bool", 1, true, "c", "p", 0, "B"),
+    ty!(17, "bytea", -1, false, "i", "x", 0, "U"),
+    ty!(19, "name", 64, false, "c", "p", 950, "S"),
+    ty!(20, "int8", 8, true, "d", "p", 0, "N"),
+    ty!(21, "int2", 2, true, "s", "p", 0, "N"),
+    ty!(23, "int4", 4, true, "i", "p", 0, "N"),
+    ty!(25, "text", -1, false, "i", "x", DEFAULT_COLLATION_OID, "S"),
+    ty!(26, "oid", 4, true, "i", "p", 0, "N"),
+    ty!(114, "json", -1, false, "i", "x", 0, "U"),
+    ty!(700, "float4", 4, true, "i", "p", 0, "N"),
+    ty!(701, "float8", 8, true, "d", "p", 0, "N"),
+    ty!(
+        1042,
+        "bpchar",
+        -1,
+        false,
+        "i",
+        "x",
+        DEFAULT_COLLATION_OID,
+        "S",
+    ),
+    ty!(
+        1043,
+        "varchar",
+        -1,
+        false,
+        "i",
+        "x",
+        DEFAULT_COLLATION_OID,
+        "S",
+    ),
+    ty!(1082, "date", 4, true, "i", "p", 0, "D"),
+    ty!(1114, "timestamp", 8, true, "d", "p", 0, "D"),
+    ty!(1184, "timestamptz", 8, true, "d", "p", 0, "D"),
+    ty!(1700, "numeric", -1, false, "i", "m", 0, "N"),
+    ty!(2950, "uuid", 16, false, "c", "p", 0, "U"),
+    ty!(3802, "jsonb", -1, false, "i", "x", 0, "U"),
+];
+
+/// The `pg_type` OID and type modifier (`atttypmod`) of a column type.
+pub fn type_of(t: ColumnType) -> (i64, i32) {
+    match t {
+        ColumnType::Bool => (16, -1),
+        ColumnType::Int2 => (21, -1),
+        ColumnType::Int4 => (23, -1),
+        ColumnType::Int8 => (20, -1),
+        ColumnType::Float4 => (700, -1),
+        ColumnType::Float8 => (701, -1),
+        // PostgreSQL packs numeric(p,s) as ((p << 16) | s) + 4 (VARHDRSZ).
+        ColumnType::Numeric { precision, scale } => (
+            1700,
+            ((i32::from(precision) << 16) | i32::from(scale as u8)) + 4,
+        ),
+        ColumnType::Text => (25, -1),
+        ColumnType::Bytea => (17, -1),
+        ColumnType::Date => (1082, -1),
+        ColumnType::Timestamp => (1114, -1),
+        ColumnType::Timestamptz => (1184, -1),
+        ColumnType::Jsonb => (3802, -1),
+        ColumnType::Uuid => (2950, -1),
+    }
+}
+
+/// The `pg_type` OID and type modifier of a column, as declared.
+pub fn column_type(c: &ColumnDef) -> (i64, i32) {
+    match c.char_type {
+        // PostgreSQL's typmod of character(n) and character varying(n) is n + 4 (VARHDRSZ).
+        Some(ct) => (
+            if ct.varying { 1043 } else { 1042 },
+            ct.length
+                .and_then(|l| i32::try_from(l).ok())
+                .map_or(-1, |l| l.saturating_add(4)),
+        ),
+        None => type_of(c.ty),
+    }
+}
+
+pub fn type_info(oid: i64) -> Option<&'static TypeInfo> {
+    TYPES.iter().find(|t| t.oid == oid)
+}
 
 /// The `pg_catalog` schema of one database.
 #[derive(Debug)]
 pub struct PgCatalogSchema {
-    tables: Box<dyn TableLister>,
+    tables: Arc<dyn TableLister>,
+    user: String,
 }
 
-/// Lists (schema, table id, table name) for every table of a database.
-pub trait TableLister: Send + Sync + std::fmt::Debug {
-    fn list(&self) -> Vec<(String, u64, String)>;
+fn oid(v: i64) -> ScalarValue {
+    ScalarValue::Int64(Some(v))
+}
+fn i16v(v: i16) -> ScalarValue {
+    ScalarValue::Int16(Some(v))
+}
+fn i32v(v: i32) -> ScalarValue {
+    ScalarValue::Int32(Some(v))
+}
+fn b(v: bool) -> ScalarValue {
+    ScalarValue::Boolean(Some(v))
+}
+fn s(v: &str) -> ScalarValue {
+    ScalarValue::Utf8(Some(v.to_string()))
+}
+fn null_text() -> ScalarValue {
+    ScalarValue::Utf8(None)
+}
+fn int2_list(v: &[i16]) -> ScalarValue {
+    let values: Vec<ScalarValue> = v.iter().map(|x| i16v(*x)).collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Int16))
+}
+
+/// Column types of the catalog tables, by PostgreSQL's type: OIDs are `bigint` (braid's
+/// synthetic OIDs are plain integers), `name` and `"char"` are text.
+#[derive(Clone, Copy)]
+enum C {
+    Oid,
+    Text,
+    Bool,
+    I16,
+    I32,
+    F32,
+    I16List,
+    OidList,
+    TextList,
+}
+
+fn schema(cols: &[(&str, C)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, c)| {
+                let dt = match c {
+                    C::Oid => DataType::Int64,
+                    C::Text => DataType::Utf8,
+                    C::Bool => DataType::Boolean,
+                    C::I16 => DataType::Int16,
+                    C::I32 => DataType::Int32,
+                    C::F32 => DataType::Float32,
+                    C::I16List => {
+                        DataType::List(Arc::new(Field::new_list_field(DataType::Int16, true)))
+                    }
+                    C::OidList => {
+                        DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
+                    }
+                    C::TextList => {
+                        DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+                    }
+                };
+                Field::new(*n, dt, true)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The columns of each catalog table, in PostgreSQL 15's order (columns braid has nothing for,
+/// such as ACLs and options, are left out).
+fn columns_of(name: &str) -> Option<Vec<(&'static str, C)>> {
+    use C::*;
+    Some(match name {
+        "pg_namespace" => vec![("oid", Oid), ("nspname", Text), ("nspowner", Oid)],
+        "pg_am" => vec![("oid", Oid), ("amname", Text), ("amtype", Text)],
+        "pg_class" => vec![
+            ("oid", Oid),
+            ("relname", Text),
+            ("relnamespace", Oid),
+            ("reltype", Oid),
+            ("reloftype", Oid),
+            ("relowner", Oid),
+            ("relam", Oid),
+            ("relfilenode", Oid),
+            ("reltablespace", Oid),
+            ("relpages", I32),
+            ("reltuples", F32),
+            ("relallvisible", I32),
+            ("reltoastrelid", Oid),
+            ("relhasindex", Bool),
+            ("relisshared", Bool),
+            ("relpersistence", Text),
+            ("relkind", Text),
+            ("relnatts", I16),
+            ("relchecks", I16),
+            ("relhasrules", Bool),
+            ("relhastriggers", Bool),
+            ("relhassubclass", Bool),
+            ("relrowsecurity", Bool),
+            ("relforcerowsecurity", Bool),
+            ("relispopulated", Bool),
+            ("relreplident", Text),
+            ("relispartition", Bool),
+            ("relrewrite", Oid),
+            ("relfrozenxid", Oid),
+            ("relminmxid", Oid),
+            ("relpartbound", Text),
+        ],
+        "pg_attribute" => vec![
+            ("attrelid", Oid),
+            ("attname", Text),
+            ("atttypid", Oid),
+            ("attstattarget", I32),
+            ("attlen", I16),
+            ("attnum", I16),
+            ("attndims", I32),
+            ("attcacheoff", I32),
+            ("atttypmod", I32),
+            ("attbyval", Bool),
+            ("attalign", Text),
+            ("attstorage", Text),
+            ("attcompression", Text),
+            ("attnotnull", Bool),
+            ("atthasdef", Bool),
+            ("atthasmissing", Bool),
+            ("attidentity", Text),
+            ("attgenerated", Text),
+            ("attisdropped", Bool),
+            ("attislocal", Bool),
+            ("attinhcount", I32),
+            ("attcollation", Oid),
+        ],
+        "pg_attrdef" => vec![
+            ("oid", Oid),
+            ("adrelid", Oid),
+            ("adnum", I16),
+            ("adbin", Text),
+        ],
+        "pg_index" => vec![
+            ("indexrelid", Oid),
+            ("indrelid", Oid),
+            ("indnatts", I16),
+            ("indnkeyatts", I16),
+            ("indisunique", Bool),
+            ("indnullsnotdistinct", Bool),
+            ("indisprimary", Bool),
+            ("indisexclusion", Bool),
+            ("indimmediate", Bool),
+            ("indisclustered", Bool),
+            ("indisvalid", Bool),
+            ("indcheckxmin", Bool),
+            ("indisready", Bool),
+            ("indislive", Bool),
+            ("indisreplident", Bool),
+            ("indkey", I16List),
+            ("indexprs", Text),
+            ("indpred", Text),
+        ],
+        "pg_constraint" => vec![
+            ("oid", Oid),
+            ("conname", Text),
+            ("connamespace", Oid),
+            ("contype", Text),
+            ("condeferrable", Bool),
+            ("condeferred", Bool),
+            ("convalidated", Bool),
+            ("conrelid", Oid),
+            ("contypid", Oid),
+            ("conindid", Oid),
+            ("conparentid", Oid),
+            ("confrelid", Oid),
+            ("confupdtype", Text),
+            ("confdeltype", Text),
+            ("confmatchtype", Text),
+            ("conislocal", Bool),
+            ("coninhcount", I32),
+            ("connoinherit", Bool),
+            ("conkey", I16List),
+            ("confkey", I16List),
+            ("conbin", Text),
+        ],
+        "pg_type" => vec![
+            ("oid", Oid),
+            ("typname", Text),
+            ("typnamespace", Oid),
+            ("typowner", Oid),
+            ("typlen", I16),
+            ("typbyval", Bool),
+            ("typtype", Text),
+            ("typcategory", Text),
+            ("typisdefined", Bool),
+            ("typrelid", Oid),
+            ("typelem", Oid),
+            ("typnotnull", Bool),
+            ("typbasetype", Oid),
+            ("typtypmod", I32),
+            ("typndims", I32),
+            ("typcollation", Oid),
+        ],
+        "pg_collation" => vec![
+            ("oid", Oid),
+            ("collname", Text),
+            ("collnamespace", Oid),
+            ("collowner", Oid),
+            ("collprovider", Text),
+            ("collisdeterministic", Bool),
+            ("collencoding", I32),
+            ("collcollate", Text),
+            ("collctype", Text),
+        ],
+        "pg_roles" => vec![
+            ("oid", Oid),
+            ("rolname", Text),
+            ("rolsuper", Bool),
+            ("rolcanlogin", Bool),
+        ],
+        "pg_policy" => vec![
+            ("oid", Oid),
+            ("polname", Text),
+            ("polrelid", Oid),
+            ("polcmd", Text),
+            ("polpermissive", Bool),
+            ("polroles", OidList),
+            ("polqual", Text),
+            ("polwithcheck", Text),
+        ],
+        "pg_statistic_ext" => vec![
+            ("oid", Oid),
+            ("stxrelid", Oid),
+            ("stxname", Text),
+            ("stxnamespace", Oid),
+            ("stxowner", Oid),
+            ("stxstattarget", I32),
+            ("stxkeys", I16List),
+            ("stxkind", TextList),
+            ("stxexprs", Text),
+        ],
+        "pg_publication" => vec![
+            ("oid", Oid),
+            ("pubname", Text),
+            ("pubowner", Oid),
+            ("puballtables", Bool),
+            ("pubinsert", Bool),
+            ("pubupdate", Bool),
+            ("pubdelete", Bool),
+            ("pubtruncate", Bool),
+            ("pubviaroot", Bool),
+        ],
+        "pg_publication_rel" => vec![
+            ("oid", Oid),
+            ("prpubid", Oid),
+            ("prrelid", Oid),
+            ("prqual", Text),
+            ("prattrs", I16List),
+        ],
+        "pg_publication_namespace" => {
+            vec![("oid", Oid), ("pnpubid", Oid), ("pnnspid", Oid)]
+        }
+        "pg_inherits" => vec![
+            ("inhrelid", Oid),
+            ("inhparent", Oid),
+            ("inhseqno", I32),
+            ("inhdetachpending", Bool),
+        ],
+        "pg_trigger" => vec![
+            ("oid", Oid),
+            ("tgrelid", Oid),
+            ("tgparentid", Oid),
+            ("tgname", Text),
+            ("tgfoid", Oid),
+            ("tgtype", I16),
+            ("tgenabled", Text),
+            ("tgisinternal", Bool),
+            ("tgconstrrelid", Oid),
+            ("tgconstrindid", Oid),
+            ("tgconstraint", Oid),
+            ("tgdeferrable", Bool),
+            ("tginitdeferred", Bool),
+            ("tgnargs", I16),
+            ("tgattr", I16List),
+            ("tgqual", Text),
+            ("tgoldtable", Text),
+            ("tgnewtable", Text),
+        ],
+        "pg_rewrite" => vec![
+            ("oid", Oid),
+            ("rulename", Text),
+            ("ev_class", Oid),
+            ("ev_type", Text),
+            ("ev_enabled", Text),
+            ("is_instead", Bool),
+            ("ev_qual", Text),
+            ("ev_action", Text),
+        ],
+        "pg_description" => vec![
+            ("objoid", Oid),
+            ("classoid", Oid),
+            ("objsubid", I32),
+            ("description", Text),
+        ],
+        _ => return None,
+    })
 }
 
 impl PgCatalogSchema {
-    pub fn new(tables: Box<dyn TableLister>) -> Self {
-        PgCatalogSchema { tables }
+    pub fn new(tables: Arc<dyn TableLister>, user: &str) -> Self {
+        PgCatalogSchema {
+            tables,
+            user: user.to_string(),
+        }
+    }
+
+    /// The rows of a catalog table, in the column order of [`columns_of`].
+    fn rows(&self, name: &str) -> Vec<Vec<ScalarValue>> {
+        let snap = Snapshot::take(self.tables.as_ref());
+        match name {
+            "pg_namespace" => vec![
+                vec![oid(PG_CATALOG_OID), s(PG_CATALOG), oid(SUPERUSER_OID)],
+                vec![oid(PUBLIC_OID), s(DEFAULT_SCHEMA), oid(SUPERUSER_OID)],
+            ],
+            "pg_am" => vec![
+                vec![oid(HEAP_AM_OID), s("heap"), s("t")],
+                vec![oid(BTREE_AM_OID), s("btree"), s("i")],
+            ],
+            "pg_class" => pg_class_rows(&snap),
+            "pg_attribute" => pg_attribute_rows(&snap),
+            "pg_attrdef" => snap
+                .tables()
+                .iter()
+                .flat_map(|t| {
+                    t.columns.iter().enumerate().filter_map(move |(i, c)| {
+                        let num = i as i64 + 1;
+                        c.default.as_ref().map(|d| {
+                            // Unique per (table, column): PostgreSQL allows 1600 columns.
+                            let def_oid = 3 * PKEY_OID_BASE + t.id as i64 * 1600 + num;
+                            vec![
+                                oid(def_oid),
+                                oid(Snapshot::table_oid(t)),
+                                i16v(num as i16),
+                                s(d),
+                            ]
+                        })
+                    })
+                })
+                .collect(),
+            "pg_index" => snap
+                .tables()
+                .iter()
+                .flat_map(|t| {
+                    Snapshot::indexes_of(t).into_iter().map(move |ix| {
+                        let key: Vec<i16> = ix
+                            .columns
+                            .iter()
+                            .map(|c| {
+                                t.columns
+                                    .iter()
+                                    .position(|x| &x.name == c)
+                                    .map_or(0, |p| p as i16 + 1)
+                            })
+                            .collect();
+                        let n = ix.columns.len() as i16;
+                        vec![
+                            oid(ix.oid),
+                            oid(ix.table_oid),
+                            i16v(n),
+                            i16v(n),
+                            b(ix.unique),
+                            b(false),
+                            b(ix.primary),
+                            b(false),
+                            b(true),
+                            b(false),
+                            b(ix.valid),
+                            b(false),
+                            b(ix.valid),
+                            b(true),
+                            b(false),
+                            int2_list(&key),
+                            null_text(),
+                            null_text(),
+                        ]
+                    })
+                })
+                .collect(),
+            "pg_constraint" => snap
+                .tables()
+                .iter()
+                .flat_map(|t| {
+                    Snapshot::indexes_of(t).into_iter().filter_map(move |ix| {
+                        let con = ix.constraint_oid()?;
+                        let key: Vec<i16> = ix
+                            .columns
+                            .iter()
+                            .map(|c| {
+                                t.columns
+                                    .iter()
+                                    .position(|x| &x.name == c)
+                                    .map_or(0, |p| p as i16 + 1)
+                            })
+                            .collect();
+                        Some(vec![
+                            oid(con),
+                            s(&ix.name),
+                            oid(PUBLIC_OID),
+                            s(if ix.primary { "p" } else { "u" }),
+                            b(false),
+                            b(false),
+                            b(true),
+                            oid(ix.table_oid),
+                            oid(0),
+                            oid(ix.oid),
+                            oid(0),
+                            oid(0),
+                            s(" "),
+                            s(" "),
+                            s(" "),
+                            b(true),
+                            i32v(0),
+                            b(true),
+                            int2_list(&key),
+                            ScalarValue::List(ScalarValue::new_list_nullable(
+                                &[],
+                                &DataType::Int16,
+                            )),
+                            null_text(),
+                        ])
+                    })
+                })
+                .collect(),
+            "pg_type" => TYPES
+                .iter()
+                .map(|t| {
+                    vec![
+                        oid(t.oid),
+                        s(t.name),
+                        oid(PG_CATALOG_OID),
+                        oid(SUPERUSER_OID),
+                        i16v(t.len),
+                        b(t.byval),
+                        s("b"),
+                        s(t.category),
+                        b(true),
+                        oid(0),
+                        oid(0),
+                        b(false),
+                        oid(0),
+                        i32v(-1),
+                        i32v(0),
+                        oid(t.collation),
+                    ]
+                })
+                .collect(),
+            "pg_collation" => [
+                (DEFAULT_COLLATION_OID, "default", "d", None),
+                (950, "C", "c", Some("C")),
+                (951, "POSIX", "c", Some("POSIX")),
+            ]
+            .into_iter()
+            .map(|(o, name, provider, locale)| {
+                let locale = locale.map_or(null_text(), s);
+                vec![
+                    oid(o),
+                    s(name),
+                    oid(PG_CATALOG_OID),
+                    oid(SUPERUSER_OID),
+                    s(provider),
+                    b(true),
+                    i32v(-1),
+                    locale.clone(),
+                    locale,
+                ]
+            })
+            .collect(),
+            "pg_roles" => vec![vec![oid(SUPERUSER_OID), s(&self.user), b(true), b(true)]],
+            _ => Vec::new(),
+        }
     }
 
     fn build(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let (schema, columns): (SchemaRef, Vec<ArrayRef>) = match name {
-            "pg_namespace" => (
-                Arc::new(Schema::new(vec![
-                    Field::new("oid", DataType::Int64, false),
-                    Field::new("nspname", DataType::Utf8, false),
-                    Field::new("nspowner", DataType::Int64, false),
-                ])),
-                vec![
-                    Arc::new(Int64Array::from(vec![PG_CATALOG_OID, PUBLIC_OID])),
-                    Arc::new(StringArray::from(vec![PG_CATALOG, "public"])),
-                    Arc::new(Int64Array::from(vec![SUPERUSER_OID, SUPERUSER_OID])),
-                ],
-            ),
-            "pg_am" => (
-                Arc::new(Schema::new(vec![
-                    Field::new("oid", DataType::Int64, false),
-                    Field::new("amname", DataType::Utf8, false),
-                ])),
-                vec![
-                    Arc::new(Int64Array::from(vec![HEAP_AM_OID])),
-                    Arc::new(StringArray::from(vec!["heap"])),
-                ],
-            ),
-            "pg_class" => {
-                let tables: Vec<_> = self
-                    .tables
-                    .list()
-                    .into_iter()
-                    .filter(|(s, _, _)| s == "public")
-                    .collect();
-                let n = tables.len();
-                (
-                    Arc::new(Schema::new(vec![
-                        Field::new("oid", DataType::Int64, false),
-                        Field::new("relname", DataType::Utf8, false),
-                        Field::new("relnamespace", DataType::Int64, false),
-                        Field::new("relkind", DataType::Utf8, false),
-                        Field::new("relowner", DataType::Int64, false),
-                        Field::new("relam", DataType::Int64, false),
-                    ])),
-                    vec![
-                        Arc::new(Int64Array::from_iter_values(
-                            tables.iter().map(|(_, id, _)| FIRST_USER_OID + *id as i64),
-                        )),
-                        Arc::new(StringArray::from_iter_values(
-                            tables.iter().map(|(_, _, n)| n),
-                        )),
-                        Arc::new(Int64Array::from(vec![PUBLIC_OID; n])),
-                        Arc::new(StringArray::from(vec!["r"; n])),
-                        Arc::new(Int64Array::from(vec![SUPERUSER_OID; n])),
-                        Arc::new(Int64Array::from(vec![HEAP_AM_OID; n])),
-                    ],
-                )
-            }
-            _ => return Ok(None),
+        let Some(cols) = columns_of(name) else {
+            return Ok(None);
         };
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let schema = schema(&cols);
+        let rows = self.rows(name);
+        let batch = if rows.is_empty() {
+            RecordBatch::new_empty(schema.clone())
+        } else {
+            let columns = (0..cols.len())
+                .map(|i| {
+                    ScalarValue::iter_to_array(
+                        rows.iter()
+                            .map(|r| r.get(i).cloned().unwrap_or(ScalarValue::Null)),
+                    )
+                })
+                .collect::<DfResult<Vec<ArrayRef>>>()?;
+            RecordBatch::try_new(schema.clone(), columns)?
+        };
         Ok(Some(Arc::new(MemTable::try_new(
             schema,
             vec![vec![batch]],
@@ -108,10 +868,124 @@ impl PgCatalogSchema {
     }
 }
 
+fn pg_class_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
+    let mut rows = Vec::new();
+    let row = |oid_: i64, name: &str, kind: &str, am: i64, natts: usize, has_index: bool| {
+        vec![
+            oid(oid_),
+            s(name),
+            oid(PUBLIC_OID),
+            oid(0),
+            oid(0),
+            oid(SUPERUSER_OID),
+            oid(am),
+            oid(oid_),
+            oid(0),
+            i32v(0),
+            ScalarValue::Float32(Some(-1.0)),
+            i32v(0),
+            oid(0),
+            b(has_index),
+            b(false),
+            s("p"),
+            s(kind),
+            i16v(natts as i16),
+            i16v(0),
+            b(false),
+            b(false),
+            b(false),
+            b(false),
+            b(false),
+            b(true),
+            s(if kind == "i" { "n" } else { "d" }),
+            b(false),
+            oid(0),
+            oid(0),
+            oid(0),
+            null_text(),
+        ]
+    };
+    for t in snap.tables() {
+        let indexes = Snapshot::indexes_of(t);
+        rows.push(row(
+            Snapshot::table_oid(t),
+            &t.name,
+            "r",
+            HEAP_AM_OID,
+            t.columns.len(),
+            !indexes.is_empty(),
+        ));
+        for ix in indexes {
+            rows.push(row(
+                ix.oid,
+                &ix.name,
+                "i",
+                BTREE_AM_OID,
+                ix.columns.len(),
+                false,
+            ));
+        }
+    }
+    rows
+}
+
+fn pg_attribute_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
+    let mut rows = Vec::new();
+    let row = |rel: i64, num: usize, c: &ColumnDef, notnull: bool, hasdef: bool| {
+        let (type_oid, typmod) = column_type(c);
+        let info = type_info(type_oid);
+        vec![
+            oid(rel),
+            s(&c.name),
+            oid(type_oid),
+            i32v(-1),
+            i16v(info.map_or(-1, |i| i.len)),
+            i16v(num as i16),
+            i32v(0),
+            i32v(-1),
+            i32v(typmod),
+            b(info.is_some_and(|i| i.byval)),
+            s(info.map_or("i", |i| i.align)),
+            s(info.map_or("p", |i| i.storage)),
+            s(""),
+            b(notnull),
+            b(hasdef),
+            b(false),
+            s(""),
+            s(""),
+            b(false),
+            b(true),
+            i32v(0),
+            // The type's own collation: psql shows a Collation only where they differ.
+            oid(info.map_or(0, |i| i.collation)),
+        ]
+    };
+    for t in snap.tables() {
+        let rel = Snapshot::table_oid(t);
+        for (i, c) in t.columns.iter().enumerate() {
+            rows.push(row(rel, i + 1, c, !c.nullable, c.default.is_some()));
+        }
+        for ix in Snapshot::indexes_of(t) {
+            let columns = ix
+                .columns
+                .iter()
+                .filter_map(|name| t.columns.iter().find(|c| &c.name == name));
+            for (i, c) in columns.enumerate() {
+                rows.push(row(ix.oid, i + 1, c, false, false));
+            }
+        }
+    }
+    rows
+}
+
 #[async_trait]
 impl SchemaProvider for PgCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|s| s.to_string()).collect()
+        TABLES
+            .iter()
+            .chain(EMPTY_TABLES.iter())
+            .map(|s| s.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -119,47 +993,6 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        TABLES.contains(&name) || EMPTY_TABLES.contains(&name)
     }
-}
-
-/// Registers the `pg_catalog` functions psql's listing queries call.
-pub fn register_functions(ctx: &SessionContext, user: &str) {
-    let user = user.to_string();
-    let owner = Arc::new(move |args: &[ColumnarValue]| {
-        let rows = match args.first() {
-            Some(ColumnarValue::Array(a)) => Some(a.len()),
-            _ => None,
-        };
-        let v = ScalarValue::Utf8(Some(user.clone()));
-        Ok(match rows {
-            Some(n) => ColumnarValue::Array(v.to_array_of_size(n)?),
-            None => ColumnarValue::Scalar(v),
-        })
-    });
-    ctx.register_udf(create_udf(
-        "pg_get_userbyid",
-        vec![DataType::Int64],
-        DataType::Utf8,
-        Volatility::Stable,
-        owner,
-    ));
-    let visible = Arc::new(|args: &[ColumnarValue]| {
-        let rows = match args.first() {
-            Some(ColumnarValue::Array(a)) => Some(a.len()),
-            _ => None,
-        };
-        let v = ScalarValue::Boolean(Some(true));
-        Ok(match rows {
-            Some(n) => ColumnarValue::Array(v.to_array_of_size(n)?),
-            None => ColumnarValue::Scalar(v),
-        })
-    });
-    ctx.register_udf(create_udf(
-        "pg_table_is_visible",
-        vec![DataType::Int64],
-        DataType::Boolean,
-        Volatility::Stable,
-        visible,
-    ));
 }

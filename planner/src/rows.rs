@@ -376,6 +376,7 @@ mod tests {
             name: name.into(),
             ty,
             nullable: true,
+            char_type: None,
             default: None,
             missing: None,
         }

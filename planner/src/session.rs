@@ -258,12 +258,20 @@ impl Engine {
             zone: time_zone.clone(),
         }));
         crate::functions::register(&ctx, database, user, backend_pid);
-        crate::pg_catalog::register_functions(&ctx, user);
+        crate::pg_catalog::register_functions(
+            &ctx,
+            user,
+            Arc::new(CatalogTables {
+                engine: self.inner.clone(),
+                db: database.to_string(),
+            }),
+        );
         ctx.register_catalog(
             database,
             Arc::new(BraidCatalogProvider {
                 engine: self.inner.clone(),
                 db: database.to_string(),
+                user: user.to_string(),
             }),
         );
         Ok(Session {
@@ -322,6 +330,8 @@ impl Engine {
 struct BraidCatalogProvider {
     engine: Arc<EngineInner>,
     db: String,
+    /// The session's user, the one role `pg_catalog.pg_roles` lists.
+    user: String,
 }
 
 /// Lists a database's tables for `pg_catalog`.
@@ -332,13 +342,8 @@ struct CatalogTables {
 }
 
 impl crate::pg_catalog::TableLister for CatalogTables {
-    fn list(&self) -> Vec<(String, u64, String)> {
-        self.engine
-            .catalog
-            .tables(&self.db)
-            .into_iter()
-            .map(|(s, t)| (s, t.id, t.name))
-            .collect()
+    fn list(&self) -> Vec<(String, TableDef)> {
+        self.engine.catalog.tables(&self.db)
     }
 }
 
@@ -350,12 +355,13 @@ impl CatalogProvider for BraidCatalogProvider {
     }
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == crate::pg_catalog::PG_CATALOG {
-            return Some(Arc::new(crate::pg_catalog::PgCatalogSchema::new(Box::new(
-                CatalogTables {
+            return Some(Arc::new(crate::pg_catalog::PgCatalogSchema::new(
+                Arc::new(CatalogTables {
                     engine: self.engine.clone(),
                     db: self.db.clone(),
-                },
-            ))));
+                }),
+                &self.user,
+            )));
         }
         self.engine
             .catalog
@@ -946,6 +952,7 @@ impl Session {
             Statement::Query(q) => {
                 hide_hidden_columns(q, &columns_of);
                 name_columns_as_postgres(q);
+                crate::pg_catalog::rewrite::rewrite_catalog_query(q);
             }
             Statement::Explain { statement, .. } => self.rewrite(statement)?,
             Statement::Insert(insert) => {
@@ -1670,6 +1677,7 @@ impl Session {
                             name: cname.clone(),
                             ty,
                             nullable,
+                            char_type: None,
                             default: None,
                             missing: None,
                         };
@@ -1700,6 +1708,7 @@ impl Session {
                 name: cname,
                 ty,
                 nullable,
+                char_type: crate::types::CharType::from_sql(&c.data_type),
                 default,
                 missing: None,
             });
@@ -1919,6 +1928,7 @@ impl Session {
                         name: cname.clone(),
                         ty: ColumnType::from_sql(&column_def.data_type)?,
                         nullable: true,
+                        char_type: crate::types::CharType::from_sql(&column_def.data_type),
                         default: None,
                         missing: None,
                     };
@@ -2222,6 +2232,7 @@ impl Session {
                 name: cname,
                 ty: ColumnType::from_sql(&c.data_type)?,
                 nullable,
+                char_type: crate::types::CharType::from_sql(&c.data_type),
                 default: None,
                 missing: None,
             });

@@ -39,6 +39,38 @@ pub enum ColumnType {
     Uuid,
 }
 
+/// How a text column was declared when it was not plain `text`, so the catalog shows it as
+/// PostgreSQL does (`character(84)`, `character varying(20)`). braid stores such columns as
+/// text: it neither pads nor checks the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CharType {
+    /// `character varying` (`varchar`) rather than `character` (`char`).
+    pub varying: bool,
+    /// The declared length; `character` without one is `character(1)`, as in PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+impl CharType {
+    /// The character type `t` declares, if it is one.
+    pub fn from_sql(t: &SqlType) -> Option<CharType> {
+        use datafusion::sql::sqlparser::ast::CharacterLength;
+        use SqlType as S;
+        let (varying, len) = match t {
+            S::Char(l) | S::Character(l) => (false, l),
+            S::Varchar(l) | S::CharacterVarying(l) | S::CharVarying(l) => (true, l),
+            _ => return None,
+        };
+        let length = match len {
+            Some(CharacterLength::IntegerLength { length, .. }) => Some(*length),
+            Some(CharacterLength::Max) => None,
+            None if varying => None,
+            None => Some(1),
+        };
+        Some(CharType { varying, length })
+    }
+}
+
 /// Precision and scale used for `numeric` without a type modifier.
 const NUMERIC_DEFAULT: (u8, i8) = (38, 10);
 

@@ -188,6 +188,13 @@ fn binary_value(
             Some(true) => "t".into(),
             Some(false) => "f".into(),
         },
+        // PostgreSQL's one-byte `"char"` (pg_class.relkind and the like); a zero byte is the
+        // empty value (attidentity of an ordinary column).
+        Type::CHAR => opt(row.try_get::<_, Option<i8>>(i)?.map(|c| match c {
+            0 => String::new(),
+            c => char::from(c as u8).to_string(),
+        })),
+        Type::OID => opt(row.try_get::<_, Option<u32>>(i)?),
         Type::INT2 => opt(row.try_get::<_, Option<i16>>(i)?),
         Type::INT4 => opt(row.try_get::<_, Option<i32>>(i)?),
         Type::INT8 => opt(row.try_get::<_, Option<i64>>(i)?),

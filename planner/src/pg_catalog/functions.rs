@@ -1,0 +1,358 @@
+//! The `pg_catalog` functions psql's describe queries call: `format_type`, `pg_get_expr`,
+//! `pg_get_indexdef`, `pg_get_constraintdef`, `pg_get_userbyid`, `pg_table_is_visible`, and
+//! the helpers [`super::rewrite`] turns `regclass` / `regtype` / `regnamespace` casts into.
+//!
+//! They take any argument types (psql passes OIDs as quoted literals such as `'16384'`, and
+//! `true` or `0` for flags) and read OIDs through a cast to bigint, so a value that is no OID
+//! gives NULL rather than an error, as for PostgreSQL an OID naming nothing does.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+use super::{quote_ident, type_info, Snapshot, TableLister, PG_CATALOG, PUBLIC_OID};
+use crate::catalog::DEFAULT_SCHEMA;
+
+/// Name of the function a `x::regclass` cast of a column becomes: the relation's name.
+pub const REGCLASS_NAME: &str = "braid_regclass_name";
+/// Name of the function a `'name'::regclass` cast of a literal becomes: the relation's OID.
+pub const REGCLASS_OID: &str = "braid_regclass_oid";
+/// Name of the function a `x::regnamespace` cast becomes: the namespace's name.
+pub const REGNAMESPACE_NAME: &str = "braid_regnamespace_name";
+
+type Body = dyn Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync;
+
+/// A catalog function: its name, how many arguments it takes, its result type and body.
+struct CatalogFn {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    body: Arc<Body>,
+}
+
+impl std::fmt::Debug for CatalogFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogFn")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+// Each name is registered once per session, so the name identifies the function.
+impl PartialEq for CatalogFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for CatalogFn {}
+impl Hash for CatalogFn {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for CatalogFn {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(self.returns.clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        Ok(ColumnarValue::Array((self.body)(&arrays, n)?))
+    }
+}
+
+fn register(
+    ctx: &SessionContext,
+    name: &'static str,
+    arities: &[usize],
+    returns: DataType,
+    body: impl Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync + 'static,
+) {
+    let signature = Signature::one_of(
+        arities
+            .iter()
+            .map(|&n| {
+                if n == 0 {
+                    TypeSignature::Nullary
+                } else {
+                    TypeSignature::Any(n)
+                }
+            })
+            .collect(),
+        Volatility::Stable,
+    );
+    ctx.register_udf(ScalarUDF::new_from_impl(CatalogFn {
+        name,
+        signature,
+        returns,
+        body: Arc::new(body),
+    }));
+}
+
+/// Argument `i` read as OIDs (NULL where it is missing or no integer).
+fn oids(args: &[ArrayRef], i: usize, n: usize) -> DfResult<Vec<Option<i64>>> {
+    let Some(a) = args.get(i) else {
+        return Ok(vec![None; n]);
+    };
+    let a = match a.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            // A quoted OID ('16384'); text that is no number is no OID.
+            let t = cast(a, &DataType::Utf8)?;
+            let t = t.as_string::<i32>();
+            return Ok((0..n)
+                .map(|r| {
+                    (!t.is_null(r))
+                        .then(|| t.value(r).trim().parse::<i64>().ok())
+                        .flatten()
+                })
+                .collect());
+        }
+        _ => cast(a, &DataType::Int64)?,
+    };
+    let a = a.as_primitive::<Int64Type>();
+    Ok((0..n)
+        .map(|r| (!a.is_null(r)).then(|| a.value(r)))
+        .collect())
+}
+
+/// Argument `i` read as text.
+fn texts(args: &[ArrayRef], i: usize, n: usize) -> DfResult<Vec<Option<String>>> {
+    let Some(a) = args.get(i) else {
+        return Ok(vec![None; n]);
+    };
+    let t = cast(a, &DataType::Utf8)?;
+    let t = t.as_string::<i32>();
+    Ok((0..n)
+        .map(|r| (!t.is_null(r)).then(|| t.value(r).to_string()))
+        .collect())
+}
+
+fn text_array(v: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+/// PostgreSQL's `format_type(type_oid, typmod)` for the types braid knows.
+pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
+    let m = typmod.filter(|m| *m >= 0);
+    match oid {
+        0 => "-".into(),
+        16 => "boolean".into(),
+        17 => "bytea".into(),
+        19 => "name".into(),
+        20 => "bigint".into(),
+        21 => "smallint".into(),
+        23 => "integer".into(),
+        25 => "text".into(),
+        26 => "oid".into(),
+        114 => "json".into(),
+        700 => "real".into(),
+        701 => "double precision".into(),
+        1042 => match m {
+            Some(m) => format!("character({})", m - 4),
+            None => "character".into(),
+        },
+        1043 => match m {
+            Some(m) => format!("character varying({})", m - 4),
+            None => "character varying".into(),
+        },
+        1082 => "date".into(),
+        1114 => match m {
+            Some(p) => format!("timestamp({p}) without time zone"),
+            None => "timestamp without time zone".into(),
+        },
+        1184 => match m {
+            Some(p) => format!("timestamp({p}) with time zone"),
+            None => "timestamp with time zone".into(),
+        },
+        1700 => match m {
+            Some(m) => {
+                let m = m - 4;
+                format!("numeric({},{})", (m >> 16) & 0xffff, m & 0xffff)
+            }
+            None => "numeric".into(),
+        },
+        2950 => "uuid".into(),
+        3802 => "jsonb".into(),
+        other => type_info(other).map_or("???".into(), |t| t.name.to_string()),
+    }
+}
+
+/// Registers the `pg_catalog` functions on a session; `tables` lists the database's tables
+/// when a query runs, so the functions see the catalog as the query's tables do.
+pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn TableLister>) {
+    let user = user.to_string();
+    register(ctx, "pg_get_userbyid", &[1], DataType::Utf8, move |a, n| {
+        Ok(text_array(
+            oids(a, 0, n)?
+                .into_iter()
+                .map(|o| o.map(|_| user.clone()))
+                .collect(),
+        ))
+    });
+    // Only the `public` schema is listed, and it is on every session's search path.
+    register(
+        ctx,
+        "pg_table_is_visible",
+        &[1],
+        DataType::Boolean,
+        |a, n| {
+            let v: Vec<Option<bool>> = oids(a, 0, n)?
+                .into_iter()
+                .map(|o| o.map(|_| true))
+                .collect();
+            Ok(Arc::new(datafusion::arrow::array::BooleanArray::from(v)))
+        },
+    );
+    register(ctx, "format_type", &[2], DataType::Utf8, |a, n| {
+        let types = oids(a, 0, n)?;
+        let mods = oids(a, 1, n)?;
+        Ok(text_array(
+            types
+                .into_iter()
+                .zip(mods)
+                .map(|(t, m)| t.map(|t| format_type(t, m)))
+                .collect(),
+        ))
+    });
+    // braid keeps defaults and index predicates as SQL text, which is what this returns.
+    register(ctx, "pg_get_expr", &[2, 3], DataType::Utf8, |a, n| {
+        Ok(text_array(texts(a, 0, n)?))
+    });
+    let t = tables.clone();
+    register(
+        ctx,
+        "pg_get_indexdef",
+        &[1, 3],
+        DataType::Utf8,
+        move |a, n| {
+            let snap = Snapshot::take(t.as_ref());
+            let ixs = oids(a, 0, n)?;
+            let cols = oids(a, 1, n)?;
+            Ok(text_array(
+                ixs.into_iter()
+                    .zip(cols)
+                    .map(|(ix, col)| {
+                        let ix = snap.index(ix?)?;
+                        match col.unwrap_or(0) {
+                            0 => Some(ix.definition()),
+                            c => ix
+                                .columns
+                                .get(usize::try_from(c).ok()?.checked_sub(1)?)
+                                .map(|c| quote_ident(c)),
+                        }
+                    })
+                    .collect(),
+            ))
+        },
+    );
+    let t = tables.clone();
+    register(
+        ctx,
+        "pg_get_constraintdef",
+        &[1, 2],
+        DataType::Utf8,
+        move |a, n| {
+            let snap = Snapshot::take(t.as_ref());
+            let indexes = snap.indexes();
+            Ok(text_array(
+                oids(a, 0, n)?
+                    .into_iter()
+                    .map(|c| {
+                        let c = c?;
+                        indexes
+                            .iter()
+                            .find(|i| i.constraint_oid() == Some(c))
+                            .map(|i| i.constraint_definition())
+                    })
+                    .collect(),
+            ))
+        },
+    );
+    let t = tables.clone();
+    register(ctx, REGCLASS_NAME, &[1], DataType::Utf8, move |a, n| {
+        let snap = Snapshot::take(t.as_ref());
+        Ok(text_array(
+            oids(a, 0, n)?
+                .into_iter()
+                .map(|o| {
+                    let o = o?;
+                    // An OID naming nothing prints as the number, as in PostgreSQL.
+                    Some(
+                        snap.relation_name(o)
+                            .map_or(o.to_string(), |name| quote_ident(&name)),
+                    )
+                })
+                .collect(),
+        ))
+    });
+    let t = tables;
+    register(ctx, REGCLASS_OID, &[1], DataType::Int64, move |a, n| {
+        let snap = Snapshot::take(t.as_ref());
+        let v: Vec<Option<i64>> = texts(a, 0, n)?
+            .into_iter()
+            .map(|name| {
+                let name = name?;
+                let name = name.strip_prefix("public.").unwrap_or(&name);
+                match name.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    Some(quoted) => snap.relation_oid(&quoted.replace("\"\"", "\"")),
+                    None => name
+                        .parse::<i64>()
+                        .ok()
+                        .or_else(|| snap.relation_oid(&name.to_ascii_lowercase())),
+                }
+            })
+            .collect();
+        Ok(Arc::new(Int64Array::from(v)))
+    });
+    register(ctx, REGNAMESPACE_NAME, &[1], DataType::Utf8, |a, n| {
+        Ok(text_array(
+            oids(a, 0, n)?
+                .into_iter()
+                .map(|o| {
+                    o.map(|o| match o {
+                        PUBLIC_OID => DEFAULT_SCHEMA.to_string(),
+                        11 => PG_CATALOG.to_string(),
+                        o => o.to_string(),
+                    })
+                })
+                .collect(),
+        ))
+    });
+    // No publications and no extended statistics exist.
+    register(
+        ctx,
+        "pg_relation_is_publishable",
+        &[1],
+        DataType::Boolean,
+        |a, n| {
+            let v: Vec<Option<bool>> = oids(a, 0, n)?
+                .into_iter()
+                .map(|o| o.map(|_| false))
+                .collect();
+            Ok(Arc::new(datafusion::arrow::array::BooleanArray::from(v)))
+        },
+    );
+    register(
+        ctx,
+        "pg_get_statisticsobjdef_columns",
+        &[1],
+        DataType::Utf8,
+        |_, n| Ok(text_array(vec![None; n])),
+    );
+}
