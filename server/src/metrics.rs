@@ -172,53 +172,88 @@ impl Metrics {
 /// The `Content-Type` of [`Metrics::encode`].
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// The kind label of a statement: its first keyword, from a fixed list.
-fn statement_kind(sql: &str) -> &'static str {
-    const KINDS: &[&str] = &[
-        "select",
-        "insert",
-        "update",
-        "delete",
-        "copy",
-        "create",
-        "drop",
-        "alter",
-        "begin",
-        "start",
-        "commit",
-        "end",
-        "rollback",
-        "abort",
-        "set",
-        "show",
-        "with",
-        "values",
-        "explain",
-        "truncate",
-        "prepare",
-        "execute",
-        "deallocate",
-        "discard",
-        "reset",
-    ];
+/// The statement kinds `braid_statements_total` and friends are labelled with: the leading
+/// keyword, lower-cased, then `empty` and `other`.
+const KINDS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "copy",
+    "create",
+    "drop",
+    "alter",
+    "begin",
+    "start",
+    "commit",
+    "end",
+    "rollback",
+    "abort",
+    "set",
+    "show",
+    "with",
+    "values",
+    "explain",
+    "truncate",
+    "prepare",
+    "execute",
+    "deallocate",
+    "discard",
+    "reset",
+    "empty",
+    "other",
+];
+
+const KIND_EMPTY: usize = KINDS.len() - 2;
+const KIND_OTHER: usize = KINDS.len() - 1;
+
+/// The kind of a statement (an index into [`KINDS`]): its first keyword, from a fixed list.
+fn statement_kind(sql: &str) -> usize {
     let word = sql
         .trim_start()
         .split(|c: char| !c.is_ascii_alphabetic())
         .next()
         .unwrap_or("");
     if word.is_empty() {
-        return "empty";
+        return KIND_EMPTY;
     }
-    KINDS
+    KINDS[..KIND_EMPTY]
         .iter()
-        .find(|k| k.eq_ignore_ascii_case(word))
-        .copied()
-        .unwrap_or("other")
+        .position(|k| k.eq_ignore_ascii_case(word))
+        .unwrap_or(KIND_OTHER)
 }
 
-/// Counts one statement and observes its latency when dropped.
+/// One statement kind's series, looked up once: a label lookup in each family on every
+/// statement (a `String` label, hashing and the family's lock) cost more than the
+/// statement-level work of a prepared point read.
+struct KindMetrics {
+    statements: Counter,
+    unplanned: Counter,
+    seconds: Histogram,
+}
+
+fn kind_metrics(kind: usize) -> Option<&'static KindMetrics> {
+    static HANDLES: std::sync::OnceLock<Vec<KindMetrics>> = std::sync::OnceLock::new();
+    HANDLES
+        .get_or_init(|| {
+            KINDS
+                .iter()
+                .map(|k| {
+                    let labels = vec![("kind", k.to_string())];
+                    KindMetrics {
+                        statements: METRICS.statements.get_or_create(&labels).clone(),
+                        unplanned: METRICS.statements_unplanned.get_or_create(&labels).clone(),
+                        seconds: METRICS.statement_seconds.get_or_create(&labels).clone(),
+                    }
+                })
+                .collect()
+        })
+        .get(kind)
+}
+
+/// Times a statement from [`statement`] until dropped.
 pub struct StatementTimer {
-    kind: &'static str,
+    kind: usize,
     started: Instant,
     unplanned: bool,
 }
@@ -241,15 +276,14 @@ pub fn statement(sql: &str) -> StatementTimer {
 
 impl Drop for StatementTimer {
     fn drop(&mut self) {
-        let labels = vec![("kind", self.kind.to_string())];
-        METRICS.statements.get_or_create(&labels).inc();
+        let Some(m) = kind_metrics(self.kind) else {
+            return;
+        };
+        m.statements.inc();
         if self.unplanned {
-            METRICS.statements_unplanned.get_or_create(&labels).inc();
+            m.unplanned.inc();
         }
-        METRICS
-            .statement_seconds
-            .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+        m.seconds.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
