@@ -159,6 +159,38 @@ impl Memtable {
         Some(e.value().clone())
     }
 
+    /// The first and last user keys in `(start, end)`, if the memtable holds any.
+    pub fn first_last(&self, start: &Bound<Bytes>, end: &Bound<Bytes>) -> Option<(Bytes, Bytes)> {
+        // Versions of one key sort seqno descending: (k, MAX) is before all of them, (k, 0)
+        // after all of them.
+        let lo: Option<(&[u8], u64)> = match start {
+            Bound::Included(k) => Some((k.as_ref(), u64::MAX)),
+            Bound::Excluded(k) => Some((k.as_ref(), 0)),
+            Bound::Unbounded => None,
+        };
+        let first = match (&lo, start) {
+            (Some(p), Bound::Excluded(_)) => {
+                self.map.lower_bound(Bound::Excluded(p as &dyn KeyView))
+            }
+            (Some(p), _) => self.map.lower_bound(Bound::Included(p as &dyn KeyView)),
+            (None, _) => self.map.front(),
+        }?;
+        let hi: Option<(&[u8], u64)> = match end {
+            Bound::Included(k) => Some((k.as_ref(), 0)),
+            Bound::Excluded(k) => Some((k.as_ref(), u64::MAX)),
+            Bound::Unbounded => None,
+        };
+        let last = match (&hi, end) {
+            (Some(p), Bound::Excluded(_)) => {
+                self.map.upper_bound(Bound::Excluded(p as &dyn KeyView))
+            }
+            (Some(p), _) => self.map.upper_bound(Bound::Included(p as &dyn KeyView)),
+            (None, _) => self.map.back(),
+        }?;
+        let (first, last) = (first.key().user.clone(), last.key().user.clone());
+        (first <= last).then_some((first, last))
+    }
+
     /// Up to `max` entries after `after` (or from `start` when `after` is None), in order,
     /// stopping past `end`. Used by scans and flushes to walk the table in chunks without
     /// holding a borrow across `.await`.
