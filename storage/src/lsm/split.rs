@@ -79,7 +79,8 @@ pub(crate) fn table_samples(
     }
 }
 
-/// Evenly spread samples of a memtable's keys in the range.
+/// Evenly spread samples of a memtable's keys in the range, weighing the share of its bytes
+/// that the range's part of its key span holds.
 pub(crate) fn memtable_samples(
     mem: &Memtable,
     start: &Bound<Bytes>,
@@ -89,24 +90,39 @@ pub(crate) fn memtable_samples(
     let Some((first, last)) = mem.first_last(start, end) else {
         return;
     };
+    let Some((all_first, all_last)) = mem.first_last(&Bound::Unbounded, &Bound::Unbounded) else {
+        return;
+    };
     let bytes = mem.approximate_bytes() as u64;
-    if first == last {
-        out.push((first.to_vec(), bytes));
+    // Positions in the memtable's whole key span, as numbers after the common prefix.
+    let prefix = common_prefix(&all_first, &all_last);
+    let span = number_after(&all_last, prefix) - number_after(&all_first, prefix);
+    let (lo, hi) = (number_after(&first, prefix), number_after(&last, prefix));
+    let in_range_bytes = if span == 0 {
+        bytes
+    } else {
+        (bytes as u128 * u128::from(hi.saturating_sub(lo)) / u128::from(span)) as u64
+    };
+    if first == last || hi <= lo {
+        out.push((first.to_vec(), in_range_bytes.max(1)));
         return;
     }
-    let prefix = first
-        .iter()
-        .zip(last.iter())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let (lo, hi) = (number_after(&first, prefix), number_after(&last, prefix));
-    let step = bytes / MEMTABLE_SAMPLES as u64;
+    let step = (in_range_bytes / MEMTABLE_SAMPLES as u64).max(1);
     for i in 1..=MEMTABLE_SAMPLES as u64 {
         let n = lo + ((hi - lo) as u128 * i as u128 / MEMTABLE_SAMPLES as u128) as u64;
-        let mut k = first.get(..prefix).unwrap_or(&[]).to_vec();
+        let mut k = all_first.get(..prefix).unwrap_or(&[]).to_vec();
         k.extend_from_slice(&n.to_be_bytes());
+        // The zeros `number_after` padded short keys with: without them the sample is
+        // the key it stands for, not one just above it.
+        while k.len() > prefix && k.last() == Some(&0) {
+            k.pop();
+        }
         out.push((k, step));
     }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count()
 }
 
 /// The 8 bytes of `k` after `prefix` as a big-endian number (missing bytes read as 0).
@@ -201,6 +217,26 @@ mod tests {
         let end = Bound::Included(Bytes::from(k(4)));
         let keys = split_keys(samples, 2, 0, &Bound::Unbounded, &end);
         assert!(keys.iter().all(|c| c.as_ref() <= k(4).as_slice()));
+    }
+
+    #[test]
+    fn a_narrow_range_of_a_memtable_weighs_its_share() {
+        let mem = Memtable::new(1);
+        for i in 0..1000u32 {
+            mem.insert(Bytes::from(k(i)), 1, Some(Bytes::from(vec![0u8; 100])));
+        }
+        let (start, end) = (
+            Bound::Included(Bytes::from(k(100))),
+            Bound::Included(Bytes::from(k(199))),
+        );
+        let mut samples = Vec::new();
+        memtable_samples(&mem, &start, &end, &mut samples);
+        let total: u64 = samples.iter().map(|(_, w)| *w).sum();
+        let all = mem.approximate_bytes() as u64;
+        assert!(total * 8 < all && total * 12 > all, "{total} of {all}");
+        assert!(samples.iter().all(|(s, _)| {
+            s.as_slice() >= k(100).as_slice() && s.as_slice() <= k(199).as_slice()
+        }));
     }
 
     #[test]
