@@ -8,7 +8,6 @@
 //! first.
 
 use std::cmp::Ordering;
-use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use bytes::Bytes;
 
 use super::cache::BlockCache;
 use super::format::{push_internal_key, split_internal_key, user_key, Kind, SEQNO_MAX};
-use super::memtable::{MemKey, Memtable};
+use super::memtable::{MemChunk, MemKey, Memtable};
 use super::table::{Table, TableIter};
 use crate::error::Result;
 
@@ -36,7 +35,8 @@ pub(crate) struct Current<'a> {
 /// Walks one memtable in chunks, so no borrow of the skip list lives across an `.await`.
 pub(crate) struct MemIter {
     mem: Arc<Memtable>,
-    buf: VecDeque<(MemKey, Option<Bytes>)>,
+    buf: MemChunk,
+    /// The last entry of the chunk just used up, where the next chunk starts after.
     last: Option<MemKey>,
     end: Bound<Bytes>,
     chunk: usize,
@@ -47,7 +47,7 @@ impl MemIter {
     pub fn new(mem: Arc<Memtable>, end: Bound<Bytes>) -> Self {
         MemIter {
             mem,
-            buf: VecDeque::new(),
+            buf: MemChunk::default(),
             last: None,
             end,
             chunk: MEM_CHUNK_MIN,
@@ -77,9 +77,14 @@ impl MemIter {
     }
 
     fn next(&mut self) {
-        if let Some((k, _)) = self.buf.pop_front() {
-            self.last = Some(k);
+        if self.buf.len() == 1 {
+            // The chunk's last entry: the next chunk starts after it.
+            self.last = self.buf.front().map(|(user, seqno, _)| MemKey {
+                user: Bytes::copy_from_slice(user),
+                seqno,
+            });
         }
+        self.buf.pop_front();
         if self.buf.is_empty() && !self.done {
             if let Some(last) = self.last.take() {
                 self.refill(Bound::Excluded(&last));
@@ -89,21 +94,16 @@ impl MemIter {
     }
 
     fn current(&self) -> Option<(Current<'_>, &[u8])> {
-        self.buf.front().map(|(k, v)| {
+        self.buf.front().map(|(user, seqno, v)| {
             let kind = if v.is_some() { Kind::Put } else { Kind::Delete };
-            (
-                Current {
-                    user: &k.user,
-                    seqno: k.seqno,
-                    kind,
-                },
-                v.as_deref().unwrap_or(&[]),
-            )
+            (Current { user, seqno, kind }, v.unwrap_or(&[]))
         })
     }
 
     fn current_value(&self) -> Option<Bytes> {
-        self.buf.front().map(|(_, v)| v.clone().unwrap_or_default())
+        self.buf
+            .front()
+            .map(|(_, _, v)| Bytes::copy_from_slice(v.unwrap_or(&[])))
     }
 }
 
@@ -207,7 +207,7 @@ impl Source {
 
     fn current_key(&self) -> Option<(&[u8], u64)> {
         match self {
-            Source::Mem(m) => m.buf.front().map(|(k, _)| (k.user.as_ref(), k.seqno)),
+            Source::Mem(m) => m.buf.front().map(|(user, seqno, _)| (user, seqno)),
             Source::Table(t) => t
                 .entry()
                 .and_then(|(k, _)| split_internal_key(k))

@@ -206,16 +206,10 @@ impl Memtable {
         (first <= last).then_some((first, last))
     }
 
-    /// Up to `max` entries after `after` (or from `start` when `after` is None), in order,
-    /// stopping past `end`. Used by scans and flushes to walk the table in chunks without
-    /// holding a borrow across `.await`.
-    pub fn chunk(
-        &self,
-        from: Bound<&MemKey>,
-        end: Bound<&Bytes>,
-        max: usize,
-        out: &mut std::collections::VecDeque<(MemKey, Option<Bytes>)>,
-    ) {
+    /// Up to `max` entries from `from` on, in order, stopping past `end`, copied into `out`.
+    /// Used by scans and flushes to walk the table in chunks without holding a borrow across
+    /// `.await`.
+    pub fn chunk(&self, from: Bound<&MemKey>, end: Bound<&Bytes>, max: usize, out: &mut MemChunk) {
         let guard = &epoch::pin();
         for e in self
             .map
@@ -230,7 +224,68 @@ impl Memtable {
             if past {
                 break;
             }
-            out.push_back((e.key().clone(), e.value().clone()));
+            out.push(&e.key().user, e.key().seqno, e.value().as_deref());
+        }
+    }
+}
+
+/// Entries copied out of a memtable, keys and values back to back in one reused buffer: a
+/// copy of a short row costs less than the reference counts (and, the first time, the
+/// allocation that makes a `Bytes` shareable) of cloning its key and value.
+#[derive(Debug, Default)]
+pub(crate) struct MemChunk {
+    bytes: Vec<u8>,
+    entries: std::collections::VecDeque<ChunkEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ChunkEntry {
+    key: (usize, usize),
+    seqno: u64,
+    /// `None`: a tombstone.
+    value: Option<(usize, usize)>,
+}
+
+impl MemChunk {
+    fn push(&mut self, user: &[u8], seqno: u64, value: Option<&[u8]>) {
+        let k = self.bytes.len();
+        self.bytes.extend_from_slice(user);
+        let key = (k, self.bytes.len());
+        let value = value.map(|v| {
+            let at = self.bytes.len();
+            self.bytes.extend_from_slice(v);
+            (at, self.bytes.len())
+        });
+        self.entries.push_back(ChunkEntry { key, seqno, value });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Forgets every entry, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+    }
+
+    /// The first entry: user key, seqno, value (`None` for a tombstone).
+    pub fn front(&self) -> Option<(&[u8], u64, Option<&[u8]>)> {
+        let e = self.entries.front()?;
+        let user = self.bytes.get(e.key.0..e.key.1).unwrap_or(&[]);
+        let value = e.value.map(|(a, b)| self.bytes.get(a..b).unwrap_or(&[]));
+        Some((user, e.seqno, value))
+    }
+
+    /// Drops the first entry; the buffer is reused once the chunk is empty.
+    pub fn pop_front(&mut self) {
+        self.entries.pop_front();
+        if self.entries.is_empty() {
+            self.bytes.clear();
         }
     }
 }
