@@ -16,7 +16,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::format::{user_key, BlockHandle};
+use super::format::{push_internal_key, user_key, BlockHandle, Kind, SEQNO_MAX};
 use super::memtable::Memtable;
 use super::table::Table;
 
@@ -51,7 +51,16 @@ pub(crate) fn table_samples(
     out: &mut Vec<Sample>,
 ) {
     let mut it = table.index_iter();
-    if it.seek_to_first().is_err() {
+    // The first block that can hold the start: the first whose last key is at or after it.
+    let positioned = match start {
+        Bound::Included(k) | Bound::Excluded(k) => {
+            let mut target = Vec::with_capacity(k.len() + 8);
+            push_internal_key(&mut target, k, SEQNO_MAX, Kind::Put);
+            it.seek(&target)
+        }
+        Bound::Unbounded => it.seek_to_first(),
+    };
+    if positioned.is_err() {
         return;
     }
     while it.valid() {
