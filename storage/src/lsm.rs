@@ -12,6 +12,7 @@
 //! - `memtable`: the in-memory sorted versions (lock-free skip list);
 //! - `table`: SSTable writer and reader; `cache`: the sharded LRU block cache;
 //! - `iter`: per-source iterators, the merge and [`Scan`]; `version`: what a reader holds;
+//! - `split`: keys cutting a range into parts of about equal size, for parallel scans;
 //! - `compaction`: leveled compaction (why leveled, and how it stays out of the way, is there).
 //!
 //! What must stay true:
