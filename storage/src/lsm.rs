@@ -783,7 +783,7 @@ impl Inner {
             while let Some((cur, value)) = it.current() {
                 ikey.clear();
                 format::push_internal_key(&mut ikey, cur.user, cur.seqno, cur.kind);
-                w.add(&ikey, &value, &mut no_limit).await?;
+                w.add(&ikey, value, &mut no_limit).await?;
                 it.next().await?;
                 written += 1;
                 if written & (compaction::YIELD_EVERY_ENTRIES - 1) == 0 {

@@ -238,6 +238,9 @@ pub(crate) struct MemChunk {
     entries: std::collections::VecDeque<ChunkEntry>,
 }
 
+/// One entry of a [`MemChunk`], borrowed: user key, seqno, value (`None`: a tombstone).
+pub(crate) type ChunkItem<'a> = (&'a [u8], u64, Option<&'a [u8]>);
+
 #[derive(Debug, Clone, Copy)]
 struct ChunkEntry {
     key: (usize, usize),
@@ -274,7 +277,7 @@ impl MemChunk {
     }
 
     /// The first entry: user key, seqno, value (`None` for a tombstone).
-    pub fn front(&self) -> Option<(&[u8], u64, Option<&[u8]>)> {
+    pub fn front(&self) -> Option<ChunkItem<'_>> {
         let e = self.entries.front()?;
         let user = self.bytes.get(e.key.0..e.key.1).unwrap_or(&[]);
         let value = e.value.map(|(a, b)| self.bytes.get(a..b).unwrap_or(&[]));
