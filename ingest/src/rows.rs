@@ -24,6 +24,7 @@ mod oracle;
 mod txn;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -232,6 +233,30 @@ impl RowStore {
     /// Starts a transaction reading the latest published commit.
     pub fn begin(&self) -> Transaction {
         Transaction::begin(self.shared.clone())
+    }
+
+    /// Up to `parts - 1` keys of `table` cutting `(start, end)` into parts of about equal
+    /// size, for scanning them in parallel; none when the range holds less than `bytes_min`
+    /// bytes or the table does not exist. An estimate from what is in memory: it reads
+    /// nothing from disk, and any keys it returns cover the range exactly once.
+    pub fn split_keys(
+        &self,
+        table: TableId,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        parts: usize,
+        bytes_min: u64,
+    ) -> Vec<Bytes> {
+        let Ok(t) = self.shared.table(table) else {
+            return Vec::new();
+        };
+        let owned = |b: Bound<&[u8]>| match b {
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        t.lsm
+            .split_keys((owned(start), owned(end)), parts, bytes_min)
     }
 
     /// Sets the schema stamp of `table` (a caller's fingerprint of what every writer of the

@@ -194,21 +194,33 @@ impl<'a> Reader<'a> {
         }
         Err(DecodeError::Varint(start))
     }
-
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let len = self.varint()?;
-        let len = usize::try_from(len).map_err(|_| DecodeError::Varint(self.pos))?;
-        self.take(len)
-    }
 }
 
 /// Builds Arrow arrays for a set of projected columns from encoded rows.
+///
+/// A row is walked once, slot by slot, only as far as the last projected slot: values of
+/// other slots are stepped over (a length read, no copy), nothing is allocated per row, and
+/// the bytes after the last projected slot are not read at all.
 pub struct RowDecoder {
     /// (index in the catalog column list, builder)
     columns: Vec<(usize, ColumnBuilder)>,
     types: Vec<ColumnType>,
     /// Per column: the value a row too short to hold it reads instead of NULL.
     missing: Vec<Option<Vec<u8>>>,
+    /// Slots a row is read up to (one past the last projected slot).
+    slots_needed: usize,
+    /// Where each slot's value is in the row being decoded (reused across rows).
+    spans: Vec<Span>,
+}
+
+/// Where a slot's value is in one row.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    Null,
+    /// Bytes `start..end` of the row.
+    Row(usize, usize),
+    /// The row is too short to hold the slot: its `missing` value (or NULL).
+    Missing,
 }
 
 enum ColumnBuilder {
@@ -299,14 +311,17 @@ impl RowDecoder {
     /// A decoder for the catalog columns `types`, producing arrays for `projection` (indexes
     /// into `types`) in that order.
     pub fn new(types: &[ColumnType], projection: &[usize]) -> Self {
-        let columns = projection
+        let columns: Vec<(usize, ColumnBuilder)> = projection
             .iter()
             .filter_map(|&i| types.get(i).map(|t| (i, ColumnBuilder::new(*t))))
             .collect();
+        let slots_needed = columns.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
         RowDecoder {
             columns,
             types: types.to_vec(),
             missing: Vec::new(),
+            slots_needed,
+            spans: Vec::with_capacity(slots_needed),
         }
     }
 
@@ -319,15 +334,24 @@ impl RowDecoder {
 
     /// Decodes one row and appends its projected values. On error nothing is appended.
     pub fn append(&mut self, value: &[u8]) -> Result<(), DecodeError> {
-        let values = decode_values(&self.types, value, &self.missing)?;
+        locate_values(&self.types, value, self.slots_needed, &mut self.spans)?;
+        let spans = &self.spans;
+        let missing = &self.missing;
+        let slice = |slot: usize| -> Option<&[u8]> {
+            match spans.get(slot) {
+                Some(Span::Row(s, e)) => value.get(*s..*e),
+                Some(Span::Missing) => missing.get(slot).and_then(|m| m.as_deref()),
+                Some(Span::Null) | None => None,
+            }
+        };
         // Check text first so that a bad row leaves every builder untouched.
         for (idx, builder) in &self.columns {
-            if let (ColumnBuilder::Text(_), Some(Some(v))) = (builder, values.get(*idx)) {
+            if let (ColumnBuilder::Text(_), Some(v)) = (builder, slice(*idx)) {
                 std::str::from_utf8(v).map_err(|_| DecodeError::Utf8(*idx))?;
             }
         }
         for (idx, builder) in &mut self.columns {
-            match values.get(*idx).copied().flatten() {
+            match slice(*idx) {
                 None => builder.append_null(),
                 Some(v) => append_value(builder, v, *idx)?,
             }
@@ -348,12 +372,15 @@ impl RowDecoder {
     }
 }
 
-/// Splits a row into per-column byte slices (None = NULL).
-fn decode_values<'a>(
+/// Finds where the values of slots `0..slots` are in a row, into `spans` (cleared first).
+/// Reads the row only as far as those slots go; every read is bounds-checked.
+fn locate_values(
     types: &[ColumnType],
-    value: &'a [u8],
-    missing: &'a [Option<Vec<u8>>],
-) -> Result<Vec<Option<&'a [u8]>>, DecodeError> {
+    value: &[u8],
+    slots: usize,
+    spans: &mut Vec<Span>,
+) -> Result<(), DecodeError> {
+    spans.clear();
     let mut r = Reader { buf: value, pos: 0 };
     let [version] = r.array::<1>().map_err(|_| DecodeError::Empty)?;
     if version != ROW_FORMAT_VERSION {
@@ -361,37 +388,33 @@ fn decode_values<'a>(
     }
     let ncols = usize::try_from(r.varint()?).map_err(|_| DecodeError::Varint(1))?;
     let bitmap = r.take(ncols.div_ceil(8))?;
-    let mut out = Vec::with_capacity(types.len());
-    for i in 0..types.len() {
+    for (i, ty) in types.iter().enumerate().take(slots) {
         if i >= ncols {
-            out.push(missing.get(i).and_then(|m| m.as_deref()));
+            spans.push(Span::Missing);
             continue;
         }
-        let null = bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
-        if null {
-            out.push(None);
+        if bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
+            spans.push(Span::Null);
             continue;
         }
-        let slice = match types.get(i) {
-            Some(ColumnType::Bool) => r.take(1)?,
-            Some(ColumnType::Int2) => r.take(2)?,
-            Some(ColumnType::Int4) | Some(ColumnType::Float4) | Some(ColumnType::Date) => {
-                r.take(4)?
+        let len = match ty {
+            ColumnType::Bool => 1,
+            ColumnType::Int2 => 2,
+            ColumnType::Int4 | ColumnType::Float4 | ColumnType::Date => 4,
+            ColumnType::Int8
+            | ColumnType::Float8
+            | ColumnType::Timestamp
+            | ColumnType::Timestamptz => 8,
+            ColumnType::Numeric { .. } => 16,
+            ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid | ColumnType::Bytea => {
+                usize::try_from(r.varint()?).map_err(|_| DecodeError::Varint(r.pos))?
             }
-            Some(ColumnType::Int8)
-            | Some(ColumnType::Float8)
-            | Some(ColumnType::Timestamp)
-            | Some(ColumnType::Timestamptz) => r.take(8)?,
-            Some(ColumnType::Numeric { .. }) => r.take(16)?,
-            Some(ColumnType::Text)
-            | Some(ColumnType::Jsonb)
-            | Some(ColumnType::Uuid)
-            | Some(ColumnType::Bytea) => r.bytes()?,
-            None => break,
         };
-        out.push(Some(slice));
+        let start = r.pos;
+        r.take(len)?;
+        spans.push(Span::Row(start, r.pos));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], DecodeError> {

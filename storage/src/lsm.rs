@@ -12,6 +12,7 @@
 //! - `memtable`: the in-memory sorted versions (lock-free skip list);
 //! - `table`: SSTable writer and reader; `cache`: the sharded LRU block cache;
 //! - `iter`: per-source iterators, the merge and [`Scan`]; `version`: what a reader holds;
+//! - `split`: keys cutting a range into parts of about equal size, for parallel scans;
 //! - `compaction`: leveled compaction (why leveled, and how it stays out of the way, is there).
 //!
 //! What must stay true:
@@ -35,6 +36,7 @@ mod cache;
 mod compaction;
 mod iter;
 mod memtable;
+mod split;
 mod table;
 mod version;
 
@@ -454,6 +456,36 @@ impl Lsm {
         Ok(Scan::new(sources, read_seq, start, end))
     }
 
+    /// Up to `parts - 1` keys cutting `range` into parts of about equal size for parallel
+    /// scans (`split`), or none when the range holds less than `bytes_min` bytes (as far
+    /// as the tables' indexes and the memtables' sizes tell; nothing is read from disk).
+    /// The keys increase strictly and lie inside the range.
+    pub fn split_keys<R: RangeBounds<Vec<u8>>>(
+        &self,
+        range: R,
+        parts: usize,
+        bytes_min: u64,
+    ) -> Vec<Bytes> {
+        let sv = self.inner.current();
+        let own = |b: Bound<&Vec<u8>>| match b {
+            Bound::Included(k) => Bound::Included(Bytes::copy_from_slice(k)),
+            Bound::Excluded(k) => Bound::Excluded(Bytes::copy_from_slice(k)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let (start, end) = (own(range.start_bound()), own(range.end_bound()));
+        let mut samples = Vec::new();
+        split::memtable_samples(&sv.active, &start, &end, &mut samples);
+        for m in &sv.immutables {
+            split::memtable_samples(m, &start, &end, &mut samples);
+        }
+        for level in &sv.version.levels {
+            for t in level.iter().filter(|t| overlaps_range(t, &start, &end)) {
+                split::table_samples(t, &start, &end, &mut samples);
+            }
+        }
+        split::split_keys(samples, parts, bytes_min, &start, &end)
+    }
+
     /// Registers the latest applied seqno as a snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let mut r = self.inner.snapshots.lock();
@@ -751,7 +783,7 @@ impl Inner {
             while let Some((cur, value)) = it.current() {
                 ikey.clear();
                 format::push_internal_key(&mut ikey, cur.user, cur.seqno, cur.kind);
-                w.add(&ikey, &value, &mut no_limit).await?;
+                w.add(&ikey, value, &mut no_limit).await?;
                 it.next().await?;
                 written += 1;
                 if written & (compaction::YIELD_EVERY_ENTRIES - 1) == 0 {

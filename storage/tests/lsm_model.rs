@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 
 use braid_storage::lsm::{Lsm, LsmOptions, Snapshot, WriteBatch};
 use common::*;
@@ -103,10 +103,70 @@ async fn check(lsm: &Lsm, seq: u64, model: &Model, lo: u8, hi: u8) {
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     let want: Vec<(Vec<u8>, Vec<u8>)> = model
-        .range((Bound::Excluded(a), Bound::Included(b)))
+        .range((Bound::Excluded(a.clone()), Bound::Included(b.clone())))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     assert_eq!(got, want, "range scan at {seq}");
+    let (start, end) = (Bound::Excluded(a), Bound::Included(b));
+    assert_eq!(
+        scan_split(lsm, seq, start.clone(), end.clone(), 3).await,
+        want,
+        "range scan split into parts at {seq}"
+    );
+    assert_eq!(
+        scan_split(lsm, seq, Bound::Unbounded, Bound::Unbounded, 4).await,
+        all,
+        "full scan split into parts at {seq}"
+    );
+}
+
+/// Scans `(start, end)` the way a parallel scan does: cut at [`Lsm::split_keys`] (no size
+/// threshold), each part read by a scan of its own through [`braid_storage::lsm::Scan::visit`]
+/// a few rows at a time, the parts' rows concatenated. The cuts must be increasing and inside
+/// the range, so the parts hold every row once.
+async fn scan_split(
+    lsm: &Lsm,
+    seq: u64,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    parts: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let cuts = lsm.split_keys((start.clone(), end.clone()), parts, 0);
+    assert!(cuts.len() < parts, "{} cuts for {parts} parts", cuts.len());
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]), "cuts not increasing");
+    let mut bounds = Vec::new();
+    let mut lo = start;
+    for c in cuts {
+        let c = c.to_vec();
+        let inside: (Bound<&Vec<u8>>, Bound<&Vec<u8>>) = (lo.as_ref(), end.as_ref());
+        assert!(
+            RangeBounds::<Vec<u8>>::contains(&inside, &c),
+            "cut outside the range"
+        );
+        bounds.push((lo, Bound::Excluded(c.clone())));
+        lo = Bound::Included(c);
+    }
+    bounds.push((lo, end));
+    let mut out = Vec::new();
+    for range in bounds {
+        let mut scan = lsm.scan(range, seq).expect("scan");
+        loop {
+            let mut rows = Vec::new();
+            let n = scan
+                .visit(3, &mut |k, v| {
+                    rows.push((k.to_vec(), v.to_vec()));
+                    true
+                })
+                .await
+                .expect("visit");
+            assert_eq!(n, rows.len());
+            if n == 0 {
+                break;
+            }
+            out.extend(rows);
+        }
+    }
+    out
 }
 
 async fn run(ops: Vec<Op>) {

@@ -456,6 +456,37 @@ impl TxnScan {
         Ok(self.next().await?.map(|(_, v)| v))
     }
 
+    /// Hands up to `rows_max` rows, in key order, to `visit` as borrowed `(key, value)`
+    /// slices; returns how many (0 only at the end). Without writes of the transaction left
+    /// in the range the rows come straight from the snapshot's merge, copied nowhere
+    /// ([`braid_storage::lsm::Scan::visit`]); otherwise row by row through
+    /// [`TxnScan::next`]. `visit` returns `false` to stop early.
+    pub async fn visit(
+        &mut self,
+        rows_max: usize,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<usize> {
+        if self.own.is_empty() && self.head.is_none() {
+            if self.base_done {
+                return Ok(0);
+            }
+            let n = self.base.visit(rows_max, visit).await?;
+            self.base_done = n == 0;
+            return Ok(n);
+        }
+        let mut n = 0;
+        while n < rows_max {
+            let Some((k, v)) = self.next().await? else {
+                break;
+            };
+            n += 1;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// Every remaining row.
     pub async fn collect(mut self) -> Result<Vec<(Bytes, Bytes)>> {
         let mut out = Vec::new();

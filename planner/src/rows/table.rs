@@ -127,7 +127,7 @@ impl TableProvider for RowTable {
 
     async fn scan(
         &self,
-        _state: &dyn DfSession,
+        state: &dyn DfSession,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -136,14 +136,27 @@ impl TableProvider for RowTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        Ok(Arc::new(RowScanExec::new(
-            self.def.clone(),
-            self.db.clone(),
-            self.schema.clone(),
-            projection,
-            choose_access(&self.layout, &self.indexes, filters),
-            limit,
-        )?))
+        // DataFusion's knobs for splitting file scans say when a row scan is split too:
+        // into `target_partitions` key ranges once it reads `repartition_file_min_size`
+        // bytes.
+        let opts = state.config_options();
+        let parts = if opts.optimizer.repartition_file_scans {
+            opts.execution.target_partitions
+        } else {
+            1
+        };
+        let bytes_min = opts.optimizer.repartition_file_min_size as u64;
+        Ok(Arc::new(
+            RowScanExec::new(
+                self.def.clone(),
+                self.db.clone(),
+                self.schema.clone(),
+                projection,
+                choose_access(&self.layout, &self.indexes, filters),
+                limit,
+            )?
+            .split(parts, bytes_min),
+        ))
     }
 
     async fn insert_into(

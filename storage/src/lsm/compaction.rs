@@ -264,7 +264,7 @@ where
                 ikey.clear();
                 push_internal_key(&mut ikey, cur.user, cur.seqno, cur.kind);
                 if let Some(w) = &mut writer {
-                    w.add(&ikey, &value, &mut limiter).await?;
+                    w.add(&ikey, value, &mut limiter).await?;
                 }
             }
             merge.next().await?;

@@ -8,7 +8,6 @@
 //! first.
 
 use std::cmp::Ordering;
-use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use bytes::Bytes;
 
 use super::cache::BlockCache;
 use super::format::{push_internal_key, split_internal_key, user_key, Kind, SEQNO_MAX};
-use super::memtable::{MemKey, Memtable};
+use super::memtable::{MemChunk, MemKey, Memtable};
 use super::table::{Table, TableIter};
 use crate::error::Result;
 
@@ -36,7 +35,8 @@ pub(crate) struct Current<'a> {
 /// Walks one memtable in chunks, so no borrow of the skip list lives across an `.await`.
 pub(crate) struct MemIter {
     mem: Arc<Memtable>,
-    buf: VecDeque<(MemKey, Option<Bytes>)>,
+    buf: MemChunk,
+    /// The last entry of the chunk just used up, where the next chunk starts after.
     last: Option<MemKey>,
     end: Bound<Bytes>,
     chunk: usize,
@@ -47,7 +47,7 @@ impl MemIter {
     pub fn new(mem: Arc<Memtable>, end: Bound<Bytes>) -> Self {
         MemIter {
             mem,
-            buf: VecDeque::new(),
+            buf: MemChunk::default(),
             last: None,
             end,
             chunk: MEM_CHUNK_MIN,
@@ -77,9 +77,14 @@ impl MemIter {
     }
 
     fn next(&mut self) {
-        if let Some((k, _)) = self.buf.pop_front() {
-            self.last = Some(k);
+        if self.buf.len() == 1 {
+            // The chunk's last entry: the next chunk starts after it.
+            self.last = self.buf.front().map(|(user, seqno, _)| MemKey {
+                user: Bytes::copy_from_slice(user),
+                seqno,
+            });
         }
+        self.buf.pop_front();
         if self.buf.is_empty() && !self.done {
             if let Some(last) = self.last.take() {
                 self.refill(Bound::Excluded(&last));
@@ -88,18 +93,17 @@ impl MemIter {
         }
     }
 
-    fn current(&self) -> Option<(Current<'_>, Bytes)> {
-        self.buf.front().map(|(k, v)| {
+    fn current(&self) -> Option<(Current<'_>, &[u8])> {
+        self.buf.front().map(|(user, seqno, v)| {
             let kind = if v.is_some() { Kind::Put } else { Kind::Delete };
-            (
-                Current {
-                    user: &k.user,
-                    seqno: k.seqno,
-                    kind,
-                },
-                v.clone().unwrap_or_default(),
-            )
+            (Current { user, seqno, kind }, v.unwrap_or(&[]))
         })
+    }
+
+    fn current_value(&self) -> Option<Bytes> {
+        self.buf
+            .front()
+            .map(|(_, _, v)| Bytes::copy_from_slice(v.unwrap_or(&[])))
     }
 }
 
@@ -172,11 +176,13 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    fn current(&self) -> Option<(Current<'_>, Bytes)> {
-        fn table_current(t: &TableIter) -> Option<(Current<'_>, Bytes)> {
+    /// The current version and its value, borrowed: a scan copies or counts a value only
+    /// when it hands the row out.
+    fn current(&self) -> Option<(Current<'_>, &[u8])> {
+        fn table_current(t: &TableIter) -> Option<(Current<'_>, &[u8])> {
             t.entry().and_then(|(k, b)| {
                 split_internal_key(k)
-                    .map(|(user, seqno, kind)| (Current { user, seqno, kind }, b.value()))
+                    .map(|(user, seqno, kind)| (Current { user, seqno, kind }, b.value_slice()))
             })
         }
         match self {
@@ -186,9 +192,22 @@ impl Source {
         }
     }
 
+    /// The current value as owned bytes (a reference count, not a copy).
+    fn current_value(&self) -> Option<Bytes> {
+        match self {
+            Source::Mem(m) => m.current_value(),
+            Source::Table(t) => t.entry().map(|(_, b)| b.value()),
+            Source::Level(l) => l
+                .cur
+                .as_ref()
+                .and_then(|t| t.entry())
+                .map(|(_, b)| b.value()),
+        }
+    }
+
     fn current_key(&self) -> Option<(&[u8], u64)> {
         match self {
-            Source::Mem(m) => m.buf.front().map(|(k, _)| (k.user.as_ref(), k.seqno)),
+            Source::Mem(m) => m.buf.front().map(|(user, seqno, _)| (user, seqno)),
             Source::Table(t) => t
                 .entry()
                 .and_then(|(k, _)| split_internal_key(k))
@@ -248,9 +267,18 @@ fn cmp_version(a: (&[u8], u64), b: (&[u8], u64)) -> Ordering {
 /// Merges sources (newest first) into one internal-key-ordered sequence. A linear pick over
 /// the sources: there are few (memtables + level-0 tables + one per level), so a heap would
 /// save little and cost an owned key per entry.
+///
+/// The pick also remembers the runner-up (the smallest version among the other sources).
+/// Stepping moves only the current source, so the others keep their places: while the
+/// current source's next version stays below the runner-up it is still the smallest, found
+/// with one comparison instead of a pass over every source. When sources cover disjoint key
+/// ranges (rows loaded in key order, flushed into tables one after another) almost every step
+/// takes that path.
 pub(crate) struct MergeIter {
     sources: Vec<Source>,
     cur: Option<usize>,
+    /// The source holding the smallest version after `cur`'s, when there is one.
+    runner_up: Option<usize>,
     /// The current user key while stepping past it (reused: no allocation per entry).
     scratch: Vec<u8>,
 }
@@ -260,20 +288,26 @@ impl MergeIter {
         MergeIter {
             sources,
             cur: None,
+            runner_up: None,
             scratch: Vec::new(),
         }
     }
 
     fn pick(&mut self) {
         let mut best: Option<(usize, (&[u8], u64))> = None;
+        let mut second: Option<(usize, (&[u8], u64))> = None;
         for (i, s) in self.sources.iter().enumerate() {
             if let Some(k) = s.current_key() {
                 if best.is_none_or(|(_, b)| cmp_version(k, b) == Ordering::Less) {
+                    second = best;
                     best = Some((i, k));
+                } else if second.is_none_or(|(_, b)| cmp_version(k, b) == Ordering::Less) {
+                    second = Some((i, k));
                 }
             }
         }
         self.cur = best.map(|(i, _)| i);
+        self.runner_up = second.map(|(i, _)| i);
     }
 
     pub async fn seek(&mut self, target: Option<(&[u8], u64)>) -> Result<()> {
@@ -284,16 +318,58 @@ impl MergeIter {
         Ok(())
     }
 
-    pub fn current(&self) -> Option<(Current<'_>, Bytes)> {
+    pub fn current(&self) -> Option<(Current<'_>, &[u8])> {
         self.cur
             .and_then(|i| self.sources.get(i))
             .and_then(|s| s.current())
+    }
+
+    /// The current value as owned bytes.
+    pub fn current_value(&self) -> Option<Bytes> {
+        self.cur
+            .and_then(|i| self.sources.get(i))
+            .and_then(|s| s.current_value())
     }
 
     /// Steps past the current version; a later source holding the very same version (which
     /// should not happen, but costs nothing to tolerate) is stepped past too.
     pub async fn next(&mut self) -> Result<()> {
         let Some(i) = self.cur else { return Ok(()) };
+        // Only the runner-up can hold the same version: every other source is above it.
+        let duplicate = match (
+            self.sources.get(i).and_then(|s| s.current_key()),
+            self.runner_up
+                .and_then(|r| self.sources.get(r))
+                .and_then(|s| s.current_key()),
+        ) {
+            (None, _) => return Ok(()),
+            (Some(c), Some(r)) => cmp_version(c, r) == Ordering::Equal,
+            (Some(_), None) => false,
+        };
+        if duplicate {
+            return self.next_all(i).await;
+        }
+        if let Some(s) = self.sources.get_mut(i) {
+            s.next().await?;
+        }
+        let still_smallest = match (
+            self.sources.get(i).and_then(|s| s.current_key()),
+            self.runner_up
+                .and_then(|r| self.sources.get(r))
+                .and_then(|s| s.current_key()),
+        ) {
+            (Some(c), Some(r)) => cmp_version(c, r) == Ordering::Less,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !still_smallest {
+            self.pick();
+        }
+        Ok(())
+    }
+
+    /// Steps every source from `i` on that holds the current version, then picks again.
+    async fn next_all(&mut self, i: usize) -> Result<()> {
         let seqno = match self.sources.get(i).and_then(|s| s.current_key()) {
             Some((u, s)) => {
                 self.scratch.clear();
@@ -357,21 +433,61 @@ impl Scan {
 
     /// The next `(key, value)` in key order, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
-        Ok(self
-            .step(true)
-            .await?
-            .map(|(k, v)| (k.unwrap_or_default(), v)))
+        if !self.find().await? {
+            return Ok(None);
+        }
+        let out = match (self.merge.current(), self.merge.current_value()) {
+            (Some((cur, _)), Some(v)) => Some((Bytes::copy_from_slice(cur.user), v)),
+            _ => None,
+        };
+        self.merge.next().await?;
+        Ok(out)
     }
 
     /// The next value in key order, without copying out its key (a scan that needs only the
     /// rows saves an allocation per row).
     pub async fn next_value(&mut self) -> Result<Option<Bytes>> {
-        Ok(self.step(false).await?.map(|(_, v)| v))
+        if !self.find().await? {
+            return Ok(None);
+        }
+        let out = self.merge.current_value();
+        self.merge.next().await?;
+        Ok(out)
     }
 
-    async fn step(&mut self, with_key: bool) -> Result<Option<(Option<Bytes>, Bytes)>> {
+    /// Hands up to `rows_max` rows, in key order, to `visit` as borrowed `(key, value)`
+    /// slices, and returns how many it handed over (0 only at the end of the range). Nothing
+    /// is copied and no reference count is touched per row: a long scan that decodes each
+    /// row into columns at once pays only the merge. `visit` returns `false` to stop early
+    /// (the row it was given counts as read).
+    pub async fn visit(
+        &mut self,
+        rows_max: usize,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<usize> {
+        let mut n = 0;
+        while n < rows_max {
+            if !self.find().await? {
+                break;
+            }
+            let more = match self.merge.current() {
+                Some((cur, v)) => visit(cur.user, v),
+                None => false,
+            };
+            n += 1;
+            self.merge.next().await?;
+            if !more {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Moves the merge to the next row to hand out (the newest version of its key at or
+    /// below `read_seq`, a put) and records its key as seen; `false` at the end of the range.
+    async fn find(&mut self) -> Result<bool> {
         if self.done {
-            return Ok(None);
+            return Ok(false);
         }
         if !self.started {
             self.started = true;
@@ -386,9 +502,9 @@ impl Scan {
             }
         }
         loop {
-            let Some((cur, value)) = self.merge.current() else {
+            let Some((cur, _)) = self.merge.current() else {
                 self.done = true;
-                return Ok(None);
+                return Ok(false);
             };
             let past_end = match &self.end {
                 Bound::Included(e) => cur.user > e.as_ref(),
@@ -397,22 +513,19 @@ impl Scan {
             };
             if past_end {
                 self.done = true;
-                return Ok(None);
+                return Ok(false);
             }
             let seen = self.last_user.as_deref() == Some(cur.user);
-            let out = if cur.seqno > self.read_seq || seen {
-                None
-            } else {
+            if cur.seqno <= self.read_seq && !seen {
+                let put = cur.kind == Kind::Put;
                 let l = self.last_user.get_or_insert_with(Vec::new);
                 l.clear();
                 l.extend_from_slice(cur.user);
-                (cur.kind == Kind::Put)
-                    .then(|| (with_key.then(|| Bytes::copy_from_slice(cur.user)), value))
-            };
-            self.merge.next().await?;
-            if let Some(kv) = out {
-                return Ok(Some(kv));
+                if put {
+                    return Ok(true);
+                }
             }
+            self.merge.next().await?;
         }
     }
 

@@ -304,6 +304,12 @@ impl Table {
         Error::corruption(self.path(), position, e.to_string())
     }
 
+    /// An iterator over the index block (one entry per data block: its last internal key
+    /// and its handle), which is in memory.
+    pub fn index_iter(&self) -> BlockIter {
+        self.index.iter()
+    }
+
     /// Whether the table's key range overlaps `[lo, hi]` (user keys).
     pub fn overlaps(&self, lo: &[u8], hi: &[u8]) -> bool {
         self.meta.smallest.as_ref() <= hi && self.meta.largest.as_ref() >= lo
