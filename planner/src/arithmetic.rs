@@ -43,8 +43,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::optimizer::analyzer::function_rewrite::ApplyFunctionRewrites;
 use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
@@ -224,7 +224,12 @@ impl ScalarUDFImpl for CheckedInt {
     fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
         Ok(match args {
             [a] => format!("({} {})", self.op.symbol(), a.schema_name()),
-            [a, b] => format!("{} {} {}", a.schema_name(), self.op.symbol(), b.schema_name()),
+            [a, b] => format!(
+                "{} {} {}",
+                a.schema_name(),
+                self.op.symbol(),
+                b.schema_name()
+            ),
             _ => return internal_err!("{} takes {} arguments", self.name, self.op.arity()),
         })
     }
@@ -282,11 +287,18 @@ macro_rules! overflowing {
 
 overflowing!(i16, i32, i64);
 
+/// A wrapping binary operation and whether it wrapped.
+type WrappingOp<N> = fn(N, N) -> (N, bool);
+
 /// A scalar operand: its value, `None` for NULL.
 fn scalar_value<T: ArrowPrimitiveType>(s: &ScalarValue) -> DfResult<Option<T::Native>> {
     let array = s.to_array()?;
     let Some(p) = array.as_primitive_opt::<T>() else {
-        return internal_err!("checked arithmetic got {} for {}", s.data_type(), T::DATA_TYPE);
+        return internal_err!(
+            "checked arithmetic got {} for {}",
+            s.data_type(),
+            T::DATA_TYPE
+        );
     };
     Ok(p.is_valid(0).then(|| p.value(0)))
 }
@@ -294,7 +306,11 @@ fn scalar_value<T: ArrowPrimitiveType>(s: &ScalarValue) -> DfResult<Option<T::Na
 fn primitive<T: ArrowPrimitiveType>(a: &ArrayRef) -> DfResult<&PrimitiveArray<T>> {
     match a.as_primitive_opt::<T>() {
         Some(p) => Ok(p),
-        None => internal_err!("checked arithmetic got {} for {}", a.data_type(), T::DATA_TYPE),
+        None => internal_err!(
+            "checked arithmetic got {} for {}",
+            a.data_type(),
+            T::DATA_TYPE
+        ),
     }
 }
 
@@ -342,7 +358,7 @@ fn binary<T: ArrowPrimitiveType>(
 where
     T::Native: Overflowing,
 {
-    let f: fn(T::Native, T::Native) -> (T::Native, bool) = match op {
+    let f: WrappingOp<T::Native> = match op {
         Op::Add => Overflowing::add,
         Op::Sub => Overflowing::sub,
         Op::Mul => Overflowing::mul,
@@ -420,10 +436,7 @@ where
 /// Integer division: Arrow's kernel already refuses `MIN / -1` and division by zero; only
 /// the overflow's message becomes PostgreSQL's (division by zero keeps its own, 22012).
 fn divide(ty: IntType, l: &ColumnarValue, r: &ColumnarValue) -> DfResult<ColumnarValue> {
-    let scalars = matches!(
-        (l, r),
-        (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
-    );
+    let scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
     let datum = |v: &ColumnarValue| -> DfResult<Box<dyn datafusion::arrow::array::Datum>> {
         Ok(match v {
             ColumnarValue::Array(a) => Box::new(a.clone()),
@@ -583,7 +596,12 @@ mod tests {
         let max = ints(vec![Some(1), Some(i32::MAX)]);
         let one = ColumnarValue::Scalar(ScalarValue::Int32(Some(1)));
         assert_eq!(
-            message(run(Op::Add, IntType::Int4, vec![max.clone(), one.clone()], 2)),
+            message(run(
+                Op::Add,
+                IntType::Int4,
+                vec![max.clone(), one.clone()],
+                2
+            )),
             "integer out of range"
         );
         assert_eq!(

@@ -168,7 +168,10 @@ fn arrow_sqlstate(e: &ArrowError) -> (&'static str, String) {
 /// for it (`Can't cast value 3000000000 to type Int32`): a value too big for an `integer`
 /// column or cast is 22003 `integer out of range` in PostgreSQL, not bad input.
 fn integer_cast_out_of_range(m: &str) -> Option<&'static str> {
-    let to = m.strip_prefix("Can't cast value ")?.rsplit_once(" to type ")?.1;
+    let to = m
+        .strip_prefix("Can't cast value ")?
+        .rsplit_once(" to type ")?
+        .1;
     match to {
         "Int16" => Some("smallint"),
         "Int32" => Some("integer"),
