@@ -287,9 +287,6 @@ macro_rules! overflowing {
 
 overflowing!(i16, i32, i64);
 
-/// A wrapping binary operation and whether it wrapped.
-type WrappingOp<N> = fn(N, N) -> (N, bool);
-
 /// A scalar operand: its value, `None` for NULL.
 fn scalar_value<T: ArrowPrimitiveType>(s: &ScalarValue) -> DfResult<Option<T::Native>> {
     let array = s.to_array()?;
@@ -319,6 +316,7 @@ fn primitive<T: ArrowPrimitiveType>(a: &ArrayRef) -> DfResult<&PrimitiveArray<T>
 /// is not an error: only when some row overflowed are the non-NULL rows checked one by one.
 fn finish<T: ArrowPrimitiveType>(
     ty: IntType,
+    len: usize,
     results: impl Iterator<Item = (T::Native, bool)>,
     nulls: Option<NullBuffer>,
     wrapped_at: impl Fn(usize) -> bool,
@@ -326,13 +324,14 @@ fn finish<T: ArrowPrimitiveType>(
 where
     T::Native: Overflowing,
 {
+    // A plain loop into a buffer of the right size, with the flags OR-ed together: no
+    // branch per row, so it vectorizes.
     let mut wrapped = false;
-    let values: Vec<T::Native> = results
-        .map(|(v, o)| {
-            wrapped |= o;
-            v
-        })
-        .collect();
+    let mut values = vec![T::Native::default(); len];
+    for (slot, (v, o)) in values.iter_mut().zip(results) {
+        *slot = v;
+        wrapped |= o;
+    }
     if wrapped {
         let real = match &nulls {
             None => true,
@@ -358,12 +357,27 @@ fn binary<T: ArrowPrimitiveType>(
 where
     T::Native: Overflowing,
 {
-    let f: WrappingOp<T::Native> = match op {
-        Op::Add => Overflowing::add,
-        Op::Sub => Overflowing::sub,
-        Op::Mul => Overflowing::mul,
-        Op::Div | Op::Neg => return internal_err!("{op:?} is not a wrapping binary operation"),
-    };
+    // Each operation is its own instance of the kernel (not a function pointer), so that the
+    // per-row operation inlines and the loop vectorizes as Arrow's wrapping kernels do.
+    match op {
+        Op::Add => binary_with::<T, _>(ty, l, r, rows, <T::Native as Overflowing>::add),
+        Op::Sub => binary_with::<T, _>(ty, l, r, rows, <T::Native as Overflowing>::sub),
+        Op::Mul => binary_with::<T, _>(ty, l, r, rows, <T::Native as Overflowing>::mul),
+        Op::Div | Op::Neg => internal_err!("{op:?} is not a wrapping binary operation"),
+    }
+}
+
+fn binary_with<T: ArrowPrimitiveType, F>(
+    ty: IntType,
+    l: &ColumnarValue,
+    r: &ColumnarValue,
+    rows: usize,
+    f: F,
+) -> DfResult<ColumnarValue>
+where
+    T::Native: Overflowing,
+    F: Fn(T::Native, T::Native) -> (T::Native, bool),
+{
     let null = || ColumnarValue::Array(new_null_array(&T::DATA_TYPE, rows));
     match (l, r) {
         (ColumnarValue::Scalar(a), ColumnarValue::Scalar(b)) => {
@@ -384,7 +398,9 @@ where
             };
             let a = primitive::<T>(a)?;
             let results = a.values().iter().map(|&x| f(x, b));
-            finish::<T>(ty, results, a.nulls().cloned(), |i| f(a.value(i), b).1)
+            finish::<T>(ty, a.len(), results, a.nulls().cloned(), |i| {
+                f(a.value(i), b).1
+            })
         }
         (ColumnarValue::Scalar(a), ColumnarValue::Array(b)) => {
             let Some(a) = scalar_value::<T>(a)? else {
@@ -392,7 +408,9 @@ where
             };
             let b = primitive::<T>(b)?;
             let results = b.values().iter().map(|&y| f(a, y));
-            finish::<T>(ty, results, b.nulls().cloned(), |i| f(a, b.value(i)).1)
+            finish::<T>(ty, b.len(), results, b.nulls().cloned(), |i| {
+                f(a, b.value(i)).1
+            })
         }
         (ColumnarValue::Array(a), ColumnarValue::Array(b)) => {
             let (a, b) = (primitive::<T>(a)?, primitive::<T>(b)?);
@@ -405,7 +423,7 @@ where
                 .zip(b.values().iter())
                 .map(|(&x, &y)| f(x, y));
             let nulls = NullBuffer::union(a.nulls(), b.nulls());
-            finish::<T>(ty, results, nulls, |i| f(a.value(i), b.value(i)).1)
+            finish::<T>(ty, a.len(), results, nulls, |i| f(a.value(i), b.value(i)).1)
         }
     }
 }
@@ -428,7 +446,9 @@ where
         ColumnarValue::Array(a) => {
             let a = primitive::<T>(a)?;
             let results = a.values().iter().map(|&x| x.neg());
-            finish::<T>(ty, results, a.nulls().cloned(), |i| a.value(i).neg().1)
+            finish::<T>(ty, a.len(), results, a.nulls().cloned(), |i| {
+                a.value(i).neg().1
+            })
         }
     }
 }
