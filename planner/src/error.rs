@@ -102,6 +102,10 @@ pub enum Error {
     /// The user's DROP names an object another one needs (an index a constraint owns).
     #[error("{0}")]
     DependentObjects(String),
+    /// Integer arithmetic whose result does not fit its type (`smallint`, `integer` or
+    /// `bigint`): the user's data or query, never a silently wrapped value.
+    #[error("{0} out of range")]
+    OutOfRange(&'static str),
     /// A statement other than ROLLBACK inside a failed transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

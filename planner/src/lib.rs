@@ -12,6 +12,7 @@
 //! - A write to a row table reports success only after its transaction's commit is durable
 //!   (at the end of the statement, or at COMMIT inside a block).
 
+pub mod arithmetic;
 pub mod catalog;
 pub mod copy;
 pub mod datetime;

@@ -199,6 +199,7 @@ impl Engine {
         );
         let defaults_ctx = SessionContext::new();
         crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
+        crate::arithmetic::register(&defaults_ctx)?;
         let inner = Arc::new(EngineInner {
             catalog,
             logs,
@@ -258,6 +259,7 @@ impl Engine {
             zone: time_zone.clone(),
         }));
         crate::functions::register(&ctx, database, user, backend_pid);
+        crate::arithmetic::register(&ctx)?;
         crate::pg_catalog::register_functions(
             &ctx,
             user,

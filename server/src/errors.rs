@@ -107,6 +107,7 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::UndefinedObject(_) => "42704",
         Error::DependentObjects(_) => "2BP01",
         Error::InFailedTransaction => "25P02",
+        Error::OutOfRange(_) => "22003",
         Error::Storage { kind, .. } => match kind {
             StorageErrorKind::DiskFull => "53100",
             StorageErrorKind::Corruption => "XX001",
@@ -134,7 +135,9 @@ fn arrow_sqlstate(e: &ArrowError) -> (&'static str, String) {
         ArrowError::DivideByZero => ("22012", "division by zero".into()),
         ArrowError::ArithmeticOverflow(m) => ("22003", format!("value out of range: {m}")),
         ArrowError::CastError(m) | ArrowError::ParseError(m) => {
-            if m.to_ascii_lowercase().contains("overflow") || m.contains("out of range") {
+            if let Some(type_name) = integer_cast_out_of_range(m) {
+                ("22003", format!("{type_name} out of range"))
+            } else if m.to_ascii_lowercase().contains("overflow") || m.contains("out of range") {
                 ("22003", m.clone())
             } else {
                 ("22P02", format!("invalid input syntax: {m}"))
@@ -158,6 +161,22 @@ fn arrow_sqlstate(e: &ArrowError) -> (&'static str, String) {
                 ("XX000", m)
             }
         }
+    }
+}
+
+/// The PostgreSQL name of the integer type a number did not fit into, from Arrow's message
+/// for it (`Can't cast value 3000000000 to type Int32`): a value too big for an `integer`
+/// column or cast is 22003 `integer out of range` in PostgreSQL, not bad input.
+fn integer_cast_out_of_range(m: &str) -> Option<&'static str> {
+    let to = m
+        .strip_prefix("Can't cast value ")?
+        .rsplit_once(" to type ")?
+        .1;
+    match to {
+        "Int16" => Some("smallint"),
+        "Int32" => Some("integer"),
+        "Int64" => Some("bigint"),
+        _ => None,
     }
 }
 

@@ -1263,3 +1263,86 @@ async fn point_statements_by_key_match_postgresql() -> anyhow::Result<()> {
     drop(client);
     stop_with_a_clean_log(&mut server).await
 }
+
+/// Integer overflow in the prepared fast paths (point UPDATE and SELECT by primary key,
+/// prepared INSERT) fails with 22003 as in PostgreSQL, and leaves the row as it was.
+#[tokio::test]
+async fn prepared_integer_overflow_fails_and_changes_nothing() -> anyhow::Result<()> {
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE acc (aid int PRIMARY KEY, abalance int, total bigint); \
+             INSERT INTO acc VALUES (1, 2147483000, 9223372036854775000), (2, 5, 5)",
+        )
+        .await?;
+    let out_of_range = |err: tokio_postgres::Error, message: &str| -> anyhow::Result<()> {
+        let db = err.as_db_error().context("a server error")?;
+        assert_eq!(db.code(), &SqlState::NUMERIC_VALUE_OUT_OF_RANGE, "{db}");
+        assert_eq!(db.message(), message);
+        Ok(())
+    };
+
+    // pgbench's update: the parameter is typed integer from the column.
+    let update = client
+        .prepare("UPDATE acc SET abalance = abalance + $1 WHERE aid = $2")
+        .await?;
+    let err = client
+        .execute(&update, &[&1000i32, &1i32])
+        .await
+        .expect_err("2147483000 + 1000 does not fit an integer");
+    out_of_range(err, "integer out of range")?;
+    let update_total = client
+        .prepare("UPDATE acc SET total = total * $1 WHERE aid = $2")
+        .await?;
+    let err = client
+        .execute(&update_total, &[&2i64, &1i32])
+        .await
+        .expect_err("doubling total does not fit a bigint");
+    out_of_range(err, "bigint out of range")?;
+    let row = client
+        .query_one("SELECT abalance, total FROM acc WHERE aid = 1", &[])
+        .await?;
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, i64>(1)),
+        (2147483000, 9223372036854775000),
+        "a failed UPDATE changes nothing"
+    );
+
+    // The same statements still work where the result fits.
+    assert_eq!(client.execute(&update, &[&647i32, &1i32]).await?, 1);
+    assert_eq!(client.execute(&update, &[&-10i32, &2i32]).await?, 1);
+    let row = client
+        .query_one("SELECT abalance FROM acc WHERE aid = 1", &[])
+        .await?;
+    assert_eq!(row.get::<_, i32>(0), i32::MAX);
+
+    // A point SELECT and a prepared INSERT compute with the same checks.
+    let select = client
+        .prepare("SELECT abalance * $1, -abalance FROM acc WHERE aid = $2")
+        .await?;
+    let err = client
+        .query(&select, &[&2i32, &1i32])
+        .await
+        .expect_err("i32::MAX * 2 does not fit an integer");
+    out_of_range(err, "integer out of range")?;
+    let row = client.query_one(&select, &[&3i32, &2i32]).await?;
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (-15, 5));
+    let insert = client
+        .prepare("INSERT INTO acc (aid, abalance) VALUES ($1, $2::int * 2::int)")
+        .await?;
+    let err = client
+        .execute(&insert, &[&3i32, &i32::MAX])
+        .await
+        .expect_err("i32::MAX * 2 does not fit an integer");
+    out_of_range(err, "integer out of range")?;
+    assert_eq!(client.execute(&insert, &[&3i32, &21i32]).await?, 1);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acc", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 3, "only the INSERT that fits added a row");
+
+    drop(client);
+    stop_with_a_clean_log(&mut server).await
+}

@@ -69,7 +69,10 @@ fn plan_default(state: &SessionState, expr: &SqlExpr) -> Result<Expr> {
         expr: expr.clone(),
         alias: None,
     };
-    Ok(state.create_logical_expr_from_sql_expr(with_alias, &DFSchema::empty())?)
+    let logical = state.create_logical_expr_from_sql_expr(with_alias, &DFSchema::empty())?;
+    // Its callers fold it to a constant before making a physical expression: checked first,
+    // so `DEFAULT 9223372036854775807 + 1` fails as in PostgreSQL instead of wrapping.
+    Ok(crate::arithmetic::check(logical, &DFSchema::empty())?)
 }
 
 /// The value rows stored before `ADD COLUMN ... DEFAULT expr` read for the new column: the

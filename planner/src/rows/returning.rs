@@ -159,8 +159,10 @@ impl Returning {
         self.exprs
             .iter()
             .map(|e| {
-                let coerced = simplifier.coerce(e.clone(), &self.input)?;
-                let simple = simplifier.simplify(coerced)?;
+                // Coerced and made overflow-checked before folding, so a constant cannot
+                // wrap.
+                let checked = crate::arithmetic::check(e.clone(), &self.input)?;
+                let simple = simplifier.simplify(checked)?;
                 Ok(state.create_physical_expr(simple, &self.input)?)
             })
             .collect()

@@ -231,8 +231,9 @@ fn physical(
         .with_current_time()
         .build();
     let simplifier = ExprSimplifier::new(ctx);
-    let coerced = simplifier.coerce(e.clone(), schema)?;
-    let simple = simplifier.simplify(coerced)?;
+    // Coerced and made overflow-checked before folding, so a constant cannot wrap.
+    let checked = crate::arithmetic::check(e.clone(), schema)?;
+    let simple = simplifier.simplify(checked)?;
     Ok(state.create_physical_expr(simple, schema)?)
 }
 
