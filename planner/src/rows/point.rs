@@ -9,15 +9,16 @@
 //! Here the statement is taken apart once, at Parse: its WHERE conjuncts, projection or
 //! assignments become physical expressions over the table's columns followed by one column per
 //! parameter (and one for `now()`, which DataFusion can only fold, not evaluate). An Execute
-//! binds the values into the conjuncts to find the keys — with the same [`key_access`] the
-//! planned scan uses — reads those rows in the session's transaction (or the statement's own)
-//! and evaluates the expressions over them.
+//! finds the key — straight from the bound values when each key column is fixed by one
+//! `column = $n` or constant, else by binding the values into the conjuncts and running the
+//! same [`key_access`] the planned scan uses — reads those rows in the session's transaction
+//! (or the statement's own) and evaluates the expressions over them.
 //!
 //! What must stay true: the rows, errors and writes are those of the planned path. Every WHERE
 //! conjunct is evaluated over every row read (the keys only narrow the reads, as the scan's
-//! `Inexact` pushdown does), UPDATE and DELETE go through the planned path's own
-//! [`RowDmlExec::run`], and anything not recognised at Parse — or bound values that do not
-//! give whole keys at Execute — is left to DataFusion.
+//! `Inexact` pushdown does) except a `column = $n` the key read itself guarantees; UPDATE and
+//! DELETE go through the planned path's own [`RowDmlExec::run`]; and anything not recognised
+//! at Parse — or bound values that do not give whole keys at Execute — is left to DataFusion.
 
 use std::sync::Arc;
 
