@@ -179,6 +179,20 @@ impl Snapshot {
         FIRST_USER_OID + t.id as i64
     }
 
+    /// The `attnum`s (1-based column positions, 0 for an unknown name) of `columns` in `t`,
+    /// as `pg_index.indkey` and `pg_constraint.conkey` list them.
+    fn attnums(t: &TableDef, columns: &[String]) -> Vec<i16> {
+        columns
+            .iter()
+            .map(|c| {
+                t.columns
+                    .iter()
+                    .position(|x| &x.name == c)
+                    .map_or(0, |p| p as i16 + 1)
+            })
+            .collect()
+    }
+
     /// The indexes of one table: the primary key first, then the rest in creation order.
     pub fn indexes_of(t: &TableDef) -> Vec<IndexInfo> {
         let mut out = Vec::new();
@@ -714,16 +728,7 @@ impl PgCatalogSchema {
                 .iter()
                 .flat_map(|t| {
                     Snapshot::indexes_of(t).into_iter().map(move |ix| {
-                        let key: Vec<i16> = ix
-                            .columns
-                            .iter()
-                            .map(|c| {
-                                t.columns
-                                    .iter()
-                                    .position(|x| &x.name == c)
-                                    .map_or(0, |p| p as i16 + 1)
-                            })
-                            .collect();
+                        let key = Snapshot::attnums(t, &ix.columns);
                         let n = ix.columns.len() as i16;
                         vec![
                             oid(ix.oid),
@@ -754,16 +759,7 @@ impl PgCatalogSchema {
                 .flat_map(|t| {
                     Snapshot::indexes_of(t).into_iter().filter_map(move |ix| {
                         let con = ix.constraint_oid()?;
-                        let key: Vec<i16> = ix
-                            .columns
-                            .iter()
-                            .map(|c| {
-                                t.columns
-                                    .iter()
-                                    .position(|x| &x.name == c)
-                                    .map_or(0, |p| p as i16 + 1)
-                            })
-                            .collect();
+                        let key = Snapshot::attnums(t, &ix.columns);
                         Some(vec![
                             oid(con),
                             s(&ix.name),

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ops::{Bound, RangeBounds};
+use std::ops::Bound;
 
 use braid_storage::lsm::{Lsm, LsmOptions, Snapshot, WriteBatch};
 use common::*;
@@ -131,22 +131,7 @@ async fn scan_split(
     end: Bound<Vec<u8>>,
     parts: usize,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let cuts = lsm.split_keys((start.clone(), end.clone()), parts, 0);
-    assert!(cuts.len() < parts, "{} cuts for {parts} parts", cuts.len());
-    assert!(cuts.windows(2).all(|w| w[0] < w[1]), "cuts not increasing");
-    let mut bounds = Vec::new();
-    let mut lo = start;
-    for c in cuts {
-        let c = c.to_vec();
-        let inside: (Bound<&Vec<u8>>, Bound<&Vec<u8>>) = (lo.as_ref(), end.as_ref());
-        assert!(
-            RangeBounds::<Vec<u8>>::contains(&inside, &c),
-            "cut outside the range"
-        );
-        bounds.push((lo, Bound::Excluded(c.clone())));
-        lo = Bound::Included(c);
-    }
-    bounds.push((lo, end));
+    let bounds = split_ranges(lsm, start, end, parts);
     let mut out = Vec::new();
     for range in bounds {
         let mut scan = lsm.scan(range, seq).expect("scan");

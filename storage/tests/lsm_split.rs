@@ -24,15 +24,8 @@ async fn scan_parts(
     end: Bound<Vec<u8>>,
     parts: usize,
 ) -> (usize, Vec<(Vec<u8>, Vec<u8>)>) {
-    let cuts = lsm.split_keys((start.clone(), end.clone()), parts, 0);
-    let n = cuts.len() + 1;
-    let mut lo = start;
-    let mut ranges = Vec::new();
-    for c in cuts {
-        ranges.push((lo, Bound::Excluded(c.to_vec())));
-        lo = Bound::Included(c.to_vec());
-    }
-    ranges.push((lo, end));
+    let ranges = split_ranges(lsm, start, end, parts);
+    let n = ranges.len();
     let mut rows = Vec::new();
     let mut sizes = Vec::new();
     for r in ranges {

@@ -61,3 +61,32 @@ pub async fn scan_all(lsm: &Lsm, seq: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect()
 }
+
+/// `(start, end)` cut where [`Lsm::split_keys`] says (no size threshold) into at most `parts`
+/// ranges, checking what a parallel scan relies on: the cuts are increasing and inside the
+/// range, so the parts hold every row once.
+pub fn split_ranges(
+    lsm: &Lsm,
+    start: std::ops::Bound<Vec<u8>>,
+    end: std::ops::Bound<Vec<u8>>,
+    parts: usize,
+) -> Vec<(std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>)> {
+    use std::ops::{Bound, RangeBounds};
+    let cuts = lsm.split_keys((start.clone(), end.clone()), parts, 0);
+    assert!(cuts.len() < parts, "{} cuts for {parts} parts", cuts.len());
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]), "cuts not increasing");
+    let mut ranges = Vec::new();
+    let mut lo = start;
+    for c in cuts {
+        let c = c.to_vec();
+        let inside: (Bound<&Vec<u8>>, Bound<&Vec<u8>>) = (lo.as_ref(), end.as_ref());
+        assert!(
+            RangeBounds::<Vec<u8>>::contains(&inside, &c),
+            "cut outside the range"
+        );
+        ranges.push((lo, Bound::Excluded(c.clone())));
+        lo = Bound::Included(c);
+    }
+    ranges.push((lo, end));
+    ranges
+}
