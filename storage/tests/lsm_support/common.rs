@@ -62,6 +62,9 @@ pub async fn scan_all(lsm: &Lsm, seq: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// A key range, as [`Lsm::scan`] takes it.
+pub type KeyRange = (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>);
+
 /// `(start, end)` cut where [`Lsm::split_keys`] says (no size threshold) into at most `parts`
 /// ranges, checking what a parallel scan relies on: the cuts are increasing and inside the
 /// range, so the parts hold every row once.
@@ -70,7 +73,7 @@ pub fn split_ranges(
     start: std::ops::Bound<Vec<u8>>,
     end: std::ops::Bound<Vec<u8>>,
     parts: usize,
-) -> Vec<(std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>)> {
+) -> Vec<KeyRange> {
     use std::ops::{Bound, RangeBounds};
     let cuts = lsm.split_keys((start.clone(), end.clone()), parts, 0);
     assert!(cuts.len() < parts, "{} cuts for {parts} parts", cuts.len());
