@@ -444,6 +444,11 @@ impl BlockIter {
             .unwrap_or(&[])
     }
 
+    /// Whether an entry follows the current one in this block.
+    pub fn has_next(&self) -> bool {
+        self.next_at < self.block.restarts_at
+    }
+
     /// Offset inside the block of the entry after the current one (for error positions).
     pub fn position(&self) -> usize {
         self.next_at

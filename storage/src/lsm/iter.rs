@@ -166,6 +166,14 @@ impl LevelIter {
         }
         self.open_next().await
     }
+
+    /// [`next`](Self::next) when it stays inside the current block; `false`: nothing done.
+    fn next_in_block(&mut self) -> Result<bool> {
+        match &mut self.cur {
+            Some(t) => t.next_in_block(),
+            None => Ok(false),
+        }
+    }
 }
 
 /// A source of versions in internal-key order.
@@ -252,6 +260,19 @@ impl Source {
             Source::Level(l) => l.next().await,
         }
     }
+
+    /// [`next`](Self::next) without `.await` when no block has to be fetched (a memtable
+    /// step never needs one); `false`: nothing done, call `next`.
+    fn next_sync(&mut self) -> Result<bool> {
+        match self {
+            Source::Mem(m) => {
+                m.next();
+                Ok(true)
+            }
+            Source::Table(t) => t.next_in_block(),
+            Source::Level(l) => l.next_in_block(),
+        }
+    }
 }
 
 fn ikey(user: &[u8], seqno: u64) -> Vec<u8> {
@@ -334,6 +355,9 @@ impl MergeIter {
     /// Steps past the current version; a later source holding the very same version (which
     /// should not happen, but costs nothing to tolerate) is stepped past too.
     pub async fn next(&mut self) -> Result<()> {
+        if self.next_sync()? {
+            return Ok(());
+        }
         let Some(i) = self.cur else { return Ok(()) };
         // Only the runner-up can hold the same version: every other source is above it.
         let duplicate = match (
@@ -368,6 +392,42 @@ impl MergeIter {
         Ok(())
     }
 
+    /// [`next`](Self::next) when it needs no `.await` (the current source's next version is
+    /// in memory, and no other source holds the same version): `true` when done, `false`
+    /// with nothing done. A long scan takes almost every step here, as plain calls.
+    fn next_sync(&mut self) -> Result<bool> {
+        let Some(i) = self.cur else { return Ok(true) };
+        let runner_up = self
+            .runner_up
+            .and_then(|r| self.sources.get(r))
+            .and_then(|s| s.current_key());
+        match (self.sources.get(i).and_then(|s| s.current_key()), runner_up) {
+            (None, _) => return Ok(true),
+            (Some(c), Some(r)) if cmp_version(c, r) == Ordering::Equal => return Ok(false),
+            _ => {}
+        }
+        let Some(s) = self.sources.get_mut(i) else {
+            return Ok(true);
+        };
+        if !s.next_sync()? {
+            return Ok(false);
+        }
+        let still_smallest = match (
+            self.sources.get(i).and_then(|s| s.current_key()),
+            self.runner_up
+                .and_then(|r| self.sources.get(r))
+                .and_then(|s| s.current_key()),
+        ) {
+            (Some(c), Some(r)) => cmp_version(c, r) == Ordering::Less,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !still_smallest {
+            self.pick();
+        }
+        Ok(true)
+    }
+
     /// Steps every source from `i` on that holds the current version, then picks again.
     async fn next_all(&mut self, i: usize) -> Result<()> {
         let seqno = match self.sources.get(i).and_then(|s| s.current_key()) {
@@ -390,6 +450,26 @@ impl MergeIter {
         self.pick();
         Ok(())
     }
+}
+
+/// Why [`Scan::visit_in_memory`] stopped.
+enum Pause {
+    /// `rows_max` rows handed out, or the end of the range.
+    Done,
+    /// The current version is used up and the step past it needs `.await`.
+    Step,
+    /// As `Step`, and `visit` asked to stop.
+    StepThenDone,
+}
+
+/// What the merge's current version is to a scan.
+enum Verdict {
+    /// The end of the range (or of every source).
+    End,
+    /// The row to hand out.
+    Row,
+    /// An older version, one the snapshot does not see, or a tombstone.
+    Skip,
 }
 
 /// A range scan at one read sequence number: yields `(key, value)` for the newest version of
@@ -465,22 +545,103 @@ impl Scan {
         rows_max: usize,
         visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
     ) -> Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        self.start().await?;
         let mut n = 0;
-        while n < rows_max {
-            if !self.find().await? {
-                break;
-            }
-            let more = match self.merge.current() {
-                Some((cur, v)) => visit(cur.user, v),
-                None => false,
-            };
-            n += 1;
-            self.merge.next().await?;
-            if !more {
-                break;
+        loop {
+            match self.visit_in_memory(rows_max, &mut n, visit)? {
+                Pause::Done => return Ok(n),
+                Pause::Step => self.merge.next().await?,
+                Pause::StepThenDone => {
+                    self.merge.next().await?;
+                    return Ok(n);
+                }
             }
         }
-        Ok(n)
+    }
+
+    /// The loop of [`visit`](Self::visit) as plain calls, for as long as every step finds its
+    /// next version in memory (memtable entries, the current block of each table); it pauses
+    /// when a step needs a block read, which `visit` does with `.await` before coming back.
+    fn visit_in_memory(
+        &mut self,
+        rows_max: usize,
+        n: &mut usize,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<Pause> {
+        loop {
+            if *n >= rows_max {
+                return Ok(Pause::Done);
+            }
+            match self.classify() {
+                Verdict::End => return Ok(Pause::Done),
+                Verdict::Skip => {}
+                Verdict::Row => {
+                    let more = match self.merge.current() {
+                        Some((cur, v)) => visit(cur.user, v),
+                        None => false,
+                    };
+                    *n += 1;
+                    if !more {
+                        return Ok(if self.merge.next_sync()? {
+                            Pause::Done
+                        } else {
+                            Pause::StepThenDone
+                        });
+                    }
+                }
+            }
+            if !self.merge.next_sync()? {
+                return Ok(Pause::Step);
+            }
+        }
+    }
+
+    /// Seeks to the start of the range, once.
+    async fn start(&mut self) -> Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        match &self.start {
+            Bound::Unbounded => self.merge.seek(None).await,
+            Bound::Included(k) => self.merge.seek(Some((k, SEQNO_MAX))).await,
+            Bound::Excluded(k) => {
+                // Every version of `k` counts as already seen.
+                self.last_user = Some(k.to_vec());
+                self.merge.seek(Some((k, SEQNO_MAX))).await
+            }
+        }
+    }
+
+    /// What the merge's current version is to the scan; a row's key is recorded as seen, so
+    /// its older versions are skipped.
+    fn classify(&mut self) -> Verdict {
+        let Some((cur, _)) = self.merge.current() else {
+            self.done = true;
+            return Verdict::End;
+        };
+        let past_end = match &self.end {
+            Bound::Included(e) => cur.user > e.as_ref(),
+            Bound::Excluded(e) => cur.user >= e.as_ref(),
+            Bound::Unbounded => false,
+        };
+        if past_end {
+            self.done = true;
+            return Verdict::End;
+        }
+        let seen = self.last_user.as_deref() == Some(cur.user);
+        if cur.seqno <= self.read_seq && !seen {
+            let l = self.last_user.get_or_insert_with(Vec::new);
+            l.clear();
+            l.extend_from_slice(cur.user);
+            if cur.kind == Kind::Put {
+                return Verdict::Row;
+            }
+        }
+        Verdict::Skip
     }
 
     /// Moves the merge to the next row to hand out (the newest version of its key at or
@@ -489,43 +650,13 @@ impl Scan {
         if self.done {
             return Ok(false);
         }
-        if !self.started {
-            self.started = true;
-            match &self.start {
-                Bound::Unbounded => self.merge.seek(None).await?,
-                Bound::Included(k) => self.merge.seek(Some((k, SEQNO_MAX))).await?,
-                Bound::Excluded(k) => {
-                    // Every version of `k` counts as already seen.
-                    self.last_user = Some(k.to_vec());
-                    self.merge.seek(Some((k, SEQNO_MAX))).await?
-                }
-            }
-        }
+        self.start().await?;
         loop {
-            let Some((cur, _)) = self.merge.current() else {
-                self.done = true;
-                return Ok(false);
-            };
-            let past_end = match &self.end {
-                Bound::Included(e) => cur.user > e.as_ref(),
-                Bound::Excluded(e) => cur.user >= e.as_ref(),
-                Bound::Unbounded => false,
-            };
-            if past_end {
-                self.done = true;
-                return Ok(false);
+            match self.classify() {
+                Verdict::End => return Ok(false),
+                Verdict::Row => return Ok(true),
+                Verdict::Skip => self.merge.next().await?,
             }
-            let seen = self.last_user.as_deref() == Some(cur.user);
-            if cur.seqno <= self.read_seq && !seen {
-                let put = cur.kind == Kind::Put;
-                let l = self.last_user.get_or_insert_with(Vec::new);
-                l.clear();
-                l.extend_from_slice(cur.user);
-                if put {
-                    return Ok(true);
-                }
-            }
-            self.merge.next().await?;
         }
     }
 

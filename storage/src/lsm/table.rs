@@ -564,6 +564,22 @@ impl TableIter {
         self.skip_empty_blocks().await
     }
 
+    /// Steps to the next entry when it lies in the current block: no read and no `.await`,
+    /// which is most steps of a scan (a 4 KiB block holds tens of rows). `false`, with nothing
+    /// done, when the step needs the next block: then [`next`](Self::next) takes it.
+    pub fn next_in_block(&mut self) -> Result<bool> {
+        let Some((b, off)) = &mut self.block else {
+            return Ok(false);
+        };
+        if !b.valid() || !b.has_next() {
+            return Ok(false);
+        }
+        let off = *off;
+        b.advance()
+            .map_err(|e| self.table.corruption(off + b.position() as u64, e))?;
+        Ok(b.valid())
+    }
+
     pub async fn next(&mut self) -> Result<()> {
         if let Some((b, off)) = &mut self.block {
             let off = *off;
