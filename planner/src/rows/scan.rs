@@ -432,6 +432,9 @@ impl ExecutionPlan for RowScanExec {
         let batches = futures::stream::once(start).flat_map(|state| match state {
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
             Ok(state) => futures::stream::try_unfold(state, |mut s| async move {
+                // A batch of a long scan is decoded without an `.await` that waits; yield
+                // before each one so the runtime gets to wake an idle worker.
+                tokio::task::yield_now().await;
                 Ok(s.next_batch().await?.map(|b| (b, s)))
             })
             .boxed(),

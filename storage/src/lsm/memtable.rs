@@ -106,6 +106,8 @@ pub(crate) struct Memtable {
     pub id: u64,
     map: SkipList<MemKey, Option<Bytes>>,
     bytes: AtomicUsize,
+    /// Versions inserted.
+    len: AtomicUsize,
     /// Highest log position applied to this memtable (0 = none).
     max_log_position: AtomicU64,
     max_seqno: AtomicU64,
@@ -117,6 +119,7 @@ impl Memtable {
             id,
             map: SkipList::new(epoch::default_collector().clone()),
             bytes: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
             max_log_position: AtomicU64::new(0),
             max_seqno: AtomicU64::new(0),
         }
@@ -130,6 +133,12 @@ impl Memtable {
             .insert(MemKey { user, seqno }, value, guard)
             .release(guard);
         self.bytes.fetch_add(charge, AtOrd::Relaxed);
+        self.len.fetch_add(1, AtOrd::Relaxed);
+    }
+
+    /// Versions the memtable holds.
+    pub fn len(&self) -> usize {
+        self.len.load(AtOrd::Relaxed)
     }
 
     /// Records that a whole batch (possibly empty) was applied: a flush of this memtable makes

@@ -250,6 +250,11 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Bytes of data blocks (the file up to its index block).
+    pub fn data_bytes(&self) -> u64 {
+        self.data_end
+    }
+
     /// Opens a table and loads its footer, index, filter and meta. `expected_size` comes from
     /// the manifest; a different length is corruption (a truncated or replaced file).
     pub async fn open(fs: &dyn Fs, dir: &Path, number: u64, expected_size: u64) -> Result<Table> {
