@@ -131,8 +131,12 @@ pub struct TablesArgs {
     /// Timed repetitions of each query (after one untimed warm-up); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
-    /// Smoke test: 100,000 accounts, 4 s per workload in one round, 3 query repetitions
-    /// (overrides the above).
+    /// Rows the long range scan reads, from `scan_accounts` (pgbench_accounts' shape, a tenth
+    /// more rows than this), loaded after the transaction workloads; 0 skips it.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub scan_rows: u64,
+    /// Smoke test: 100,000 accounts, 4 s per workload in one round, 3 query repetitions,
+    /// a 1,000,000-row long range scan (overrides the above).
     #[arg(long)]
     pub quick: bool,
     /// Directory both servers' data directories are made in (a fresh temporary directory inside

@@ -689,6 +689,8 @@ pub(crate) struct QueryRow {
     pub braid_result: String,
     pub pg_result: String,
     pub plans: String,
+    /// One of the targets (braid must be faster).
+    pub target: bool,
 }
 
 /// Prints the timed queries under `title`: a table of times and answers, then each query's
@@ -883,6 +885,7 @@ async fn run_queries(systems: &[System; 2], s: &Settings) -> anyhow::Result<Vec<
             braid_result: b_res,
             pg_result: p_res,
             plans: plans.join("; "),
+            target: false,
         });
     }
     if let Some(first) = out.first() {
@@ -1029,6 +1032,11 @@ impl BraidServer {
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
+    }
+
+    /// The server's process id (`None` once stopped).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub(crate) fn data_dir(&self) -> &Path {
