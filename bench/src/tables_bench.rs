@@ -214,6 +214,10 @@ async fn run_all(args: &TablesArgs) -> anyhow::Result<()> {
         crate::wire_bench::dir_bytes(braid.data_dir()),
         crate::wire_bench::dir_bytes(pg.data_dir()),
     ];
+    if let Some(pid) = braid.pid() {
+        let waited = settle(pid).await;
+        eprintln!("braid settled after the load in {waited:.1} s");
+    }
 
     // Queries over the freshly loaded accounts.
     let queries = run_queries(&systems, &s, &account_queries(&s)).await?;
@@ -591,8 +595,9 @@ async fn load_scan_table(sys: &System, rows: u64) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Waits (at most 120 s) until the braid process has used under 5% of a core for two seconds
-/// in a row: its flushes and compactions after a bulk load are done. Returns the seconds.
+/// Waits (at most 120 s) until the braid process has used under 3% of a core for three
+/// seconds in a row: its flushes and compactions after a bulk load are done (as PostgreSQL's
+/// `VACUUM ANALYZE` is, in its load time). Returns the seconds.
 async fn settle(pid: u32) -> f64 {
     let cpu = || -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -604,12 +609,12 @@ async fn settle(pid: u32) -> f64 {
     let t = Instant::now();
     let mut quiet = 0;
     let mut last = cpu();
-    while quiet < 2 && t.elapsed() < Duration::from_secs(120) {
+    while quiet < 3 && t.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = cpu();
         match (last, now) {
-            // Clock ticks are 1/100 s: under 5 ticks in a second is under 5% of a core.
-            (Some(a), Some(b)) if b.saturating_sub(a) < 5 => quiet += 1,
+            // Clock ticks are 1/100 s: under 3 ticks in a second is under 3% of a core.
+            (Some(a), Some(b)) if b.saturating_sub(a) < 3 => quiet += 1,
             (Some(_), Some(_)) => quiet = 0,
             _ => break,
         }

@@ -282,7 +282,29 @@ fn ikey(user: &[u8], seqno: u64) -> Vec<u8> {
 }
 
 fn cmp_version(a: (&[u8], u64), b: (&[u8], u64)) -> Ordering {
-    a.0.cmp(b.0).then_with(|| b.1.cmp(&a.1))
+    cmp_key(a.0, b.0).then_with(|| b.1.cmp(&a.1))
+}
+
+/// Byte-wise order of two user keys, compared inline when they are short, as row keys mostly
+/// are: a long scan compares keys several times per row (the merge, the range end, the
+/// versions of one key), and a `memcmp` call for each was a third of its CPU.
+#[inline]
+pub(crate) fn cmp_key(a: &[u8], b: &[u8]) -> Ordering {
+    if a.len().min(b.len()) > 16 {
+        return a.cmp(b);
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Whether two user keys are equal (see [`cmp_key`]).
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && cmp_key(a, b) == Ordering::Equal
 }
 
 /// Merges sources (newest first) into one internal-key-ordered sequence. A linear pick over
@@ -300,6 +322,9 @@ pub(crate) struct MergeIter {
     cur: Option<usize>,
     /// The source holding the smallest version after `cur`'s, when there is one.
     runner_up: Option<usize>,
+    /// `cur`'s version is known to be strictly below the runner-up's: no other source holds
+    /// the same version, so a step needs no duplicate check.
+    below_runner_up: bool,
     /// The current user key while stepping past it (reused: no allocation per entry).
     scratch: Vec<u8>,
 }
@@ -310,6 +335,7 @@ impl MergeIter {
             sources,
             cur: None,
             runner_up: None,
+            below_runner_up: false,
             scratch: Vec::new(),
         }
     }
@@ -327,6 +353,10 @@ impl MergeIter {
                 }
             }
         }
+        self.below_runner_up = match (best, second) {
+            (Some((_, b)), Some((_, s))) => cmp_version(b, s) == Ordering::Less,
+            _ => true,
+        };
         self.cur = best.map(|(i, _)| i);
         self.runner_up = second.map(|(i, _)| i);
     }
@@ -386,7 +416,9 @@ impl MergeIter {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if !still_smallest {
+        if still_smallest {
+            self.below_runner_up = true;
+        } else {
             self.pick();
         }
         Ok(())
@@ -397,14 +429,16 @@ impl MergeIter {
     /// with nothing done. A long scan takes almost every step here, as plain calls.
     fn next_sync(&mut self) -> Result<bool> {
         let Some(i) = self.cur else { return Ok(true) };
-        let runner_up = self
-            .runner_up
-            .and_then(|r| self.sources.get(r))
-            .and_then(|s| s.current_key());
-        match (self.sources.get(i).and_then(|s| s.current_key()), runner_up) {
-            (None, _) => return Ok(true),
-            (Some(c), Some(r)) if cmp_version(c, r) == Ordering::Equal => return Ok(false),
-            _ => {}
+        if !self.below_runner_up {
+            let runner_up = self
+                .runner_up
+                .and_then(|r| self.sources.get(r))
+                .and_then(|s| s.current_key());
+            match (self.sources.get(i).and_then(|s| s.current_key()), runner_up) {
+                (None, _) => return Ok(true),
+                (Some(c), Some(r)) if cmp_version(c, r) == Ordering::Equal => return Ok(false),
+                _ => {}
+            }
         }
         let Some(s) = self.sources.get_mut(i) else {
             return Ok(true);
@@ -422,7 +456,9 @@ impl MergeIter {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if !still_smallest {
+        if still_smallest {
+            self.below_runner_up = true;
+        } else {
             self.pick();
         }
         Ok(true)
@@ -624,19 +660,30 @@ impl Scan {
             return Verdict::End;
         };
         let past_end = match &self.end {
-            Bound::Included(e) => cur.user > e.as_ref(),
-            Bound::Excluded(e) => cur.user >= e.as_ref(),
+            Bound::Included(e) => cmp_key(cur.user, e) == Ordering::Greater,
+            Bound::Excluded(e) => cmp_key(cur.user, e) != Ordering::Less,
             Bound::Unbounded => false,
         };
         if past_end {
             self.done = true;
             return Verdict::End;
         }
-        let seen = self.last_user.as_deref() == Some(cur.user);
+        let seen = self
+            .last_user
+            .as_deref()
+            .is_some_and(|l| same_key(l, cur.user));
         if cur.seqno <= self.read_seq && !seen {
             let l = self.last_user.get_or_insert_with(Vec::new);
             l.clear();
-            l.extend_from_slice(cur.user);
+            if cur.user.len() <= 16 {
+                // Byte by byte: a `memcpy` call per row cost more than the copy.
+                l.reserve(16);
+                for &b in cur.user {
+                    l.push(b);
+                }
+            } else {
+                l.extend_from_slice(cur.user);
+            }
             if cur.kind == Kind::Put {
                 return Verdict::Row;
             }
@@ -674,5 +721,27 @@ impl Scan {
         futures::stream::try_unfold(self, |mut s| async move {
             Ok(s.next().await?.map(|kv| (kv, s)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The inline comparison orders keys exactly as slices order, short or long, with
+        /// shared prefixes and zero bytes (a prefix of a key sorts before it).
+        #[test]
+        fn cmp_key_orders_like_slices(
+            prefix in proptest::collection::vec(0u8..3, 0..20),
+            a in proptest::collection::vec(0u8..3, 0..6),
+            b in proptest::collection::vec(0u8..3, 0..6),
+        ) {
+            let a: Vec<u8> = prefix.iter().chain(&a).copied().collect();
+            let b: Vec<u8> = prefix.iter().chain(&b).copied().collect();
+            prop_assert_eq!(cmp_key(&a, &b), a.cmp(&b));
+            prop_assert_eq!(same_key(&a, &b), a == b);
+        }
     }
 }

@@ -22,6 +22,8 @@ use bytes::Bytes;
 use crossbeam_epoch as epoch;
 use crossbeam_skiplist::SkipList;
 
+use super::iter::cmp_key;
+
 /// A memtable key: user key ascending, then seqno descending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemKey {
@@ -226,8 +228,8 @@ impl Memtable {
             .take(max)
         {
             let past = match end {
-                Bound::Included(k) => e.key().user > *k,
-                Bound::Excluded(k) => e.key().user >= *k,
+                Bound::Included(k) => cmp_key(&e.key().user, k) == Ordering::Greater,
+                Bound::Excluded(k) => cmp_key(&e.key().user, k) != Ordering::Less,
                 Bound::Unbounded => false,
             };
             if past {
