@@ -426,6 +426,7 @@ impl Lsm {
         };
         let (start, end) = (own(range.start_bound()), own(range.end_bound()));
         let mut sources = Vec::with_capacity(2 + sv.immutables.len() + sv.version.levels.len() + 4);
+        let scan_cache = cache::ScanCache::new(inner.cache.clone());
         sources.push(Source::Mem(MemIter::new(sv.active.clone(), end.clone())));
         for m in &sv.immutables {
             sources.push(Source::Mem(MemIter::new(m.clone(), end.clone())));
@@ -444,12 +445,12 @@ impl Lsm {
                 sources.extend(
                     in_range
                         .into_iter()
-                        .map(|t| Source::Table(TableIter::new(t, Some(inner.cache.clone())))),
+                        .map(|t| Source::Table(TableIter::new(t, Some(scan_cache.clone())))),
                 );
             } else {
                 sources.push(Source::Level(LevelIter::new(
                     in_range,
-                    Some(inner.cache.clone()),
+                    Some(scan_cache.clone()),
                 )));
             }
         }

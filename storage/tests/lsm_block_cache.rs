@@ -1,5 +1,5 @@
 //! The block cache serves repeated point lookups without touching the disk, and its byte bound
-//! holds: a small cache evicts.
+//! holds: a small cache evicts. A scan longer than the cache does not flush it.
 
 #[path = "lsm_support/common.rs"]
 mod common;
@@ -58,5 +58,51 @@ async fn repeated_lookups_hit_the_block_cache() {
     }
     let s = lsm.cache_stats();
     assert!(s.evictions > 0, "{s:?}");
+    lsm.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_scan_longer_than_the_cache_leaves_the_cached_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = fs();
+    let mut opts = small();
+    // 2 MiB: less than half the table's 4.8 MB of blocks.
+    opts.block_cache_bytes = 2 << 20;
+    let lsm = open(&fs, dir.path(), opts).await;
+    for i in 0..40_000 {
+        lsm.apply(
+            put(key(i), format!("value-{i}-{}", "x".repeat(100))),
+            i + 1,
+            i + 1,
+        )
+        .await
+        .expect("apply");
+    }
+    lsm.flush().await.expect("flush");
+    assert!(get_str(&lsm, &key(7), u64::MAX).await.is_some());
+    let before = lsm.cache_stats();
+    let rows = lsm
+        .scan(.., u64::MAX)
+        .expect("scan")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(rows.len(), 40_000);
+    let after_scan = lsm.cache_stats();
+    // The scan read every block but put only the first eighth of the cache's worth in.
+    let (read, inserted) = (
+        after_scan.misses - before.misses,
+        after_scan.inserts - before.inserts,
+    );
+    assert!(
+        inserted > 0 && inserted * 4 < read && after_scan.evictions == before.evictions,
+        "the scan filled the cache: {before:?} → {after_scan:?}"
+    );
+    assert!(get_str(&lsm, &key(7), u64::MAX).await.is_some());
+    let after_get = lsm.cache_stats();
+    assert_eq!(
+        after_get.misses, after_scan.misses,
+        "the looked-up block was pushed out by the scan"
+    );
     lsm.close().await.expect("close");
 }

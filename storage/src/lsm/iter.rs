@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::cache::BlockCache;
+use super::cache::ScanCache;
 use super::format::{push_internal_key, split_internal_key, user_key, Kind, SEQNO_MAX};
 use super::memtable::{MemChunk, MemKey, Memtable};
 use super::table::{Table, TableIter};
@@ -113,11 +113,11 @@ pub(crate) struct LevelIter {
     tables: Vec<Arc<Table>>,
     next_table: usize,
     cur: Option<TableIter>,
-    cache: Option<Arc<BlockCache>>,
+    cache: Option<ScanCache>,
 }
 
 impl LevelIter {
-    pub fn new(tables: Vec<Arc<Table>>, cache: Option<Arc<BlockCache>>) -> Self {
+    pub fn new(tables: Vec<Arc<Table>>, cache: Option<ScanCache>) -> Self {
         LevelIter {
             tables,
             next_table: 0,

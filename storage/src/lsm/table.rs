@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::cache::BlockCache;
+use super::cache::{BlockCache, ScanCache};
 use super::format::{
     self, split_internal_key, Block, BlockBuilder, BlockHandle, BlockIter, Bloom, DecodeError,
     Footer, Kind, TableMeta, FOOTER_LEN,
@@ -410,7 +410,7 @@ pub(crate) struct TableIter {
     table: Arc<Table>,
     index: BlockIter,
     block: Option<(BlockIter, u64)>,
-    cache: Option<Arc<BlockCache>>,
+    cache: Option<ScanCache>,
     /// Bytes read ahead and the file offset they start at.
     readahead: Option<(u64, Bytes)>,
     readahead_len: usize,
@@ -418,7 +418,7 @@ pub(crate) struct TableIter {
 
 impl TableIter {
     /// `cache`: `None` for compaction, whose one-pass reads would only push hot blocks out.
-    pub fn new(table: Arc<Table>, cache: Option<Arc<BlockCache>>) -> Self {
+    pub fn new(table: Arc<Table>, cache: Option<ScanCache>) -> Self {
         let index = table.index.iter();
         TableIter {
             table,
@@ -449,7 +449,7 @@ impl TableIter {
         if let Some(b) = self
             .cache
             .as_ref()
-            .and_then(|c| c.get(table.number, h.offset))
+            .and_then(|c| c.cache.get(table.number, h.offset))
         {
             return Ok(b);
         }
@@ -492,15 +492,15 @@ impl TableIter {
         let body = raw.slice(..h.len as usize);
         let block = match &self.cache {
             // A cached block must not pin the whole readahead buffer.
-            Some(c) => {
+            Some(c) if c.may_fill(body.len()) => {
                 let block = Arc::new(
                     Block::decode(Bytes::copy_from_slice(&body))
                         .map_err(|e| table.corruption(h.offset, e))?,
                 );
-                c.insert(table.number, h.offset, block.clone());
+                c.cache.insert(table.number, h.offset, block.clone());
                 block
             }
-            None => Arc::new(Block::decode(body).map_err(|e| table.corruption(h.offset, e))?),
+            _ => Arc::new(Block::decode(body).map_err(|e| table.corruption(h.offset, e))?),
         };
         Ok(block)
     }
