@@ -30,12 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-
-/// Planning a statement allocates and frees thousands of small objects (plans, expressions,
-/// schemas, strings); glibc's allocator spent a fifth of a short query's server CPU on them
-/// (`malloc_consolidate`, `_int_free`), mimalloc's per-thread free lists far less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use braid_planner::stream::logcore::{LogCoreStreams, LogDurability, StorageFiles};
 use braid_planner::{Engine, EngineOptions, Output, Session};
 use clap::Parser;
