@@ -406,21 +406,7 @@ impl MergeIter {
         if let Some(s) = self.sources.get_mut(i) {
             s.next().await?;
         }
-        let still_smallest = match (
-            self.sources.get(i).and_then(|s| s.current_key()),
-            self.runner_up
-                .and_then(|r| self.sources.get(r))
-                .and_then(|s| s.current_key()),
-        ) {
-            (Some(c), Some(r)) => cmp_version(c, r) == Ordering::Less,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if still_smallest {
-            self.below_runner_up = true;
-        } else {
-            self.pick();
-        }
+        self.after_step(i);
         Ok(())
     }
 
@@ -446,6 +432,13 @@ impl MergeIter {
         if !s.next_sync()? {
             return Ok(false);
         }
+        self.after_step(i);
+        Ok(true)
+    }
+
+    /// After source `i` (the current one) stepped: it stays current while its version is
+    /// still below the runner-up's (one comparison), else every source is looked at again.
+    fn after_step(&mut self, i: usize) {
         let still_smallest = match (
             self.sources.get(i).and_then(|s| s.current_key()),
             self.runner_up
@@ -461,7 +454,6 @@ impl MergeIter {
         } else {
             self.pick();
         }
-        Ok(true)
     }
 
     /// Steps every source from `i` on that holds the current version, then picks again.
