@@ -9,6 +9,10 @@
 //!   call `Partition::append(records)` in a loop, each waiting for its acknowledgement before the
 //!   next call. The records are built once with `Bytes` payloads; every call clones the vector
 //!   (reference counts only) and `append` encodes and checksums it, as an API user would pay.
+//! - `raw direct` (reference, grid rows only): the raw loop with `O_DIRECT`, each batch written
+//!   from an aligned buffer at the next 4 KiB boundary of its file (the padding is not counted
+//!   as bytes written). LogCore writes its active segment this way (`TopicConfig::direct_io`),
+//!   so this, not the buffered loop the targets are judged against, is the limit it can reach.
 //! - `io` (diagnostic, one-record rows only): the raw loop again, but through `storage::io`'s
 //!   `FileHandle::write_all_at` + `sync_data` from tokio tasks on the same backend, so that the
 //!   cost of the I/O layer's thread hand-offs shows apart from LogCore's own (queue, writer
@@ -55,6 +59,8 @@ impl Config {
 enum Kind {
     /// Raw loop with this many writer threads.
     Raw { writers: usize },
+    /// Raw loop with `O_DIRECT`; `raw` is the buffered loop's row.
+    RawDirect { writers: usize, raw: usize },
     /// LogCore on the named backend; `raw` is the index of the row it is compared against.
     /// `encoded`: the appender hands over a batch it encoded beforehand (`append_encoded`),
     /// otherwise records that `append` encodes inside the call.
@@ -71,6 +77,7 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 enum Spec {
     Raw,
+    RawDirect,
     /// LogCore on the backend with this index.
     Log(usize),
     /// LogCore on the backend with this index, appending batches encoded beforehand.
@@ -158,7 +165,7 @@ pub fn run(args: &LogArgs) -> anyhow::Result<()> {
                     batch_records,
                     appenders: 1,
                 };
-                let mut specs = vec![(Spec::Raw, config)];
+                let mut specs = vec![(Spec::Raw, config), (Spec::RawDirect, config)];
                 specs.extend((0..backends.len()).map(|b| (Spec::Log(b), config)));
                 if batch_records > 1 {
                     specs.extend((0..backends.len()).map(|b| (Spec::Encoded(b), config)));
@@ -259,6 +266,13 @@ fn run_set(
                     batch.bytes(),
                     slice,
                 )?,
+                Spec::RawDirect => raw_direct_loop(
+                    dir,
+                    config.workers(),
+                    config.batch_records,
+                    batch.bytes(),
+                    slice,
+                )?,
                 Spec::Log(b) | Spec::Encoded(b) => {
                     let (_, fs) = backends.get(*b).context("no such backend")?;
                     let sub = dir.join("topic");
@@ -299,6 +313,10 @@ fn run_set(
         let kind = match spec {
             Spec::Raw => Kind::Raw {
                 writers: config.workers(),
+            },
+            Spec::RawDirect => Kind::RawDirect {
+                writers: config.workers(),
+                raw,
             },
             Spec::Log(b) | Spec::Encoded(b) => Kind::Log {
                 backend: backends.get(*b).map_or("?", |(n, _)| *n),
@@ -426,6 +444,71 @@ fn raw_loop(
                         samples.span += took;
                         at += buf.len() as u64;
                         samples.bytes += buf.len() as u64;
+                        samples.records += records_per_op as u64;
+                    }
+                    drop(file);
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("remove {}", path.display()))?;
+                    Ok(samples)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a raw writer panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// The raw loop with `O_DIRECT`: `writers` threads, each writing `bytes` padded with zeros to a
+/// multiple of 4 KiB, from a 4 KiB-aligned place in a buffer prepared once, at the next 4 KiB
+/// boundary of its own new file, then `fdatasync`.
+fn raw_direct_loop(
+    dir: &Path,
+    writers: usize,
+    records_per_op: usize,
+    bytes: &[u8],
+    row_time: Duration,
+) -> anyhow::Result<Vec<Worker>> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const ALIGN: usize = 4096;
+    let padded = bytes.len().div_ceil(ALIGN) * ALIGN;
+    let mut buf = vec![0u8; padded + ALIGN];
+    let first = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+    buf[first..first + bytes.len()].copy_from_slice(bytes);
+    let image = &buf[first..first + padded];
+    let ops_max = ROW_OPS_MAX / writers as u64;
+    let deadline = Instant::now() + row_time;
+    let results: Vec<anyhow::Result<Worker>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|i| {
+                let path = dir.join(format!("raw-direct-{i}.dat"));
+                s.spawn(move || -> anyhow::Result<Worker> {
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(&path)
+                        .with_context(|| format!("create {} with O_DIRECT", path.display()))?;
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .with_context(|| format!("fsync {}", dir.display()))?;
+                    let mut samples = Worker::default();
+                    let mut at = 0u64;
+                    while Instant::now() < deadline && (samples.latencies_ns.len() as u64) < ops_max
+                    {
+                        let t0 = Instant::now();
+                        file.write_all_at(image, at).context("pwrite (O_DIRECT)")?;
+                        file.sync_data().context("fdatasync")?;
+                        let took = t0.elapsed();
+                        samples.latencies_ns.push(took.as_nanos() as u64);
+                        samples.span += took;
+                        at += padded as u64;
+                        samples.bytes += bytes.len() as u64;
                         samples.records += records_per_op as u64;
                     }
                     drop(file);
@@ -583,6 +666,7 @@ async fn log_appends(
 fn label(row: &Row) -> String {
     match &row.kind {
         Kind::Raw { writers } => format!("raw ×{writers}"),
+        Kind::RawDirect { writers, .. } => format!("raw direct ×{writers}"),
         Kind::Log {
             backend,
             encoded: false,
@@ -635,13 +719,15 @@ fn print_rows(rows: &[Row]) {
             let s = &r.summary;
             let (thr, p99) = match &r.kind {
                 Kind::Raw { .. } => ("1".to_string(), "1".to_string()),
-                Kind::Log { raw, .. } | Kind::Io { raw, .. } => match rows.get(*raw) {
-                    Some(base) => (
-                        format!("{:.2}", s.mb_per_s / base.summary.mb_per_s.max(1e-9)),
-                        format!("{:.2}", s.p99_us / base.summary.p99_us.max(1e-9)),
-                    ),
-                    None => ("?".into(), "?".into()),
-                },
+                Kind::Log { raw, .. } | Kind::Io { raw, .. } | Kind::RawDirect { raw, .. } => {
+                    match rows.get(*raw) {
+                        Some(base) => (
+                            format!("{:.2}", s.mb_per_s / base.summary.mb_per_s.max(1e-9)),
+                            format!("{:.2}", s.p99_us / base.summary.p99_us.max(1e-9)),
+                        ),
+                        None => ("?".into(), "?".into()),
+                    }
+                }
             };
             vec![
                 label(r),
@@ -674,7 +760,7 @@ fn verdict(ok: bool) -> &'static str {
 fn print_targets(rows: &[Row], backends: &[(&'static str, SharedFs)]) {
     let raw_of = |r: &Row| match &r.kind {
         Kind::Log { raw, .. } => rows.get(*raw),
-        Kind::Raw { .. } | Kind::Io { .. } => None,
+        Kind::Raw { .. } | Kind::Io { .. } | Kind::RawDirect { .. } => None,
     };
     for (name, _) in backends {
         let of_kind = |enc: bool| -> Vec<&Row> {

@@ -2,11 +2,12 @@
 //! from 1) fails with an I/O error, and optionally every later call of that kind too. The files
 //! underneath are real; only the chosen call is refused. Used by the fault-injection tests.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{FileHandle, Fs, IoFuture, OpenMode, SharedFs};
+use super::{FileHandle, Fs, IoFuture, OpenMode, SharedFs, DIRECT_ALIGN};
 use crate::error::{Error, Result};
 
 /// The call to fail.
@@ -88,6 +89,8 @@ impl FaultyFs {
 struct FaultyFile {
     inner: Arc<dyn FileHandle>,
     plan: Arc<Plan>,
+    /// Opened for direct writes: a prefix written before a fault keeps their alignment.
+    direct: bool,
 }
 
 impl FileHandle for FaultyFile {
@@ -106,6 +109,37 @@ impl FileHandle for FaultyFile {
             });
         }
         self.inner.write_all_at(buf, offset)
+    }
+
+    fn write_range_and_sync(
+        &self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+        offset: u64,
+        sync: bool,
+    ) -> IoFuture<'_, (Result<()>, Vec<u8>)> {
+        Box::pin(async move {
+            if self.plan.should_fail(FaultKind::Write) {
+                // A failed write may still have written a prefix, as a real one can.
+                let mut half = range.len() / 2;
+                if self.direct {
+                    half -= half % DIRECT_ALIGN;
+                }
+                let (_, buf) = self
+                    .inner
+                    .write_range_and_sync(buf, range.start..range.start + half, offset, false)
+                    .await;
+                return (Err(injected("write", self.inner.path())), buf);
+            }
+            let (res, buf) = self
+                .inner
+                .write_range_and_sync(buf, range, offset, false)
+                .await;
+            if res.is_err() || !sync {
+                return (res, buf);
+            }
+            (self.sync_data().await, buf)
+        })
     }
 
     fn sync_data(&self) -> IoFuture<'_, Result<()>> {
@@ -136,7 +170,22 @@ impl Fs for FaultyFs {
             Ok(Arc::new(FaultyFile {
                 inner,
                 plan: self.plan.clone(),
+                direct: false,
             }) as Arc<dyn FileHandle>)
+        })
+    }
+
+    fn open_direct(&self, path: &Path) -> IoFuture<'_, Result<Option<Arc<dyn FileHandle>>>> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let inner = self.inner.open_direct(&path).await?;
+            Ok(inner.map(|inner| {
+                Arc::new(FaultyFile {
+                    inner,
+                    plan: self.plan.clone(),
+                    direct: true,
+                }) as Arc<dyn FileHandle>
+            }))
         })
     }
 

@@ -2,7 +2,8 @@
 //! blocking pool so that the async worker threads never wait on the disk.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -133,6 +134,38 @@ impl FileHandle for StdFile {
         })
     }
 
+    fn write_range_and_sync(
+        &self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+        offset: u64,
+        sync: bool,
+    ) -> IoFuture<'_, (Result<()>, Vec<u8>)> {
+        let file = self.file.clone();
+        Box::pin(async move {
+            let (res, buf) = commit_io(range.len(), move || {
+                let Some(bytes) = buf.get(range.clone()) else {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("range {range:?} is outside a buffer of {} bytes", buf.len()),
+                    );
+                    return (Err(("write", e)), buf);
+                };
+                if let Err(e) = file.write_all_at(bytes, offset) {
+                    return (Err(("write", e)), buf);
+                }
+                if sync {
+                    if let Err(e) = file.sync_data() {
+                        return (Err(("fdatasync", e)), buf);
+                    }
+                }
+                (Ok(()), buf)
+            })
+            .await;
+            (res.map_err(|(op, e)| Error::io(op, &self.path, e)), buf)
+        })
+    }
+
     fn len(&self) -> IoFuture<'_, Result<u64>> {
         let file = self.file.clone();
         Box::pin(async move {
@@ -181,6 +214,22 @@ impl Fs for StdFs {
                 file: Arc::new(file),
                 path,
             }) as Arc<dyn FileHandle>)
+        })
+    }
+
+    fn open_direct(&self, path: &Path) -> IoFuture<'_, Result<Option<Arc<dyn FileHandle>>>> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let p = path.clone();
+            let file = blocking(move || open_direct_file(&p, 0))
+                .await
+                .map_err(|e| Error::io("open for direct writes", &path, e))?;
+            Ok(file.map(|file| {
+                Arc::new(StdFile {
+                    file: Arc::new(file),
+                    path,
+                }) as Arc<dyn FileHandle>
+            }))
         })
     }
 
@@ -270,4 +319,18 @@ pub(crate) fn list_dir_blocking(path: &Path) -> std::io::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Opens an existing file write-only with `O_DIRECT` and the extra `flags`; `None` when the file
+/// system refuses direct I/O (`EINVAL`: tmpfs and some FUSE file systems).
+pub(super) fn open_direct_file(path: &Path, flags: i32) -> std::io::Result<Option<File>> {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | flags)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

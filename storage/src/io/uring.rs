@@ -33,6 +33,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,9 @@ type WriteAllSyncResult = (
     Vec<Vec<u8>>,
 );
 
+/// The same for one buffer written from a range.
+type WriteRangeSyncResult = (std::result::Result<(), (&'static str, io::Error)>, Vec<u8>);
+
 /// What a caller asks of the ring thread. Every command that expects an answer carries the
 /// sender its caller waits on, so the unbounded queue holds at most one command per call in
 /// progress (plus `Register` and `Close`, one each per open file): callers bound it.
@@ -110,6 +114,15 @@ enum Command {
         offset: u64,
         sync: bool,
         reply: Reply<WriteAllSyncResult>,
+    },
+    /// Writes `buf[range]` at `offset`, then `fdatasync` when `sync`.
+    WriteRangeSync {
+        id: u64,
+        buf: Vec<u8>,
+        range: Range<usize>,
+        offset: u64,
+        sync: bool,
+        reply: Reply<WriteRangeSyncResult>,
     },
     Len {
         id: u64,
@@ -392,6 +405,25 @@ async fn serve(mut commands: mpsc::UnboundedReceiver<Command>) {
                     let _ = reply.send((Err(("write", not_open(id))), bufs));
                 }
             },
+            Command::WriteRangeSync {
+                id,
+                buf,
+                range,
+                offset,
+                sync,
+                reply,
+            } => match files.get(&id) {
+                Some(file) => {
+                    let file = Rc::clone(file);
+                    tokio_uring::spawn(async move {
+                        let _ = reply
+                            .send(write_range_then_sync(&file, buf, range, offset, sync).await);
+                    });
+                }
+                None => {
+                    let _ = reply.send((Err(("write", not_open(id))), buf));
+                }
+            },
             Command::Len { id, reply } => match files.get(&id) {
                 Some(file) => {
                     let file = Rc::clone(file);
@@ -456,10 +488,28 @@ async fn read_full_at(
 /// Writes all of `buf` at `offset`, resubmitting the rest after a short write.
 async fn write_all_at(
     file: &tokio_uring::fs::File,
-    mut buf: Vec<u8>,
+    buf: Vec<u8>,
     offset: u64,
 ) -> (io::Result<()>, Vec<u8>) {
     let len = buf.len();
+    write_range_at(file, buf, 0..len, offset).await
+}
+
+/// Writes all of `buf[range]` at `offset`, resubmitting the rest after a short write.
+async fn write_range_at(
+    file: &tokio_uring::fs::File,
+    mut buf: Vec<u8>,
+    range: Range<usize>,
+    offset: u64,
+) -> (io::Result<()>, Vec<u8>) {
+    if range.start > range.end || range.end > buf.len() {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("range {range:?} is outside a buffer of {} bytes", buf.len()),
+        );
+        return (Err(e), buf);
+    }
+    let len = range.len();
     if offset.checked_add(len as u64).is_none() {
         return (Err(past_max_offset()), buf);
     }
@@ -467,7 +517,10 @@ async fn write_all_at(
     while written < len {
         let end = len.min(written.saturating_add(IO_CHUNK_BYTES_MAX));
         let (res, slice) = file
-            .write_at(buf.slice(written..end), offset + written as u64)
+            .write_at(
+                buf.slice(range.start + written..range.start + end),
+                offset + written as u64,
+            )
             .submit()
             .await;
         buf = slice.into_inner();
@@ -522,6 +575,27 @@ async fn write_all_then_sync(
     (Ok(()), back)
 }
 
+/// Writes `buf[range]`, then syncs when `sync`.
+async fn write_range_then_sync(
+    file: &tokio_uring::fs::File,
+    buf: Vec<u8>,
+    range: Range<usize>,
+    offset: u64,
+    sync: bool,
+) -> WriteRangeSyncResult {
+    let (res, buf) = write_range_at(file, buf, range, offset).await;
+    if let Err(e) = res {
+        return (Err(("write", e)), buf);
+    }
+    if sync {
+        // Never retried: after a failed fdatasync the pages may be gone.
+        if let Err(e) = file.sync_data().await {
+            return (Err(("fdatasync", e)), buf);
+        }
+    }
+    (Ok(()), buf)
+}
+
 /// A file open on the ring thread, seen from any thread.
 #[derive(Debug)]
 struct UringFile {
@@ -530,6 +604,8 @@ struct UringFile {
     ring: Ring,
     /// The `std` descriptor of a writable file, for `set_len`; `None` when opened read-only.
     std_file: Option<Arc<File>>,
+    /// Opened with `O_DSYNC`: a completed write is already durable.
+    dsync: bool,
 }
 
 impl Drop for UringFile {
@@ -597,6 +673,41 @@ impl FileHandle for UringFile {
             }
             match answer.await {
                 Ok((res, bufs)) => (res.map_err(|(op, e)| Error::io(op, &self.path, e)), bufs),
+                Err(_) => (
+                    Err(Error::io("write", &self.path, ring_stopped())),
+                    Vec::new(),
+                ),
+            }
+        })
+    }
+
+    fn write_range_and_sync(
+        &self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+        offset: u64,
+        sync: bool,
+    ) -> IoFuture<'_, (Result<()>, Vec<u8>)> {
+        let id = self.id;
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let cmd = Command::WriteRangeSync {
+                id,
+                buf,
+                range,
+                offset,
+                sync: sync && !self.dsync,
+                reply,
+            };
+            if let Err(cmd) = self.ring.send(cmd) {
+                let buf = match cmd {
+                    Command::WriteRangeSync { buf, .. } => buf,
+                    _ => Vec::new(),
+                };
+                return (Err(Error::io("write", &self.path, ring_stopped())), buf);
+            }
+            match answer.await {
+                Ok((res, buf)) => (res.map_err(|(op, e)| Error::io(op, &self.path, e)), buf),
                 Err(_) => (
                     Err(Error::io("write", &self.path, ring_stopped())),
                     Vec::new(),
@@ -699,7 +810,37 @@ impl Fs for UringFs {
                 path,
                 ring: self.ring.clone(),
                 std_file: std_file.map(Arc::new),
+                dsync: false,
             }) as Arc<dyn FileHandle>)
+        })
+    }
+
+    fn open_direct(&self, path: &Path) -> IoFuture<'_, Result<Option<Arc<dyn FileHandle>>>> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            if !self.ring.is_alive() {
+                return Err(Error::io("open for direct writes", &path, ring_stopped()));
+            }
+            let p = path.clone();
+            // O_DSYNC: each write is durable when it completes, so a commit is one ring
+            // operation instead of a write and an `fdatasync`, each a hop to a kernel worker.
+            let Some(file) = blocking(move || super::std_fs::open_direct_file(&p, libc::O_DSYNC))
+                .await
+                .map_err(|e| Error::io("open for direct writes", &path, e))?
+            else {
+                return Ok(None);
+            };
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if self.ring.send(Command::Register { id, file }).is_err() {
+                return Err(Error::io("open for direct writes", &path, ring_stopped()));
+            }
+            Ok(Some(Arc::new(UringFile {
+                id,
+                path,
+                ring: self.ring.clone(),
+                std_file: None,
+                dsync: true,
+            }) as Arc<dyn FileHandle>))
         })
     }
 

@@ -311,7 +311,10 @@ pub fn decode_records(header: &BatchHeader, batch: &Bytes) -> Result<Vec<LogReco
 /// A batch encoded and checksummed by the appender, waiting for its base offset.
 #[derive(Debug, Clone)]
 pub struct EncodedBatch {
+    /// The batch is `buf[start..]`: the bytes before it are room the writer may use to align a
+    /// direct write (see [`BatchBuilder::with_buffer_at`]).
     pub(crate) buf: Vec<u8>,
+    pub(crate) start: usize,
     pub(crate) record_count: u32,
     pub(crate) last_offset_delta: u32,
     pub(crate) max_timestamp: i64,
@@ -321,11 +324,11 @@ pub struct EncodedBatch {
 
 impl EncodedBatch {
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     pub fn record_count(&self) -> u32 {
@@ -334,7 +337,7 @@ impl EncodedBatch {
 
     /// The encoded bytes (base offset still 0 until the writer stamps it).
     pub fn bytes(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 }
 
@@ -489,16 +492,15 @@ pub fn encode_batch(
     producer: Option<ProducerSeq>,
     now_us: i64,
 ) -> Result<EncodedBatch, String> {
-    encode_batch_into(Vec::new(), records, producer, now_us)
+    encode_batch_into(BatchBuilder::new(now_us), records, producer)
 }
 
-/// [`encode_batch`] into a recycled buffer (its contents are discarded), so that large appends
-/// do not pay for fresh pages on every call.
+/// [`encode_batch`] into an empty builder, which may hold a recycled buffer so that large
+/// appends do not pay for fresh pages on every call.
 pub fn encode_batch_into(
-    buf: Vec<u8>,
+    mut builder: BatchBuilder,
     records: &[Record],
     producer: Option<ProducerSeq>,
-    now_us: i64,
 ) -> Result<EncodedBatch, String> {
     let Some(first) = records.first() else {
         return Err("a batch needs at least one record".into());
@@ -507,7 +509,6 @@ pub fn encode_batch_into(
     // the common batch of alike records, and a wrong guess only costs the vector's growth.
     let first_len =
         checked_record_len(first.key.as_deref(), first.value.as_deref(), &first.headers)?;
-    let mut builder = BatchBuilder::with_buffer(buf, now_us);
     builder.reserve(records.len().saturating_mul(first_len));
     for r in records {
         builder.push_record(r)?;
@@ -530,7 +531,9 @@ pub fn encode_batch_into(
 /// [`Partition::append_encoded`]: super::Partition::append_encoded
 #[derive(Debug)]
 pub struct BatchBuilder {
+    /// The batch is `buf[start..]`.
     buf: Vec<u8>,
+    start: usize,
     now_us: i64,
     record_count: u32,
     first_timestamp: i64,
@@ -548,18 +551,27 @@ impl BatchBuilder {
     }
 
     /// An empty batch in a recycled buffer (its contents are discarded).
-    pub fn with_buffer(mut buf: Vec<u8>, now_us: i64) -> BatchBuilder {
+    pub fn with_buffer(buf: Vec<u8>, now_us: i64) -> BatchBuilder {
+        BatchBuilder::with_buffer_at(buf, now_us, 0)
+    }
+
+    /// An empty batch that starts `start` bytes into a recycled buffer. The bytes before it are
+    /// not part of the batch: a writer that writes past the page cache (`O_DIRECT`) copies the
+    /// partial block the file ends in there, so that the batch goes to the disk from where it
+    /// was encoded instead of being copied to an aligned buffer first.
+    pub fn with_buffer_at(mut buf: Vec<u8>, now_us: i64, start: usize) -> BatchBuilder {
         buf.clear();
-        buf.resize(BATCH_HEADER_LEN, 0);
+        buf.resize(start + BATCH_HEADER_LEN, 0);
         BatchBuilder {
             buf,
+            start,
             now_us,
             record_count: 0,
             first_timestamp: now_us,
             max_timestamp: now_us,
             has_null_key: false,
             body_crc: 0,
-            summed: BATCH_HEADER_LEN,
+            summed: start + BATCH_HEADER_LEN,
         }
     }
 
@@ -583,7 +595,7 @@ impl BatchBuilder {
 
     /// Bytes the batch holds so far, header included: what it will take on disk.
     pub fn encoded_len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Appends a record.
@@ -686,11 +698,13 @@ impl BatchBuilder {
             return Err("a batch needs at least one record".into());
         }
         let body_crc = crc32c::crc32c_append(self.body_crc, &self.buf[self.summed..]);
-        let batch_len = u32::try_from(self.buf.len())
-            .map_err(|_| format!("batch of {} bytes is too large", self.buf.len()))?;
+        let start = self.start;
+        let len = self.buf.len() - start;
+        let batch_len =
+            u32::try_from(len).map_err(|_| format!("batch of {len} bytes is too large"))?;
         let last_offset_delta = self.record_count - 1;
         write_header(
-            &mut self.buf,
+            &mut self.buf[start..],
             0,
             batch_len,
             last_offset_delta,
@@ -699,11 +713,12 @@ impl BatchBuilder {
             self.max_timestamp,
             producer,
         );
-        let head_crc = crc32c::crc32c(&self.buf[BATCH_CRC_START..BATCH_HEADER_LEN]);
-        let crc = crc32c_combine(head_crc, body_crc, self.buf.len() - BATCH_HEADER_LEN);
-        self.buf[20..24].copy_from_slice(&crc.to_le_bytes());
+        let head_crc = crc32c::crc32c(&self.buf[start + BATCH_CRC_START..start + BATCH_HEADER_LEN]);
+        let crc = crc32c_combine(head_crc, body_crc, len - BATCH_HEADER_LEN);
+        self.buf[start + 20..start + 24].copy_from_slice(&crc.to_le_bytes());
         Ok(EncodedBatch {
             buf: self.buf,
+            start,
             record_count: self.record_count,
             last_offset_delta,
             max_timestamp: self.max_timestamp,
