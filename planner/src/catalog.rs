@@ -255,6 +255,11 @@ impl Catalog {
         self.state.read().databases.contains_key(db)
     }
 
+    /// Every database's name, sorted.
+    pub fn database_names(&self) -> Vec<String> {
+        self.state.read().databases.keys().cloned().collect()
+    }
+
     pub fn schema_names(&self, db: &str) -> Vec<String> {
         self.state
             .read()

@@ -45,6 +45,12 @@ const CONSTRAINT_OID_BASE: i64 = 1 << 31;
 const HEAP_AM_OID: i64 = 2;
 const BTREE_AM_OID: i64 = 403;
 const SUPERUSER_OID: i64 = 10;
+/// `postgres`' OID in PostgreSQL; other databases get OIDs from [`FIRST_USER_OID`] on.
+const POSTGRES_DATABASE_OID: i64 = 5;
+/// `UTF8` in `pg_encoding_to_char`'s numbering, the only encoding braid stores.
+pub const UTF8_ENCODING: i32 = 6;
+/// The locale braid compares text in: bytewise, as PostgreSQL's `C` collation.
+const DATABASE_LOCALE: &str = "C";
 /// The database's default collation (PostgreSQL's `default`).
 const DEFAULT_COLLATION_OID: i64 = 100;
 
@@ -62,7 +68,8 @@ pub const EMPTY_TABLES: [&str; 9] = [
     "pg_description",
 ];
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
+    "pg_database",
     "pg_namespace",
     "pg_class",
     "pg_am",
@@ -78,6 +85,10 @@ const TABLES: [&str; 10] = [
 /// Lists every table of a database with its schema name.
 pub trait TableLister: Send + Sync + std::fmt::Debug {
     fn list(&self) -> Vec<(String, TableDef)>;
+    /// The names of all databases (`pg_database` is shared by every database).
+    fn databases(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An index as `pg_class`, `pg_index` and `pg_constraint` show it: a primary key, a UNIQUE
@@ -451,6 +462,20 @@ fn schema(cols: &[(&str, C)]) -> SchemaRef {
 fn columns_of(name: &str) -> Option<Vec<(&'static str, C)>> {
     use C::*;
     Some(match name {
+        "pg_database" => vec![
+            ("oid", Oid),
+            ("datname", Text),
+            ("datdba", Oid),
+            ("encoding", I32),
+            ("datlocprovider", Text),
+            ("datistemplate", Bool),
+            ("datallowconn", Bool),
+            ("datconnlimit", I32),
+            ("datcollate", Text),
+            ("datctype", Text),
+            ("daticulocale", Text),
+            ("datacl", TextList),
+        ],
         "pg_namespace" => vec![("oid", Oid), ("nspname", Text), ("nspowner", Oid)],
         "pg_am" => vec![("oid", Oid), ("amname", Text), ("amtype", Text)],
         "pg_class" => vec![
@@ -694,6 +719,36 @@ impl PgCatalogSchema {
     fn rows(&self, name: &str) -> Vec<Vec<ScalarValue>> {
         let snap = Snapshot::take(self.tables.as_ref());
         match name {
+            "pg_database" => {
+                let mut next_oid = FIRST_USER_OID;
+                self.tables
+                    .databases()
+                    .iter()
+                    .map(|name| {
+                        let db_oid = if name == crate::catalog::DEFAULT_DATABASE {
+                            POSTGRES_DATABASE_OID
+                        } else {
+                            next_oid += 1;
+                            next_oid - 1
+                        };
+                        vec![
+                            oid(db_oid),
+                            s(name),
+                            oid(SUPERUSER_OID),
+                            i32v(UTF8_ENCODING),
+                            s("c"),
+                            b(false),
+                            b(true),
+                            i32v(-1),
+                            s(DATABASE_LOCALE),
+                            s(DATABASE_LOCALE),
+                            null_text(),
+                            // Default privileges: PostgreSQL's NULL `datacl`.
+                            ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                        ]
+                    })
+                    .collect()
+            }
             "pg_namespace" => vec![
                 vec![oid(PG_CATALOG_OID), s(PG_CATALOG), oid(SUPERUSER_OID)],
                 vec![oid(PUBLIC_OID), s(DEFAULT_SCHEMA), oid(SUPERUSER_OID)],

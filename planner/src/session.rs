@@ -347,6 +347,10 @@ impl crate::pg_catalog::TableLister for CatalogTables {
     fn list(&self) -> Vec<(String, TableDef)> {
         self.engine.catalog.tables(&self.db)
     }
+
+    fn databases(&self) -> Vec<String> {
+        self.engine.catalog.database_names()
+    }
 }
 
 impl CatalogProvider for BraidCatalogProvider {
@@ -375,6 +379,7 @@ impl CatalogProvider for BraidCatalogProvider {
                     engine: self.engine.clone(),
                     db: self.db.clone(),
                     schema: name.to_string(),
+                    user: self.user.clone(),
                 }) as Arc<dyn SchemaProvider>
             })
     }
@@ -385,6 +390,25 @@ struct BraidSchemaProvider {
     engine: Arc<EngineInner>,
     db: String,
     schema: String,
+    user: String,
+}
+
+impl BraidSchemaProvider {
+    /// PostgreSQL looks in `pg_catalog` before the search path, so an unqualified `pg_class`
+    /// is the catalog's (a user table cannot take such a name there either).
+    fn catalog_schema(&self, name: &str) -> Option<crate::pg_catalog::PgCatalogSchema> {
+        if self.schema != crate::catalog::DEFAULT_SCHEMA || !name.starts_with("pg_") {
+            return None;
+        }
+        let catalog = crate::pg_catalog::PgCatalogSchema::new(
+            Arc::new(CatalogTables {
+                engine: self.engine.clone(),
+                db: self.db.clone(),
+            }),
+            &self.user,
+        );
+        catalog.table_exist(name).then_some(catalog)
+    }
 }
 
 #[async_trait]
@@ -393,16 +417,21 @@ impl SchemaProvider for BraidSchemaProvider {
         self.engine.catalog.table_names(&self.db, &self.schema)
     }
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(catalog) = self.catalog_schema(name) {
+            return catalog.table(name).await;
+        }
         self.engine
             .provider(&self.db, &self.schema, name)
             .await
             .map_err(Error::into_datafusion)
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.engine
-            .catalog
-            .table(&self.db, &self.schema, name)
-            .is_some()
+        self.catalog_schema(name).is_some()
+            || self
+                .engine
+                .catalog
+                .table(&self.db, &self.schema, name)
+                .is_some()
     }
 }
 

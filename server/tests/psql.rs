@@ -160,6 +160,18 @@ async fn psql_describe_commands() -> anyhow::Result<()> {
         "\\d t_d_e_idx"
     );
 
+    // PostgreSQL 15 lists template0 and template1 too, and its locale is the one initdb ran
+    // in; braid has the one database, compares text bytewise (C) and stores UTF8.
+    assert_eq!(
+        describe(&server, r"\l")?,
+        "                                          List of databases\n   \
+         Name   |  Owner   | Encoding | Collate | Ctype | ICU Locale | Locale Provider | Access privileges \n\
+         ----------+----------+----------+---------+-------+------------+-----------------+-------------------\n \
+         postgres | postgres | UTF8     | C       | C     |            | libc            | \n\
+         (1 row)\n\n",
+        "\\l"
+    );
+
     // No row for the name: psql's own message, on stderr, and no server error.
     let (stdout, stderr) = psql(&server, r"\d nosuchtable")?;
     assert_eq!(stdout, "", "\\d nosuchtable prints nothing on stdout");

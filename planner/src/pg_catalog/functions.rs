@@ -205,6 +205,16 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
                 .collect(),
         ))
     });
+    // PostgreSQL's encoding numbers; braid stores UTF8 only, but the name of any encoding
+    // number is answered as PostgreSQL does (an unknown one is the empty string).
+    register(ctx, "pg_encoding_to_char", &[1], DataType::Utf8, |a, n| {
+        Ok(text_array(
+            oids(a, 0, n)?
+                .into_iter()
+                .map(|e| e.map(|e| encoding_name(e).to_string()))
+                .collect(),
+        ))
+    });
     // Only the `public` schema is listed, and it is on every session's search path.
     register(
         ctx,
@@ -355,4 +365,57 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
         DataType::Utf8,
         |_, n| Ok(text_array(vec![None; n])),
     );
+}
+
+/// `pg_encoding_to_char`: PostgreSQL 15's names for its server encodings' numbers (`pg_wchar.h`).
+fn encoding_name(e: i64) -> &'static str {
+    const NAMES: [&str; 42] = [
+        "SQL_ASCII",
+        "EUC_JP",
+        "EUC_CN",
+        "EUC_KR",
+        "EUC_TW",
+        "EUC_JIS_2004",
+        "UTF8",
+        "MULE_INTERNAL",
+        "LATIN1",
+        "LATIN2",
+        "LATIN3",
+        "LATIN4",
+        "LATIN5",
+        "LATIN6",
+        "LATIN7",
+        "LATIN8",
+        "LATIN9",
+        "LATIN10",
+        "WIN1256",
+        "WIN1258",
+        "WIN866",
+        "WIN874",
+        "KOI8R",
+        "WIN1251",
+        "WIN1252",
+        "ISO_8859_5",
+        "ISO_8859_6",
+        "ISO_8859_7",
+        "ISO_8859_8",
+        "WIN1250",
+        "WIN1253",
+        "WIN1254",
+        "WIN1255",
+        "WIN1257",
+        "KOI8U",
+        "SJIS",
+        "BIG5",
+        "GBK",
+        "UHC",
+        "GB18030",
+        "JOHAB",
+        "SHIFT_JIS_2004",
+    ];
+    usize::try_from(e)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("")
 }
