@@ -259,19 +259,13 @@ fn run_set(
             specs.iter().zip(&inputs).zip(acc.iter_mut())
         {
             let round = match spec {
-                Spec::Raw => raw_loop(
+                Spec::Raw | Spec::RawDirect => raw_loop(
                     dir,
                     config.workers(),
                     config.batch_records,
                     batch.bytes(),
                     slice,
-                )?,
-                Spec::RawDirect => raw_direct_loop(
-                    dir,
-                    config.workers(),
-                    config.batch_records,
-                    batch.bytes(),
-                    slice,
+                    matches!(spec, Spec::RawDirect),
                 )?,
                 Spec::Log(b) | Spec::Encoded(b) => {
                     let (_, fs) = backends.get(*b).context("no such backend")?;
@@ -403,28 +397,50 @@ fn make_records(config: Config) -> Vec<Record> {
         .collect()
 }
 
-/// `writers` threads, each appending `buf` to its own new file with `pwrite` + `fdatasync`
-/// until `row_time` is up.
+/// `writers` threads, each appending `bytes` to its own new file with `pwrite` + `fdatasync`
+/// until `row_time` is up. With `direct` the file is opened with `O_DIRECT` and each write is
+/// `bytes` padded with zeros to a multiple of 4 KiB, from a 4 KiB-aligned place in a buffer
+/// prepared once, at the next 4 KiB boundary (the padding is not counted as bytes written).
 fn raw_loop(
     dir: &Path,
     writers: usize,
     records_per_op: usize,
-    buf: &[u8],
+    bytes: &[u8],
     row_time: Duration,
+    direct: bool,
 ) -> anyhow::Result<Vec<Worker>> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const ALIGN: usize = 4096;
+    let padded = if direct {
+        bytes.len().div_ceil(ALIGN) * ALIGN
+    } else {
+        bytes.len()
+    };
+    let mut buf = vec![0u8; padded + ALIGN];
+    let first = if direct {
+        (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN
+    } else {
+        0
+    };
+    buf[first..first + bytes.len()].copy_from_slice(bytes);
+    let image = &buf[first..first + padded];
+    let (name, flags) = if direct {
+        ("raw-direct", libc::O_DIRECT)
+    } else {
+        ("raw", 0)
+    };
     let ops_max = ROW_OPS_MAX / writers as u64;
-    let start = Instant::now();
-    let deadline = start + row_time;
+    let deadline = Instant::now() + row_time;
     let results: Vec<anyhow::Result<Worker>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..writers)
             .map(|i| {
-                let path = dir.join(format!("raw-{i}.dat"));
+                let path = dir.join(format!("{name}-{i}.dat"));
                 s.spawn(move || -> anyhow::Result<Worker> {
                     let file = std::fs::OpenOptions::new()
-                        .read(true)
+                        .read(!direct)
                         .write(true)
                         .create_new(true)
+                        .custom_flags(flags)
                         .open(&path)
                         .with_context(|| format!("create {}", path.display()))?;
                     // As the log does for a new segment: make the file's name durable before
@@ -437,72 +453,7 @@ fn raw_loop(
                     while Instant::now() < deadline && (samples.latencies_ns.len() as u64) < ops_max
                     {
                         let t0 = Instant::now();
-                        file.write_all_at(buf, at).context("pwrite")?;
-                        file.sync_data().context("fdatasync")?;
-                        let took = t0.elapsed();
-                        samples.latencies_ns.push(took.as_nanos() as u64);
-                        samples.span += took;
-                        at += buf.len() as u64;
-                        samples.bytes += buf.len() as u64;
-                        samples.records += records_per_op as u64;
-                    }
-                    drop(file);
-                    std::fs::remove_file(&path)
-                        .with_context(|| format!("remove {}", path.display()))?;
-                    Ok(samples)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a raw writer panicked")))
-            })
-            .collect()
-    });
-    results.into_iter().collect()
-}
-
-/// The raw loop with `O_DIRECT`: `writers` threads, each writing `bytes` padded with zeros to a
-/// multiple of 4 KiB, from a 4 KiB-aligned place in a buffer prepared once, at the next 4 KiB
-/// boundary of its own new file, then `fdatasync`.
-fn raw_direct_loop(
-    dir: &Path,
-    writers: usize,
-    records_per_op: usize,
-    bytes: &[u8],
-    row_time: Duration,
-) -> anyhow::Result<Vec<Worker>> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    const ALIGN: usize = 4096;
-    let padded = bytes.len().div_ceil(ALIGN) * ALIGN;
-    let mut buf = vec![0u8; padded + ALIGN];
-    let first = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
-    buf[first..first + bytes.len()].copy_from_slice(bytes);
-    let image = &buf[first..first + padded];
-    let ops_max = ROW_OPS_MAX / writers as u64;
-    let deadline = Instant::now() + row_time;
-    let results: Vec<anyhow::Result<Worker>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..writers)
-            .map(|i| {
-                let path = dir.join(format!("raw-direct-{i}.dat"));
-                s.spawn(move || -> anyhow::Result<Worker> {
-                    let file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .custom_flags(libc::O_DIRECT)
-                        .open(&path)
-                        .with_context(|| format!("create {} with O_DIRECT", path.display()))?;
-                    std::fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .with_context(|| format!("fsync {}", dir.display()))?;
-                    let mut samples = Worker::default();
-                    let mut at = 0u64;
-                    while Instant::now() < deadline && (samples.latencies_ns.len() as u64) < ops_max
-                    {
-                        let t0 = Instant::now();
-                        file.write_all_at(image, at).context("pwrite (O_DIRECT)")?;
+                        file.write_all_at(image, at).context("pwrite")?;
                         file.sync_data().context("fdatasync")?;
                         let took = t0.elapsed();
                         samples.latencies_ns.push(took.as_nanos() as u64);

@@ -247,7 +247,7 @@ struct WriterState {
 /// block again (kept here, as PostgreSQL rewrites the current WAL page), and ends on one,
 /// padded with zeros, which the file holds after its data anyway (see [`PREALLOC_BYTES`]).
 /// Small commits go through `file` (`O_DIRECT`), large batches through the page cache (see
-/// [`write_direct`]).
+/// [`write_from_block`]).
 #[derive(Debug)]
 struct DirectWriter {
     file: Arc<dyn FileHandle>,
@@ -915,7 +915,7 @@ async fn flush(shared: &Shared, state: &mut WriterState, staged: Vec<Staged>) ->
     let mut written = None;
     if let Some(d) = state.direct.as_mut() {
         let (res, back) =
-            write_direct(d, &state.active.file, bufs, start, pos, fill_to, sync).await;
+            write_from_block(d, &state.active.file, bufs, start, pos, fill_to, sync).await;
         match res {
             Ok(end) => {
                 state.allocated = state.allocated.max(end);
@@ -1051,7 +1051,7 @@ const GATHER_KEEP_BYTES_MAX: usize = 256 << 10;
 /// the kernel from reading back the partial block a direct write left out of the page cache.
 /// Returns the end of the write and the buffers to recycle; on an error the batches are
 /// handed back as they came.
-async fn write_direct(
+async fn write_from_block(
     d: &mut DirectWriter,
     buffered: &Arc<dyn FileHandle>,
     mut bufs: Vec<(Vec<u8>, usize)>,
