@@ -205,6 +205,18 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
                 .collect(),
         ))
     });
+    register(ctx, "pg_size_pretty", &[1], DataType::Utf8, |a, n| {
+        let Some(arg) = a.first() else {
+            return Ok(text_array(vec![None; n]));
+        };
+        let sizes = cast(arg, &DataType::Int64)?;
+        let sizes = sizes.as_primitive::<Int64Type>();
+        Ok(text_array(
+            (0..n)
+                .map(|r| (!sizes.is_null(r)).then(|| size_pretty(sizes.value(r))))
+                .collect(),
+        ))
+    });
     // PostgreSQL's encoding numbers; braid stores UTF8 only, but the name of any encoding
     // number is answered as PostgreSQL does (an unknown one is the empty string).
     register(ctx, "pg_encoding_to_char", &[1], DataType::Utf8, |a, n| {
@@ -418,4 +430,60 @@ fn encoding_name(e: i64) -> &'static str {
         .and_then(|i| NAMES.get(i))
         .copied()
         .unwrap_or("")
+}
+
+/// `pg_size_pretty(bigint)` as PostgreSQL 15 writes it (`dbsize.c`): bytes below 10 kB, then
+/// the largest unit that keeps the number below 20 × 1024 − 1, rounded half away from zero.
+/// Dividing (not shifting) rounds negative sizes the same way as positive ones.
+fn size_pretty(size: i64) -> String {
+    // (name, limit, half-rounded, bits)
+    const UNITS: [(&str, i64, bool, u32); 6] = [
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let mut size = size;
+    for (i, &(name, limit, round, bits)) in UNITS.iter().enumerate() {
+        let next = UNITS.get(i + 1);
+        if next.is_none() || size.unsigned_abs() < limit.unsigned_abs() {
+            if round {
+                size = (size + if size < 0 { -1 } else { 1 }) / 2;
+            }
+            return format!("{size} {name}");
+        }
+        if let Some(&(_, _, next_round, next_bits)) = next {
+            let shift = next_bits - bits - u32::from(next_round) + u32::from(round);
+            size /= 1i64 << shift;
+        }
+    }
+    format!("{size} PB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_pretty;
+
+    #[test]
+    fn size_pretty_matches_postgresql() {
+        // Each pair checked against PostgreSQL 15.18's pg_size_pretty.
+        for (size, want) in [
+            (0, "0 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (-10240, "-10 kB"),
+            (123456789, "118 MB"),
+            (-123456789, "-118 MB"),
+            (20970496, "20 MB"),
+            (21474836480, "20 GB"),
+            (1099511627776, "1024 GB"),
+            (1125899906842624, "1024 TB"),
+            (i64::MAX, "8192 PB"),
+            (i64::MIN, "-8192 PB"),
+        ] {
+            assert_eq!(size_pretty(size), want, "pg_size_pretty({size})");
+        }
+    }
 }
