@@ -602,7 +602,7 @@ async fn recover(shared: &Shared) -> Result<WriterState> {
         producers.record(p, base, last);
     }
     let next_offset = active_base + end.builder.next_rel;
-    let direct = open_direct(shared, &active, end.valid_len).await?;
+    let direct = open_direct(shared, &active, end.valid_len).await;
     shared.direct.store(direct.is_some(), Ordering::Relaxed);
     let active = Arc::new(active);
     segments.insert(active_base, active.clone());
@@ -1123,33 +1123,44 @@ async fn write_from_block(
     (res.map(|()| w_end), bufs)
 }
 
-/// Opens the active segment `path` for direct writes when the topic asks for them and the
-/// file system allows it, with the file's partial last block below `len` read back.
-async fn open_direct(shared: &Shared, seg: &Segment, len: u64) -> Result<Option<DirectWriter>> {
+/// Opens the active segment for direct writes when the topic asks for them and the file
+/// system allows it, with the file's partial last block below `len` read back. Any failure
+/// leaves the partition writing through the page cache (logged): direct writes are a speed-up,
+/// never a condition for opening.
+async fn open_direct(shared: &Shared, seg: &Segment, len: u64) -> Option<DirectWriter> {
     if !shared.config.direct_io || shared.config.durability == Durability::None {
-        return Ok(None);
+        return None;
     }
-    let Some(file) = shared.fs.open_direct(&seg.path).await? else {
-        return Ok(None);
+    let opened = async {
+        let Some(file) = shared.fs.open_direct(&seg.path).await? else {
+            return Ok(None);
+        };
+        let align = DIRECT_ALIGN as u64;
+        let tail_len = (len % align) as usize;
+        let (res, tail) = seg
+            .file
+            .read_at(vec![0; tail_len], len - tail_len as u64)
+            .await;
+        if res? != tail_len {
+            return Err(Error::corruption(
+                &seg.path,
+                len,
+                "the file ended while its last block was read back",
+            ));
+        }
+        Ok(Some(DirectWriter {
+            file,
+            tail,
+            gather: Vec::new(),
+        }))
     };
-    let align = DIRECT_ALIGN as u64;
-    let tail_len = (len % align) as usize;
-    let (res, tail) = seg
-        .file
-        .read_at(vec![0; tail_len], len - tail_len as u64)
-        .await;
-    if res? != tail_len {
-        return Err(Error::corruption(
-            &seg.path,
-            len,
-            "the file ended while its last block was read back",
-        ));
+    match opened.await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(segment = %seg.path.display(), "writing through the page cache: {e}");
+            None
+        }
     }
-    Ok(Some(DirectWriter {
-        file,
-        tail,
-        gather: Vec::new(),
-    }))
 }
 
 /// Seals the active segment and starts a new one at the next offset.
@@ -1198,15 +1209,8 @@ async fn roll(shared: &Shared, state: &mut WriterState) -> Result<()> {
     fs.sync_dir(dir).await?;
     let seg = Segment::new(base, path, file, 0, false);
     *seg.index.write() = Some(Default::default());
-    // The old segment's direct handle goes with its state; a failure to open the new one
-    // directly leaves the partition writing through the page cache.
-    state.direct = match open_direct(shared, &seg, 0).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(partition = %dir.display(), "writing through the page cache: {e}");
-            None
-        }
-    };
+    // The old segment's direct handle goes with its state.
+    state.direct = open_direct(shared, &seg, 0).await;
     shared
         .direct
         .store(state.direct.is_some(), Ordering::Relaxed);
