@@ -3,7 +3,8 @@
 //!
 //! Backends:
 //! - [`StdFs`] (default): `std::fs` calls run on tokio's blocking pool, never on the async
-//!   worker threads.
+//!   worker threads — or in place on a thread that exists to wait for the disk (a log
+//!   partition's writer thread, see [`wait_on_disk_here`]).
 //! - `UringFs` (cargo feature `io-uring`): tokio-uring on a thread of its own. [`backend_from_env`]
 //!   probes it at start-up and falls back to [`StdFs`] when io_uring is refused.
 //! - [`FaultyFs`]: wraps another backend and fails a chosen call, for fault-injection tests.
@@ -38,6 +39,40 @@ pub use faulty::{FaultKind, FaultyFs};
 pub use std_fs::StdFs;
 #[cfg(feature = "io-uring")]
 pub use uring::UringFs;
+
+thread_local! {
+    static WAITS_ON_DISK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that exists to wait for the disk (a log partition's writer
+/// thread): the blocking backends then make their system calls right here instead of handing
+/// them to tokio's blocking pool. The hand-off costs two thread wake-ups per call, which on
+/// this machine was 40-50 µs of a 130 µs `pwrite` + `fdatasync`.
+pub fn wait_on_disk_here() {
+    WAITS_ON_DISK.with(|w| w.set(true));
+}
+
+/// Whether [`wait_on_disk_here`] marked the calling thread.
+pub(crate) fn waits_on_disk_here() -> bool {
+    WAITS_ON_DISK.with(|w| w.get())
+}
+
+/// Runs a blocking closure where it may block: in place on a thread marked by
+/// [`wait_on_disk_here`] or outside any runtime (a plain thread, e.g. a tool), else on tokio's
+/// blocking pool, never on an async worker.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    if waits_on_disk_here() {
+        return f();
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => match handle.spawn_blocking(f).await {
+            Ok(v) => v,
+            // The closure panicked: carry the panic on, it is a bug not an I/O error.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        },
+        Err(_) => f(),
+    }
+}
 
 /// A boxed future, so that the traits stay object safe.
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -29,6 +29,7 @@ mod partition;
 mod producer;
 mod segment;
 mod topic;
+mod writer_threads;
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! The blocking backend: `std::fs` and `pread`/`pwrite`/`fdatasync`, each call moved to tokio's
-//! blocking pool so that the async worker threads never wait on the disk.
+//! blocking pool so that the async worker threads never wait on the disk — except on a thread
+//! that exists to wait for it (a log partition's writer), where the call runs in place and
+//! saves the pool's two thread wake-ups.
 
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
@@ -7,43 +9,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{FileHandle, Fs, IoFuture, OpenMode};
+use super::{blocking, FileHandle, Fs, IoFuture, OpenMode};
 use crate::error::{Error, Result};
-
-/// Runs a blocking closure off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => match handle.spawn_blocking(f).await {
-            Ok(v) => v,
-            // The closure panicked: carry the panic on, it is a bug not an I/O error.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        },
-        // Outside a runtime (a plain thread, e.g. a tool) just run it.
-        Err(_) => f(),
-    }
-}
-
-/// Writes of at least this many bytes run in place (see [`commit_io`]).
-const IN_PLACE_BYTES_MIN: usize = 256 << 10;
-
-/// Runs a commit's writes and `fdatasync`, which the writer waits for anyway. A large one
-/// (`bytes` ≥ [`IN_PLACE_BYTES_MIN`]) runs in place on a multi-thread runtime:
-/// `block_in_place` first hands this worker's other tasks to another thread, so nothing else
-/// waits, and the two thread hops of the blocking pool (wake a pool thread, then wake the
-/// writer) are saved — about 10% of a 1 MB write + `fdatasync` here. Small commits go to the
-/// blocking pool: they come many at a time from many partitions, and handing a worker's core
-/// over on each one cost more than the hops (16 clients of single-row INSERTs ran 30% slower).
-async fn commit_io<T: Send + 'static>(bytes: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h)
-            if bytes >= IN_PLACE_BYTES_MIN && h.runtime_flavor() == RuntimeFlavor::MultiThread =>
-        {
-            tokio::task::block_in_place(f)
-        }
-        _ => blocking(f).await,
-    }
-}
 
 #[derive(Debug, Default, Clone)]
 pub struct StdFs;
@@ -113,8 +80,7 @@ impl FileHandle for StdFile {
     ) -> IoFuture<'_, (Result<()>, Vec<Vec<u8>>)> {
         let file = self.file.clone();
         Box::pin(async move {
-            let bytes = bufs.iter().map(Vec::len).sum();
-            let (res, bufs) = commit_io(bytes, move || {
+            let (res, bufs) = blocking(move || {
                 let mut at = offset;
                 for buf in &bufs {
                     if let Err(e) = file.write_all_at(buf, at) {
@@ -143,7 +109,7 @@ impl FileHandle for StdFile {
     ) -> IoFuture<'_, (Result<()>, Vec<u8>)> {
         let file = self.file.clone();
         Box::pin(async move {
-            let (res, buf) = commit_io(range.len(), move || {
+            let (res, buf) = blocking(move || {
                 let Some(bytes) = buf.get(range.clone()) else {
                     let e = std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,

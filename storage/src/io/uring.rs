@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_uring::buf::BoundedBuf;
 
 use super::std_fs::list_dir_blocking;
-use super::{FileHandle, Fs, IoFuture, OpenMode};
+use super::{blocking, FileHandle, Fs, IoFuture, OpenMode};
 use crate::error::{Error, Result};
 
 /// Submission queue entries of the ring. tokio-uring submits early when the queue is full, so
@@ -58,19 +58,6 @@ const IO_CHUNK_BYTES_MAX: usize = 1 << 30;
 
 /// Bytes the start-up probe writes and reads back.
 const PROBE_BYTES: &[u8] = b"braid io_uring probe";
-
-/// Runs a blocking closure off the async threads (as the blocking backend does).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => match handle.spawn_blocking(f).await {
-            Ok(v) => v,
-            // The closure panicked: carry the panic on, it is a bug not an I/O error.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        },
-        // Outside a runtime (a plain thread, e.g. a tool) just run it.
-        Err(_) => f(),
-    }
-}
 
 type Reply<T> = oneshot::Sender<T>;
 

@@ -1,8 +1,9 @@
-//! One partition: recovery from disk, the writer task (group commit, rolling, idempotence,
+//! One partition: recovery from disk, the writer (group commit, rolling, idempotence,
 //! failure handling) and reads (by offset, by timestamp, and follow mode).
 //!
-//! All appends to a partition go through one writer task. Appenders encode and checksum their
-//! batch on their own task, then queue it; the writer drains whatever is queued (bounded by
+//! All appends to a partition go through one writer, which runs on a writer thread
+//! ([`super::writer_threads`]: the disk waits happen there, never on an async worker).
+//! Appenders encode and checksum their batch on their own task, then queue it; the writer drains whatever is queued (bounded by
 //! `group_bytes_max`), stamps offsets, writes it with as few calls as it can, runs one
 //! `fdatasync`, and only then publishes the new durable end and answers every appender. Readers
 //! never read past the published durable end, so they never see a record that could still be
@@ -29,10 +30,6 @@ use crate::io::{self, FileHandle, OpenMode, SharedFs, DIRECT_ALIGN};
 /// Batches at least this big are written from their own buffer instead of being copied into
 /// the group's buffer.
 const WRITE_ALONE_BYTES: usize = 256 << 10;
-
-/// Appends of at least this many records let the writer start before they free their records
-/// (tens of µs for thousands of records); below it freeing costs less than the extra turn.
-const YIELD_BEFORE_FREEING_RECORDS_MIN: usize = 256;
 
 /// The active segment is extended with zeros this far ahead of small appends. `fdatasync` of a
 /// write that stays inside blocks already written needs no file-system journal commit (the
@@ -262,7 +259,8 @@ struct DirectWriter {
 pub struct Partition {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Request>,
-    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Answered when the writer has ended.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -302,7 +300,9 @@ impl Partition {
             shared: shared.clone(),
             state: Some(state),
         };
-        let handle = tokio::spawn(writer.run(rx));
+        let handle = super::writer_threads::spawn(writer.run(rx))
+            .await
+            .map_err(|e| Error::io("start the writer thread", &shared.dir, e))?;
         Ok(Partition {
             shared,
             tx,
@@ -349,13 +349,9 @@ impl Partition {
         let batch = format::encode_batch_into(self.shared.batch_builder(hint), &records, producer)
             .map_err(Error::InvalidArgument)?;
         let durable = self.submit(batch).await?;
-        // Free the records while the writer writes and syncs, not after: for a large batch this
-        // is thousands of frees the caller would otherwise wait for on top of the fdatasync.
-        // Sending woke the writer task into this worker's LIFO slot, where it would wait until
-        // this task yields, so yield first: the write starts, then the records are freed.
-        if records.len() >= YIELD_BEFORE_FREEING_RECORDS_MIN {
-            tokio::task::yield_now().await;
-        }
+        // Free the records while the writer's thread writes and syncs, not after: for a large
+        // batch this is thousands of frees the caller would otherwise wait for on top of the
+        // fdatasync.
         drop(records);
         durable.await.map_err(|_| Error::Closed)?
     }
@@ -655,12 +651,11 @@ impl Writer {
             };
             closing = take(first, &mut group, &mut bytes);
             // The replies of the last group woke its appenders, whose next appends are on
-            // their way: let the runnable ones send before the group is closed (yielding while
-            // the queue grows), or they wait a whole write and sync for the next group. Without
-            // this 64 appenders settled into two alternating groups of 32, each paying its own
-            // write and sync (121 k appends/s against 175 k with it, 1 KiB records here). Not
-            // for a large batch: grouping gains it little, and the turn would go to other
-            // tasks (appenders of other partitions encoding theirs) before its write starts.
+            // their way: give them a few turns of the driver to send before the group is
+            // closed (while the queue grows), or they wait a whole write and sync for the next
+            // group. Without this 64 appenders settled into two alternating groups of 32, each
+            // paying its own write and sync (121 k appends/s against 175 k with it, 1 KiB
+            // records here). Not for a large batch: grouping gains it little.
             if closing.is_none() && bytes < WRITE_ALONE_BYTES {
                 let mut queued = rx.len();
                 for _ in 0..GATHER_YIELDS_MAX {
