@@ -3,11 +3,11 @@
 //!
 //! All appends to a partition go through one writer, which runs on a writer thread
 //! ([`super::writer_threads`]: the disk waits happen there, never on an async worker).
-//! Appenders encode and checksum their batch on their own task, then queue it; the writer drains whatever is queued (bounded by
-//! `group_bytes_max`), stamps offsets, writes it with as few calls as it can, runs one
-//! `fdatasync`, and only then publishes the new durable end and answers every appender. Readers
-//! never read past the published durable end, so they never see a record that could still be
-//! lost.
+//! Appenders encode and checksum their batch on their own task, then queue it; the writer
+//! drains whatever is queued (bounded by `group_bytes_max`), stamps offsets, writes it with as
+//! few calls as it can, runs one `fdatasync`, and only then publishes the new durable end and
+//! answers every appender. Readers never read past the published durable end, so they never see
+//! a record that could still be lost.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
