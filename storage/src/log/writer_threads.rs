@@ -130,8 +130,10 @@ async fn launch() -> std::io::Result<tokio::runtime::Handle> {
         .spawn(move || {
             // Built on this thread: a runtime may be neither dropped nor blocked on inside
             // another one.
+            // Timers only (group commit's wait): without an I/O driver the thread parks on a
+            // futex instead of `epoll_wait`, and an appender wakes it without an `eventfd` write.
             let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,
