@@ -9,6 +9,7 @@
 //! What must stay true: label values come from small fixed sets (statement kinds, SQLSTATEs,
 //! stream names), never from client text, so a client cannot grow the registry without bound.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -330,6 +331,13 @@ impl Fs for MeteredFs {
             Ok(Arc::new(MeteredFile { inner: file }) as Arc<dyn FileHandle>)
         })
     }
+    fn open_direct(&self, path: &Path) -> IoFuture<'_, IoResult<Option<Arc<dyn FileHandle>>>> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let file = self.inner.open_direct(&path).await?;
+            Ok(file.map(|inner| Arc::new(MeteredFile { inner }) as Arc<dyn FileHandle>))
+        })
+    }
     fn create_dir_all(&self, path: &Path) -> IoFuture<'_, IoResult<()>> {
         self.inner.create_dir_all(path)
     }
@@ -353,6 +361,9 @@ impl Fs for MeteredFs {
     }
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+    fn waits_in_place(&self) -> bool {
+        self.inner.waits_in_place()
     }
 }
 
@@ -390,6 +401,28 @@ impl FileHandle for MeteredFile {
         Box::pin(async move {
             let started = Instant::now();
             let r = self.inner.write_all_and_sync(bufs, offset, sync).await;
+            METRICS
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            r
+        })
+    }
+    fn write_range_and_sync(
+        &self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+        offset: u64,
+        sync: bool,
+    ) -> IoFuture<'_, (IoResult<()>, Vec<u8>)> {
+        if !sync {
+            return self.inner.write_range_and_sync(buf, range, offset, sync);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let r = self
+                .inner
+                .write_range_and_sync(buf, range, offset, sync)
+                .await;
             METRICS
                 .fsync_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -532,5 +565,47 @@ impl StreamLog for MeteredLog {
     }
     async fn close(&self) {
         self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_storage::io::{StdFs, DIRECT_ALIGN};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// The server wraps its backend in [`MeteredFs`]: the wrapper must keep what LogCore
+    /// asks of the backend — direct writes of the active segment, and waiting in place on a
+    /// writer thread — or every stream and the commit log silently lose them.
+    #[tokio::test]
+    async fn the_metered_backend_keeps_direct_writes_and_in_place_waits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = MeteredFs::wrap(Arc::new(StdFs::new()));
+        assert!(fs.waits_in_place(), "the blocking backend waits in place");
+        let path = dir.path().join("segment");
+        fs.open(&path, OpenMode::ReadWrite).await.expect("open");
+        let refused = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .is_err();
+        let direct = fs.open_direct(&path).await.expect("open_direct");
+        let Some(direct) = direct else {
+            assert!(
+                refused,
+                "O_DIRECT works here, but the wrapper opened no direct handle"
+            );
+            return;
+        };
+        // An aligned block inside a larger buffer, as the log's writer hands it over.
+        let mut buf = vec![0u8; 3 * DIRECT_ALIGN];
+        let first = (DIRECT_ALIGN - buf.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        buf[first..first + DIRECT_ALIGN].fill(b'x');
+        let (res, _) = direct
+            .write_range_and_sync(buf, first..first + DIRECT_ALIGN, 0, true)
+            .await;
+        res.expect("direct write");
+        let on_disk = std::fs::read(&path).expect("read back");
+        assert_eq!(on_disk, vec![b'x'; DIRECT_ALIGN]);
     }
 }

@@ -266,6 +266,9 @@ impl Fs for RefusingDirect {
     fn name(&self) -> &'static str {
         "refusing-direct"
     }
+    fn waits_in_place(&self) -> bool {
+        self.inner.waits_in_place()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,4 +224,8 @@ impl Fs for FaultyFs {
     fn name(&self) -> &'static str {
         "faulty"
     }
+
+    fn waits_in_place(&self) -> bool {
+        self.inner.waits_in_place()
+    }
 }

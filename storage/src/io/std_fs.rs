@@ -272,6 +272,10 @@ impl Fs for StdFs {
     fn name(&self) -> &'static str {
         "std"
     }
+
+    fn waits_in_place(&self) -> bool {
+        true
+    }
 }
 
 /// Shared by the backends that do directory work with `std::fs`.

@@ -1,8 +1,9 @@
 //! One partition: recovery from disk, the writer (group commit, rolling, idempotence,
 //! failure handling) and reads (by offset, by timestamp, and follow mode).
 //!
-//! All appends to a partition go through one writer, which runs on a writer thread
-//! ([`super::writer_threads`]: the disk waits happen there, never on an async worker).
+//! All appends to a partition go through one writer: on a writer thread
+//! ([`super::writer_threads`]) with a backend whose calls block (the disk waits happen there,
+//! never on an async worker), else as an async task.
 //! Appenders encode and checksum their batch on their own task, then queue it; the writer
 //! drains whatever is queued (bounded by `group_bytes_max`), stamps offsets, writes it with as
 //! few calls as it can, runs one `fdatasync`, and only then publishes the new durable end and
@@ -300,9 +301,18 @@ impl Partition {
             shared: shared.clone(),
             state: Some(state),
         };
-        let handle = super::writer_threads::spawn(writer.run(rx))
-            .await
-            .map_err(|e| Error::io("start the writer thread", &shared.dir, e))?;
+        let handle = if shared.fs.waits_in_place() {
+            super::writer_threads::spawn(writer.run(rx))
+                .await
+                .map_err(|e| Error::io("start the writer thread", &shared.dir, e))?
+        } else {
+            let (ended, handle) = oneshot::channel();
+            tokio::spawn(async move {
+                writer.run(rx).await;
+                let _ = ended.send(());
+            });
+            handle
+        };
         Ok(Partition {
             shared,
             tx,
