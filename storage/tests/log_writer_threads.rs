@@ -10,7 +10,6 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use braid_storage::io::Fs;
 use braid_storage::log::{Record, TopicConfig};
 use support::{fs, open, read_all, value_of};
 
