@@ -1,4 +1,5 @@
-//! Integer arithmetic that fails on overflow, as PostgreSQL's does.
+//! Integer arithmetic that fails on overflow, and floating-point arithmetic that fails on
+//! overflow, underflow and division by zero, as PostgreSQL's does.
 //!
 //! DataFusion plans `+`, `-`, `*` and unary minus on integers with Arrow's wrapping kernels
 //! (its physical `BinaryExpr` has a `fail_on_overflow` flag, but the physical planner never
@@ -18,6 +19,12 @@
 //!   whose operands only have one type once coerced (`int_col + 1`), before the optimizer's
 //!   constant folding, which then evaluates the checked function too.
 //!
+//! Floating-point `+ - * /` on two operands of one float type go the same way, into
+//! `float8pl`, `float4div` and friends ([`CheckedFloat`]): PostgreSQL fails `1e308::float8 *
+//! 10` with `value out of range: overflow`, `1e-308::float8 * 1e-308` with `... underflow` and
+//! `1.5::float8 / 0` with `division by zero`, where IEEE arithmetic (and DataFusion) would
+//! return infinity or zero. Infinite or NaN operands give their IEEE results, as there.
+//!
 //! Paths that simplify an expression themselves before `create_physical_expr` call [`check`]
 //! first, so that constant folding cannot wrap either.
 //!
@@ -34,7 +41,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::kernels::numeric;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int16Type, Int32Type, Int64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -476,9 +485,282 @@ fn divide(ty: IntType, l: &ColumnarValue, r: &ColumnarValue) -> DfResult<Columna
     }
 }
 
-/// Rewrites integer `+ - * /` and unary minus whose operands have one integer type into the
-/// checked functions; anything else (mixed types before coercion, unknown parameter types,
-/// non-integers) is left as it is.
+/// PostgreSQL's floating-point types, as Arrow holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FloatType {
+    Float4,
+    Float8,
+}
+
+impl FloatType {
+    const ALL: [FloatType; 2] = [FloatType::Float4, FloatType::Float8];
+
+    fn of(t: &DataType) -> Option<FloatType> {
+        match t {
+            DataType::Float32 => Some(FloatType::Float4),
+            DataType::Float64 => Some(FloatType::Float8),
+            _ => None,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            FloatType::Float4 => DataType::Float32,
+            FloatType::Float8 => DataType::Float64,
+        }
+    }
+
+    fn function_prefix(self) -> &'static str {
+        match self {
+            FloatType::Float4 => "float4",
+            FloatType::Float8 => "float8",
+        }
+    }
+}
+
+/// Why a floating-point operation failed, as PostgreSQL's `check_float8_val` and
+/// `float8div` decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FloatFault {
+    Overflow,
+    Underflow,
+    DivisionByZero,
+}
+
+impl FloatFault {
+    fn error(self) -> DataFusionError {
+        match self {
+            FloatFault::Overflow => Error::FloatOutOfRange("overflow").into_datafusion(),
+            FloatFault::Underflow => Error::FloatOutOfRange("underflow").into_datafusion(),
+            FloatFault::DivisionByZero => {
+                DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None)
+            }
+        }
+    }
+}
+
+/// One checked operation on one float type: its IEEE result and the fault PostgreSQL reports.
+trait CheckedFloatOp: Copy + Default {
+    fn checked(op: Op, a: Self, b: Self) -> (Self, Option<FloatFault>);
+}
+
+macro_rules! checked_float {
+    ($($t:ty),*) => {$(
+        impl CheckedFloatOp for $t {
+            fn checked(op: Op, a: Self, b: Self) -> (Self, Option<FloatFault>) {
+                let finite = a.is_finite() && b.is_finite();
+                match op {
+                    Op::Add | Op::Sub => {
+                        let r = if op == Op::Add { a + b } else { a - b };
+                        (r, (r.is_infinite() && finite).then_some(FloatFault::Overflow))
+                    }
+                    Op::Mul => {
+                        let r = a * b;
+                        let fault = if r.is_infinite() && finite {
+                            Some(FloatFault::Overflow)
+                        } else if r == 0.0 && a != 0.0 && b != 0.0 {
+                            Some(FloatFault::Underflow)
+                        } else {
+                            None
+                        };
+                        (r, fault)
+                    }
+                    Op::Div => {
+                        if b == 0.0 && !a.is_nan() {
+                            return (0.0, Some(FloatFault::DivisionByZero));
+                        }
+                        let r = a / b;
+                        let fault = if r.is_infinite() && !a.is_infinite() {
+                            Some(FloatFault::Overflow)
+                        } else if r == 0.0 && a != 0.0 && !b.is_infinite() {
+                            Some(FloatFault::Underflow)
+                        } else {
+                            None
+                        };
+                        (r, fault)
+                    }
+                    Op::Neg => (-a, None),
+                }
+            }
+        }
+    )*};
+}
+
+checked_float!(f32, f64);
+
+/// One checked operation on one float type: PostgreSQL's `float8mul` and friends.
+#[derive(Debug)]
+struct CheckedFloat {
+    op: Op,
+    ty: FloatType,
+    name: String,
+    signature: Signature,
+}
+
+impl PartialEq for CheckedFloat {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op && self.ty == other.ty
+    }
+}
+
+impl Eq for CheckedFloat {}
+
+impl Hash for CheckedFloat {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.op.hash(state);
+        self.ty.hash(state);
+    }
+}
+
+static FLOAT_FUNCTIONS: LazyLock<HashMap<(Op, FloatType), ScalarUDF>> = LazyLock::new(|| {
+    let mut out = HashMap::new();
+    for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
+        for ty in FloatType::ALL {
+            let f = CheckedFloat {
+                op,
+                ty,
+                name: format!("{}{}", ty.function_prefix(), op.function_suffix()),
+                signature: Signature::exact(vec![ty.data_type(); 2], Volatility::Immutable),
+            };
+            out.insert((op, ty), ScalarUDF::new_from_impl(f));
+        }
+    }
+    out
+});
+
+impl ScalarUDFImpl for CheckedFloat {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.ty.data_type())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
+        Ok(Arc::new(Field::new(
+            self.name(),
+            self.ty.data_type(),
+            nullable,
+        )))
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
+        match args {
+            [a, b] => Ok(format!(
+                "{} {} {}",
+                a.schema_name(),
+                self.op.symbol(),
+                b.schema_name()
+            )),
+            _ => internal_err!("{} takes 2 arguments", self.name),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        match (args.args.as_slice(), self.ty) {
+            ([l, r], FloatType::Float4) => float_binary::<Float32Type>(self.op, l, r, n),
+            ([l, r], FloatType::Float8) => float_binary::<Float64Type>(self.op, l, r, n),
+            _ => internal_err!("{} takes 2 arguments", self.name),
+        }
+    }
+}
+
+/// A checked float operation over a batch. The values are computed in one pass with the
+/// faults OR-ed into one flag; only when some row faulted are the non-NULL rows looked at one
+/// by one for the first real fault (a value under a NULL is no row).
+fn float_binary<T: ArrowPrimitiveType>(
+    op: Op,
+    l: &ColumnarValue,
+    r: &ColumnarValue,
+    rows: usize,
+) -> DfResult<ColumnarValue>
+where
+    T::Native: CheckedFloatOp,
+{
+    let f = |a: T::Native, b: T::Native| <T::Native as CheckedFloatOp>::checked(op, a, b);
+    let null = || ColumnarValue::Array(new_null_array(&T::DATA_TYPE, rows));
+    match (l, r) {
+        (ColumnarValue::Scalar(a), ColumnarValue::Scalar(b)) => {
+            let (Some(a), Some(b)) = (scalar_value::<T>(a)?, scalar_value::<T>(b)?) else {
+                return Ok(ColumnarValue::Scalar(ScalarValue::try_from(T::DATA_TYPE)?));
+            };
+            match f(a, b) {
+                (_, Some(fault)) => Err(fault.error()),
+                (v, None) => Ok(ColumnarValue::Scalar(ScalarValue::new_primitive::<T>(
+                    Some(v),
+                    &T::DATA_TYPE,
+                )?)),
+            }
+        }
+        (ColumnarValue::Array(a), ColumnarValue::Scalar(b)) => {
+            let Some(b) = scalar_value::<T>(b)? else {
+                return Ok(null());
+            };
+            let a = primitive::<T>(a)?;
+            float_finish::<T, _>(a.len(), a.nulls().cloned(), |i| f(a.value(i), b))
+        }
+        (ColumnarValue::Scalar(a), ColumnarValue::Array(b)) => {
+            let Some(a) = scalar_value::<T>(a)? else {
+                return Ok(null());
+            };
+            let b = primitive::<T>(b)?;
+            float_finish::<T, _>(b.len(), b.nulls().cloned(), |i| f(a, b.value(i)))
+        }
+        (ColumnarValue::Array(a), ColumnarValue::Array(b)) => {
+            let (a, b) = (primitive::<T>(a)?, primitive::<T>(b)?);
+            if a.len() != b.len() {
+                return internal_err!("checked arithmetic on arrays of different lengths");
+            }
+            let nulls = NullBuffer::union(a.nulls(), b.nulls());
+            float_finish::<T, _>(a.len(), nulls, |i| f(a.value(i), b.value(i)))
+        }
+    }
+}
+
+fn float_finish<T: ArrowPrimitiveType, F>(
+    len: usize,
+    nulls: Option<NullBuffer>,
+    at: F,
+) -> DfResult<ColumnarValue>
+where
+    F: Fn(usize) -> (T::Native, Option<FloatFault>),
+{
+    let mut faulted = false;
+    let mut values = vec![T::Native::default(); len];
+    for (i, slot) in values.iter_mut().enumerate() {
+        let (v, fault) = at(i);
+        *slot = v;
+        faulted |= fault.is_some();
+    }
+    if faulted {
+        let first = match &nulls {
+            None => (0..len).find_map(|i| at(i).1),
+            Some(n) => n.valid_indices().find_map(|i| at(i).1),
+        };
+        if let Some(fault) = first {
+            return Err(fault.error());
+        }
+    }
+    Ok(ColumnarValue::Array(Arc::new(PrimitiveArray::<T>::new(
+        values.into(),
+        nulls,
+    ))))
+}
+
+fn float_type(e: &Expr, schema: &DFSchema) -> Option<FloatType> {
+    FloatType::of(&e.get_type(schema).ok()?)
+}
+
+/// Rewrites integer `+ - * /` and unary minus whose operands have one integer type, and float
+/// `+ - * /` whose operands have one float type, into the checked functions; anything else
+/// (mixed types before coercion, unknown parameter types, other types) is left as it is.
 #[derive(Debug, Default)]
 pub struct CheckedIntegerArithmetic;
 
@@ -494,6 +776,12 @@ impl CheckedIntegerArithmetic {
                     (Some(op), Some(ty)) if int_type(&b.right, schema) == Some(ty) => {
                         FUNCTIONS.get(&(op, ty))
                     }
+                    (Some(op), None) => match float_type(&b.left, schema) {
+                        Some(ty) if float_type(&b.right, schema) == Some(ty) => {
+                            FLOAT_FUNCTIONS.get(&(op, ty))
+                        }
+                        _ => None,
+                    },
                     _ => None,
                 };
                 match function {

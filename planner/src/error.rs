@@ -106,6 +106,10 @@ pub enum Error {
     /// `bigint`): the user's data or query, never a silently wrapped value.
     #[error("{0} out of range")]
     OutOfRange(&'static str),
+    /// Floating-point arithmetic on finite operands whose result is infinite (`overflow`) or
+    /// a zero from non-zero operands (`underflow`), as PostgreSQL reports it.
+    #[error("value out of range: {0}")]
+    FloatOutOfRange(&'static str),
     /// A statement other than ROLLBACK inside a failed transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

@@ -4,9 +4,12 @@
 //! exists for that ([`io::wait_on_disk_here`]), with a single-threaded tokio runtime of its
 //! own, so the blocking backend makes its system calls right there instead of handing each to
 //! tokio's blocking pool (two thread wake-ups per call), and no async worker ever waits on the
-//! disk. This is what a database's log writer does. On this machine it took a single
-//! appender's acknowledgement from 210 to 125 µs (raw `pwrite` + `fdatasync`: 120-130 µs),
-//! and 8 clients of pgbench's TPC-B-like transaction over the wire from 5.0-5.4 k to 6.3 k TPS.
+//! disk. This is what a database's log writer does. Timed inside the writer, the pool's two
+//! wake-ups had cost about 50 µs around a 120-130 µs `pwrite` + `fdatasync`. Over the wire on
+//! this machine, 8 clients of pgbench's TPC-B-like transaction went from 5.0-5.4 k to
+//! 6.1-6.3 k TPS and 16 clients of single-row INSERTs into an 8-partition stream from about
+//! 21 k to 30-33 k rows/s; a lone appender in `braid-bench log` gains little (p50 145 µs
+//! before, 135-144 µs after).
 //!
 //! A writer gets a thread of its own while there are fewer than [`WRITER_THREADS_MAX`]; past
 //! that, writers share the least loaded thread, where one partition's `fdatasync` holds up the
