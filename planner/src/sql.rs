@@ -7,9 +7,9 @@
 use std::collections::HashSet;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, TableAliasColumnDef, TableFactor,
-    WildcardAdditionalOptions,
+    DataType, Distinct, Expr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query,
+    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableAliasColumnDef, TableFactor,
+    Value, WildcardAdditionalOptions,
 };
 
 /// Splits SQL text at top-level semicolons, respecting quotes, dollar quotes and comments.
@@ -379,12 +379,60 @@ pub fn display_name(name: &str) -> &str {
 /// `count(*)`, `CAST(x AS Utf8)` or `Int64(1) + Int64(1)`. Clients read rows by these names.
 /// Plain column references keep DataFusion's own naming, which already is PostgreSQL's.
 pub fn name_columns_as_postgres(query: &mut Query) {
+    order_distinct_by_position(query);
     if let Some(with) = &mut query.with {
         for cte in &mut with.cte_tables {
             name_columns_as_postgres(&mut cte.query);
         }
     }
     name_set_expr(&mut query.body);
+}
+
+/// `SELECT DISTINCT e … ORDER BY e`: PostgreSQL sorts by the selected `e`. DataFusion plans an
+/// ORDER BY expression again over the input's columns, which DISTINCT then refuses ("ORDER BY
+/// expressions … must appear in select list"). An ORDER BY expression equal to an expression
+/// of the select list becomes that item's position, which means the same thing. Only items
+/// before any `*` have a known position; plain column names need nothing.
+fn order_distinct_by_position(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if !matches!(select.distinct, Some(Distinct::Distinct)) {
+        return;
+    }
+    let Some(OrderBy {
+        kind: OrderByKind::Expressions(order),
+        ..
+    }) = &mut query.order_by
+    else {
+        return;
+    };
+    for o in order {
+        if matches!(
+            o.expr,
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_)
+        ) {
+            continue;
+        }
+        let position = select
+            .projection
+            .iter()
+            .take_while(|item| {
+                !matches!(
+                    item,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            })
+            .position(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    *e == o.expr
+                }
+                _ => false,
+            });
+        if let Some(i) = position {
+            o.expr = Expr::value(Value::Number((i + 1).to_string(), false));
+        }
+    }
 }
 
 fn name_set_expr(body: &mut SetExpr) {
