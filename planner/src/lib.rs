@@ -18,6 +18,7 @@ pub mod copy;
 pub mod datetime;
 pub mod error;
 mod fast_insert;
+mod float_text;
 pub mod functions;
 pub mod pg_catalog;
 pub mod rowcodec;

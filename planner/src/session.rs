@@ -200,6 +200,7 @@ impl Engine {
         let defaults_ctx = SessionContext::new();
         crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
         crate::arithmetic::register(&defaults_ctx)?;
+        crate::float_text::register(&defaults_ctx)?;
         let inner = Arc::new(EngineInner {
             catalog,
             logs,
@@ -260,6 +261,7 @@ impl Engine {
         }));
         crate::functions::register(&ctx, database, user, backend_pid);
         crate::arithmetic::register(&ctx)?;
+        crate::float_text::register(&ctx)?;
         crate::pg_catalog::register_functions(
             &ctx,
             user,

@@ -257,3 +257,43 @@ impl Default for SessionTimeZone {
         SessionTimeZone::Named(chrono_tz::Tz::UTC)
     }
 }
+
+/// Decimal digits a float4 / float8 always round-trips (`FLT_DIG`, `DBL_DIG`): PostgreSQL
+/// switches to scientific notation at this exponent.
+const FLT_DIG: i32 = 6;
+const DBL_DIG: i32 = 15;
+
+/// PostgreSQL's text for a float (`float4out` / `float8out` with the default
+/// `extra_float_digits = 1`): the shortest digits that read back to the same value, in fixed
+/// notation when the decimal exponent is in `-4..digits`, else as `1.5e+20` / `1e-05` (at least
+/// two exponent digits); `NaN`, `Infinity`, `-Infinity`. `sci` and `fixed` are Rust's shortest
+/// round-trip renderings (`{:e}` and `{}`) of the value at its own width.
+fn float_text(v: f64, sci: String, fixed: String, digits: i32) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        return fixed;
+    };
+    let Ok(exp) = exp.parse::<i32>() else {
+        return fixed;
+    };
+    if v == 0.0 || (-4..digits).contains(&exp) {
+        return fixed;
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+}
+
+/// PostgreSQL's text for a `float8` (`float8out`): see [`float_text`].
+pub fn float8_text(v: f64) -> String {
+    float_text(v, format!("{v:e}"), v.to_string(), DBL_DIG)
+}
+
+/// PostgreSQL's text for a `float4` (`float4out`): see [`float_text`].
+pub fn float4_text(v: f32) -> String {
+    float_text(f64::from(v), format!("{v:e}"), v.to_string(), FLT_DIG)
+}

@@ -175,19 +175,11 @@ fn encode_value(
         }
         DataType::Float32 if is_text(field) => {
             let v = col.as_primitive::<Float32Type>().value(row);
-            encode_as_text(
-                enc,
-                &float_text(f64::from(v), format!("{v:e}"), v.to_string(), FLT_DIG),
-                &ty,
-            )
+            encode_as_text(enc, &braid_planner::types::float4_text(v), &ty)
         }
         DataType::Float64 if is_text(field) => {
             let v = col.as_primitive::<Float64Type>().value(row);
-            encode_as_text(
-                enc,
-                &float_text(v, format!("{v:e}"), v.to_string(), DBL_DIG),
-                &ty,
-            )
+            encode_as_text(enc, &braid_planner::types::float8_text(v), &ty)
         }
         DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),
@@ -249,36 +241,6 @@ fn encode_value(
 
 fn is_text(field: &FieldInfo) -> bool {
     field.format() == FieldFormat::Text
-}
-
-/// Decimal digits a float4 / float8 always round-trips (`FLT_DIG`, `DBL_DIG`): PostgreSQL
-/// switches to scientific notation at this exponent.
-const FLT_DIG: i32 = 6;
-const DBL_DIG: i32 = 15;
-
-/// PostgreSQL's text for a float (`float4out` / `float8out` with the default
-/// `extra_float_digits = 1`): the shortest digits that read back to the same value, in fixed
-/// notation when the decimal exponent is in `-4..digits`, else as `1.5e+20` / `1e-05` (at least
-/// two exponent digits); `NaN`, `Infinity`, `-Infinity`. `sci` and `fixed` are Rust's shortest
-/// round-trip renderings (`{:e}` and `{}`) of the value at its own width.
-fn float_text(v: f64, sci: String, fixed: String, digits: i32) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    let Some((mantissa, exp)) = sci.split_once('e') else {
-        return fixed;
-    };
-    let Ok(exp) = exp.parse::<i32>() else {
-        return fixed;
-    };
-    if v == 0.0 || (-4..digits).contains(&exp) {
-        return fixed;
-    }
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
 }
 
 /// PostgreSQL's text for a timestamp (UTC): seconds with only the fractional digits needed.
@@ -383,11 +345,11 @@ mod tests {
     use super::*;
 
     fn f8(v: f64) -> String {
-        float_text(v, format!("{v:e}"), v.to_string(), DBL_DIG)
+        braid_planner::types::float8_text(v)
     }
 
     fn f4(v: f32) -> String {
-        float_text(f64::from(v), format!("{v:e}"), v.to_string(), FLT_DIG)
+        braid_planner::types::float4_text(v)
     }
 
     /// Expected values are PostgreSQL 15.18's output after the same `SET TIME ZONE`.

@@ -952,7 +952,7 @@ async fn column_names_follow_postgresql() -> anyhow::Result<()> {
              INSERT INTO t VALUES (1, '2024-01-01'), (2, '2024-01-02')",
         )
         .await?;
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 8] = [
         (
             "SELECT count(*), 1+1, 2+2, upper('a'), now() is null, '1'::int, coalesce(id, 0), \
              CASE WHEN id > 1 THEN 1 END, sum(id), (SELECT max(id) FROM t) FROM t GROUP BY id",
@@ -987,6 +987,13 @@ async fn column_names_follow_postgresql() -> anyhow::Result<()> {
         (
             "SELECT id + 1 AS next, id FROM t ORDER BY next",
             &["next", "id"],
+        ),
+        // A cast's type names the column over another cast's or a CASE's weak name, not over
+        // a column's (PostgreSQL's FigureColname strengths).
+        (
+            "SELECT 2::float8::text, (CASE WHEN id > 1 THEN 1 END)::text, id::text::varchar, \
+             date '2024-01-01'::text FROM t",
+            &["text", "text", "id", "text"],
         ),
     ];
     for (sql, want) in cases {

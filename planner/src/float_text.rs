@@ -1,0 +1,180 @@
+//! Casts of `float4` / `float8` to text, spelled as PostgreSQL spells floats.
+//!
+//! Arrow's cast writes `2.0`, `1e20` and `inf` where PostgreSQL's `float8out` writes `2`,
+//! `1e+20` and `Infinity`; the difference shows in `x::text`, in `'v' || x` (whose cast
+//! DataFusion's type coercion adds) and in anything built from them. So a cast of a float to
+//! a string type is rewritten into `float8out(x)` / `float4out(x)`, which format each value with
+//! [`crate::types::float8_text`] — the same function the wire layer uses for float columns.
+//! Registered like the checked arithmetic (`crate::arithmetic`): as a function rewrite
+//! (`create_physical_expr`, start of the analyzer) and as an analyzer rule after type
+//! coercion, for the casts coercion adds.
+//!
+//! What must stay true: the rewritten expression keeps the name of the cast it replaces (a
+//! cast's name is its operand's), so no column reference above it changes.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{internal_err, DFSchema, Result as DfResult, ScalarValue};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
+};
+use datafusion::optimizer::analyzer::function_rewrite::ApplyFunctionRewrites;
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::prelude::SessionContext;
+
+use crate::types::{float4_text, float8_text};
+
+/// `float8out` (over Float64) or `float4out` (over Float32).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FloatOut {
+    name: &'static str,
+    signature: Signature,
+}
+
+static FLOAT8_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
+    ScalarUDF::new_from_impl(FloatOut {
+        name: "float8out",
+        signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable),
+    })
+});
+
+static FLOAT4_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
+    ScalarUDF::new_from_impl(FloatOut {
+        name: "float4out",
+        signature: Signature::exact(vec![DataType::Float32], Volatility::Immutable),
+    })
+});
+
+impl ScalarUDFImpl for FloatOut {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    /// The cast's own name: its operand's.
+    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
+        match args {
+            [a] => Ok(a.schema_name().to_string()),
+            _ => internal_err!("{} takes one argument", self.name),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return internal_err!("{} takes one argument", self.name);
+        };
+        match arg {
+            ColumnarValue::Scalar(s) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(match s {
+                ScalarValue::Float64(v) => v.map(float8_text),
+                ScalarValue::Float32(v) => v.map(float4_text),
+                other => return internal_err!("{} got {}", self.name, other.data_type()),
+            }))),
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(texts(a)?)),
+        }
+    }
+}
+
+fn texts(a: &ArrayRef) -> DfResult<ArrayRef> {
+    let mut out = StringBuilder::with_capacity(a.len(), a.len() * 8);
+    if let Some(p) = a.as_primitive_opt::<Float64Type>() {
+        for v in p.iter() {
+            out.append_option(v.map(float8_text));
+        }
+    } else if let Some(p) = a.as_primitive_opt::<Float32Type>() {
+        for v in p.iter() {
+            out.append_option(v.map(float4_text));
+        }
+    } else {
+        return internal_err!("float output got {}", a.data_type());
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Rewrites `CAST(float AS Utf8)` into the output function of the float's type.
+#[derive(Debug, Default)]
+pub struct FloatText;
+
+impl FloatText {
+    fn rewrite_one(expr: Expr, schema: &DFSchema) -> Transformed<Expr> {
+        let Expr::Cast(cast) = expr else {
+            return Transformed::no(expr);
+        };
+        let target = cast.field.data_type().clone();
+        let function = match (cast.expr.get_type(schema), &target) {
+            (_, t) if !matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) => {
+                None
+            }
+            (Ok(DataType::Float64), _) => Some(&*FLOAT8_OUT),
+            (Ok(DataType::Float32), _) => Some(&*FLOAT4_OUT),
+            _ => None,
+        };
+        match function {
+            Some(f) if target == DataType::Utf8 => Transformed::yes(f.call(vec![*cast.expr])),
+            // The text, then the string type the cast asked for (SQL's `text` plans as
+            // Utf8View); the inner expression is no float cast, so this is rewritten once.
+            Some(f) => Transformed::yes(datafusion::logical_expr::cast(
+                f.call(vec![*cast.expr]),
+                target,
+            )),
+            None => Transformed::no(Expr::Cast(cast)),
+        }
+    }
+}
+
+impl FunctionRewrite for FloatText {
+    fn name(&self) -> &str {
+        "braid_float_text"
+    }
+
+    fn rewrite(
+        &self,
+        expr: Expr,
+        schema: &DFSchema,
+        _config: &ConfigOptions,
+    ) -> DfResult<Transformed<Expr>> {
+        Ok(Self::rewrite_one(expr, schema))
+    }
+}
+
+/// [`FloatText`] once more after type coercion, for the casts coercion adds (`'v' || x`).
+#[derive(Debug)]
+pub struct FloatTextRule(ApplyFunctionRewrites);
+
+impl Default for FloatTextRule {
+    fn default() -> Self {
+        FloatTextRule(ApplyFunctionRewrites::new(vec![Arc::new(FloatText)]))
+    }
+}
+
+impl AnalyzerRule for FloatTextRule {
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        self.0.analyze(plan, config)
+    }
+
+    fn name(&self) -> &str {
+        "braid_float_text"
+    }
+}
+
+/// Makes casts of floats to text in `ctx` spell them as PostgreSQL does.
+pub fn register(ctx: &SessionContext) -> DfResult<()> {
+    ctx.state_ref()
+        .write()
+        .register_function_rewrite(Arc::new(FloatText))?;
+    ctx.add_analyzer_rule(Arc::new(FloatTextRule::default()));
+    Ok(())
+}
