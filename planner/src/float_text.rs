@@ -104,7 +104,7 @@ fn texts(a: &ArrayRef) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
-/// Rewrites `CAST(float AS Utf8)` into the output function of the float's type.
+/// Rewrites a cast of a float to a string type into the output function of the float's type.
 #[derive(Debug, Default)]
 pub struct FloatText;
 

@@ -523,29 +523,6 @@ pub fn fold_ident(i: &Ident) -> String {
 /// PostgreSQL's name for an unnamed select-list expression (its `FigureColname`): a column
 /// keeps its name, a function call, `CASE`, `EXISTS` and `ARRAY[...]` are named after the
 /// keyword, a cast after what it casts (a constant: the type), anything else is `?column?`.
-/// A cast's column name and its strength, as PostgreSQL's FigureColname decides: a name taken
-/// from a type (a cast of something unnamed, a typed literal) or `case` is weak (1), and an
-/// outer cast replaces a weak name with its own type's, so `2::float8::text` is `text` while
-/// `x::float8::text` stays `x` (a column's or function's name is strong, 2).
-fn cast_name(e: &Expr) -> (String, u8) {
-    match e {
-        Expr::Nested(inner) => cast_name(inner),
-        Expr::Cast {
-            expr, data_type, ..
-        } => match cast_name(expr) {
-            (_, 0 | 1) => (pg_type_name(data_type), 1),
-            strong => strong,
-        },
-        Expr::TypedString(t) => (pg_type_name(&t.data_type), 1),
-        Expr::Case { .. } => ("case".into(), 1),
-        other => {
-            let name = pg_column_name(other);
-            let strength = if name == "?column?" { 0 } else { 2 };
-            (name, strength)
-        }
-    }
-}
-
 pub fn pg_column_name(e: &Expr) -> String {
     const UNNAMED: &str = "?column?";
     match e {
@@ -582,6 +559,29 @@ pub fn pg_column_name(e: &Expr) -> String {
             _ => UNNAMED.into(),
         },
         _ => UNNAMED.into(),
+    }
+}
+
+/// A cast's column name and its strength, as PostgreSQL's FigureColname decides: a name taken
+/// from a type (a cast of something unnamed, a typed literal) or `case` is weak (1), and an
+/// outer cast replaces a weak name with its own type's, so `2::float8::text` is `text` while
+/// `x::float8::text` stays `x` (a column's or function's name is strong, 2).
+fn cast_name(e: &Expr) -> (String, u8) {
+    match e {
+        Expr::Nested(inner) => cast_name(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match cast_name(expr) {
+            (_, 0 | 1) => (pg_type_name(data_type), 1),
+            strong => strong,
+        },
+        Expr::TypedString(t) => (pg_type_name(&t.data_type), 1),
+        Expr::Case { .. } => ("case".into(), 1),
+        other => {
+            let name = pg_column_name(other);
+            let strength = if name == "?column?" { 0 } else { 2 };
+            (name, strength)
+        }
     }
 }
 
