@@ -15,7 +15,7 @@
 //! - as a function rewrite, which DataFusion applies in `SessionState::create_physical_expr`
 //!   — the path braid's prepared fast paths (`rows/point.rs`, `fast_insert.rs`), RETURNING,
 //!   ON CONFLICT and DEFAULT take without the analyzer — and at the start of the analyzer;
-//! - as an analyzer rule after type coercion ([`CheckedArithmeticRule`]), for the operations
+//! - as an analyzer rule after type coercion ([`AfterCoercion`]), for the operations
 //!   whose operands only have one type once coerced (`int_col + 1`), before the optimizer's
 //!   constant folding, which then evaluates the checked function too.
 //!
@@ -818,37 +818,45 @@ impl FunctionRewrite for CheckedIntegerArithmetic {
     }
 }
 
-/// The analyzer rule: [`CheckedIntegerArithmetic`] once more, after DataFusion's type
-/// coercion has given both operands of `int_col + 1` one type.
+/// A function rewrite once more as an analyzer rule, after DataFusion's type coercion has
+/// given both operands of `int_col + 1` one type, or added the cast of `'v' || x`.
 #[derive(Debug)]
-pub struct CheckedArithmeticRule(ApplyFunctionRewrites);
-
-impl Default for CheckedArithmeticRule {
-    fn default() -> Self {
-        CheckedArithmeticRule(ApplyFunctionRewrites::new(vec![Arc::new(
-            CheckedIntegerArithmetic,
-        )]))
-    }
+pub(crate) struct AfterCoercion {
+    name: String,
+    rewrites: ApplyFunctionRewrites,
 }
 
-impl AnalyzerRule for CheckedArithmeticRule {
+impl AnalyzerRule for AfterCoercion {
     fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        self.0.analyze(plan, config)
+        self.rewrites.analyze(plan, config)
     }
 
     fn name(&self) -> &str {
-        "braid_checked_integer_arithmetic"
+        &self.name
     }
 }
 
-/// Makes integer arithmetic in `ctx` fail on overflow: in planned statements (analyzer) and in
-/// every expression made with `SessionState::create_physical_expr`.
-pub fn register(ctx: &SessionContext) -> DfResult<()> {
+/// Registers `rewrite` in `ctx` both ways: as a function rewrite (`create_physical_expr`, and
+/// the start of the analyzer) and as an [`AfterCoercion`] analyzer rule.
+pub(crate) fn register_rewrite(
+    ctx: &SessionContext,
+    rewrite: Arc<dyn FunctionRewrite + Send + Sync>,
+) -> DfResult<()> {
     ctx.state_ref()
         .write()
-        .register_function_rewrite(Arc::new(CheckedIntegerArithmetic))?;
-    ctx.add_analyzer_rule(Arc::new(CheckedArithmeticRule::default()));
+        .register_function_rewrite(rewrite.clone())?;
+    ctx.add_analyzer_rule(Arc::new(AfterCoercion {
+        name: rewrite.name().to_string(),
+        rewrites: ApplyFunctionRewrites::new(vec![rewrite]),
+    }));
     Ok(())
+}
+
+/// Makes integer and float arithmetic in `ctx` fail as PostgreSQL's does: in planned
+/// statements (analyzer) and in every expression made with
+/// `SessionState::create_physical_expr`.
+pub fn register(ctx: &SessionContext) -> DfResult<()> {
+    register_rewrite(ctx, Arc::new(CheckedIntegerArithmetic))
 }
 
 /// `expr` type-coerced against `schema`, then [`CheckedIntegerArithmetic`] over all of it: for

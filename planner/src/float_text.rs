@@ -5,9 +5,9 @@
 //! DataFusion's type coercion adds) and in anything built from them. So a cast of a float to
 //! a string type is rewritten into `float8out(x)` / `float4out(x)`, which format each value with
 //! [`crate::types::float8_text`] — the same function the wire layer uses for float columns.
-//! Registered like the checked arithmetic (`crate::arithmetic`): as a function rewrite
-//! (`create_physical_expr`, start of the analyzer) and as an analyzer rule after type
-//! coercion, for the casts coercion adds.
+//! Registered like the checked arithmetic (`crate::arithmetic::register_rewrite`): as a
+//! function rewrite (`create_physical_expr`, start of the analyzer) and as an analyzer rule
+//! after type coercion, for the casts coercion adds.
 //!
 //! What must stay true: the rewritten expression keeps the name of the cast it replaces (a
 //! cast's name is its operand's), so no column reference above it changes.
@@ -19,14 +19,11 @@ use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{internal_err, DFSchema, Result as DfResult, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    ColumnarValue, Expr, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
-use datafusion::optimizer::analyzer::function_rewrite::ApplyFunctionRewrites;
-use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
 
 use crate::types::{float4_text, float8_text};
@@ -150,31 +147,7 @@ impl FunctionRewrite for FloatText {
     }
 }
 
-/// [`FloatText`] once more after type coercion, for the casts coercion adds (`'v' || x`).
-#[derive(Debug)]
-pub struct FloatTextRule(ApplyFunctionRewrites);
-
-impl Default for FloatTextRule {
-    fn default() -> Self {
-        FloatTextRule(ApplyFunctionRewrites::new(vec![Arc::new(FloatText)]))
-    }
-}
-
-impl AnalyzerRule for FloatTextRule {
-    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        self.0.analyze(plan, config)
-    }
-
-    fn name(&self) -> &str {
-        "braid_float_text"
-    }
-}
-
 /// Makes casts of floats to text in `ctx` spell them as PostgreSQL does.
 pub fn register(ctx: &SessionContext) -> DfResult<()> {
-    ctx.state_ref()
-        .write()
-        .register_function_rewrite(Arc::new(FloatText))?;
-    ctx.add_analyzer_rule(Arc::new(FloatTextRule::default()));
-    Ok(())
+    crate::arithmetic::register_rewrite(ctx, Arc::new(FloatText))
 }
