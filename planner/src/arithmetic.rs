@@ -20,10 +20,11 @@
 //!   constant folding, which then evaluates the checked function too.
 //!
 //! Floating-point `+ - * /` on two operands of one float type go the same way, into
-//! `float8pl`, `float4div` and friends ([`CheckedFloat`]): PostgreSQL fails `1e308::float8 *
-//! 10` with `value out of range: overflow`, `1e-308::float8 * 1e-308` with `... underflow` and
-//! `1.5::float8 / 0` with `division by zero`, where IEEE arithmetic (and DataFusion) would
-//! return infinity or zero. Infinite or NaN operands give their IEEE results, as there.
+//! `float8pl`, `float4div` and friends (the same rewrite and function type): PostgreSQL fails
+//! `1e308::float8 * 10` with `value out of range: overflow`, `1e-308::float8 * 1e-308` with
+//! `... underflow` and `1.5::float8 / 0` with `division by zero`, where IEEE arithmetic (and
+//! DataFusion) would return infinity or zero. Infinite or NaN operands give their IEEE
+//! results, as there.
 //!
 //! Paths that simplify an expression themselves before `create_physical_expr` call [`check`]
 //! first, so that constant folding cannot wrap either.
@@ -160,24 +161,61 @@ impl Op {
     }
 }
 
-/// One overflow-checked operation on one integer type: PostgreSQL's `int4pl` and friends.
+/// The types checked functions exist for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NumType {
+    Int(IntType),
+    Float(FloatType),
+}
+
+impl NumType {
+    fn of(t: &DataType) -> Option<NumType> {
+        IntType::of(t)
+            .map(NumType::Int)
+            .or_else(|| FloatType::of(t).map(NumType::Float))
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            NumType::Int(t) => t.data_type(),
+            NumType::Float(t) => t.data_type(),
+        }
+    }
+
+    fn function_prefix(self) -> &'static str {
+        match self {
+            NumType::Int(t) => t.function_prefix(),
+            NumType::Float(t) => t.function_prefix(),
+        }
+    }
+
+    /// The operations PostgreSQL checks on the type (floats: no unary minus, it cannot fail).
+    fn ops(self) -> &'static [Op] {
+        match self {
+            NumType::Int(_) => &Op::ALL,
+            NumType::Float(_) => &[Op::Add, Op::Sub, Op::Mul, Op::Div],
+        }
+    }
+}
+
+/// One checked operation on one type: PostgreSQL's `int4pl`, `float8mul` and friends.
 #[derive(Debug)]
-struct CheckedInt {
+struct Checked {
     op: Op,
-    ty: IntType,
+    ty: NumType,
     name: String,
     signature: Signature,
 }
 
-impl PartialEq for CheckedInt {
+impl PartialEq for Checked {
     fn eq(&self, other: &Self) -> bool {
         self.op == other.op && self.ty == other.ty
     }
 }
 
-impl Eq for CheckedInt {}
+impl Eq for Checked {}
 
-impl Hash for CheckedInt {
+impl Hash for Checked {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.op.hash(state);
         self.ty.hash(state);
@@ -185,11 +223,15 @@ impl Hash for CheckedInt {
 }
 
 /// Every checked function, made once: the rewrite runs on every planned expression.
-static FUNCTIONS: LazyLock<HashMap<(Op, IntType), ScalarUDF>> = LazyLock::new(|| {
+static FUNCTIONS: LazyLock<HashMap<(Op, NumType), ScalarUDF>> = LazyLock::new(|| {
     let mut out = HashMap::new();
-    for op in Op::ALL {
-        for ty in IntType::ALL {
-            let f = CheckedInt {
+    let types = IntType::ALL
+        .map(NumType::Int)
+        .into_iter()
+        .chain(FloatType::ALL.map(NumType::Float));
+    for ty in types {
+        for &op in ty.ops() {
+            let f = Checked {
                 op,
                 ty,
                 name: format!("{}{}", ty.function_prefix(), op.function_suffix()),
@@ -204,7 +246,7 @@ static FUNCTIONS: LazyLock<HashMap<(Op, IntType), ScalarUDF>> = LazyLock::new(||
     out
 });
 
-impl ScalarUDFImpl for CheckedInt {
+impl ScalarUDFImpl for Checked {
     fn name(&self) -> &str {
         &self.name
     }
@@ -245,17 +287,32 @@ impl ScalarUDFImpl for CheckedInt {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
+        let ty = match self.ty {
+            NumType::Int(ty) => ty,
+            NumType::Float(FloatType::Float4) => {
+                return match args.args.as_slice() {
+                    [l, r] => float_binary::<Float32Type>(self.op, l, r, n),
+                    _ => internal_err!("{} takes 2 arguments", self.name),
+                }
+            }
+            NumType::Float(FloatType::Float8) => {
+                return match args.args.as_slice() {
+                    [l, r] => float_binary::<Float64Type>(self.op, l, r, n),
+                    _ => internal_err!("{} takes 2 arguments", self.name),
+                }
+            }
+        };
         match (self.op, args.args.as_slice()) {
-            (Op::Div, [l, r]) => divide(self.ty, l, r),
-            (Op::Neg, [a]) => match self.ty {
-                IntType::Int2 => negate::<Int16Type>(self.ty, a),
-                IntType::Int4 => negate::<Int32Type>(self.ty, a),
-                IntType::Int8 => negate::<Int64Type>(self.ty, a),
+            (Op::Div, [l, r]) => divide(ty, l, r),
+            (Op::Neg, [a]) => match ty {
+                IntType::Int2 => negate::<Int16Type>(ty, a),
+                IntType::Int4 => negate::<Int32Type>(ty, a),
+                IntType::Int8 => negate::<Int64Type>(ty, a),
             },
-            (op, [l, r]) => match self.ty {
-                IntType::Int2 => binary::<Int16Type>(op, self.ty, l, r, n),
-                IntType::Int4 => binary::<Int32Type>(op, self.ty, l, r, n),
-                IntType::Int8 => binary::<Int64Type>(op, self.ty, l, r, n),
+            (op, [l, r]) => match ty {
+                IntType::Int2 => binary::<Int16Type>(op, ty, l, r, n),
+                IntType::Int4 => binary::<Int32Type>(op, ty, l, r, n),
+                IntType::Int8 => binary::<Int64Type>(op, ty, l, r, n),
             },
             _ => internal_err!("{} takes {} arguments", self.name, self.op.arity()),
         }
@@ -588,90 +645,6 @@ macro_rules! checked_float {
 
 checked_float!(f32, f64);
 
-/// One checked operation on one float type: PostgreSQL's `float8mul` and friends.
-#[derive(Debug)]
-struct CheckedFloat {
-    op: Op,
-    ty: FloatType,
-    name: String,
-    signature: Signature,
-}
-
-impl PartialEq for CheckedFloat {
-    fn eq(&self, other: &Self) -> bool {
-        self.op == other.op && self.ty == other.ty
-    }
-}
-
-impl Eq for CheckedFloat {}
-
-impl Hash for CheckedFloat {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.op.hash(state);
-        self.ty.hash(state);
-    }
-}
-
-static FLOAT_FUNCTIONS: LazyLock<HashMap<(Op, FloatType), ScalarUDF>> = LazyLock::new(|| {
-    let mut out = HashMap::new();
-    for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
-        for ty in FloatType::ALL {
-            let f = CheckedFloat {
-                op,
-                ty,
-                name: format!("{}{}", ty.function_prefix(), op.function_suffix()),
-                signature: Signature::exact(vec![ty.data_type(); 2], Volatility::Immutable),
-            };
-            out.insert((op, ty), ScalarUDF::new_from_impl(f));
-        }
-    }
-    out
-});
-
-impl ScalarUDFImpl for CheckedFloat {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(self.ty.data_type())
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
-        Ok(Arc::new(Field::new(
-            self.name(),
-            self.ty.data_type(),
-            nullable,
-        )))
-    }
-
-    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
-        match args {
-            [a, b] => Ok(format!(
-                "{} {} {}",
-                a.schema_name(),
-                self.op.symbol(),
-                b.schema_name()
-            )),
-            _ => internal_err!("{} takes 2 arguments", self.name),
-        }
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let n = args.number_rows;
-        match (args.args.as_slice(), self.ty) {
-            ([l, r], FloatType::Float4) => float_binary::<Float32Type>(self.op, l, r, n),
-            ([l, r], FloatType::Float8) => float_binary::<Float64Type>(self.op, l, r, n),
-            _ => internal_err!("{} takes 2 arguments", self.name),
-        }
-    }
-}
-
 /// A checked float operation over a batch. The values are computed in one pass with the
 /// faults OR-ed into one flag; only when some row faulted are the non-NULL rows looked at one
 /// by one for the first real fault (a value under a NULL is no row).
@@ -754,34 +727,24 @@ where
     ))))
 }
 
-fn float_type(e: &Expr, schema: &DFSchema) -> Option<FloatType> {
-    FloatType::of(&e.get_type(schema).ok()?)
-}
-
 /// Rewrites integer `+ - * /` and unary minus whose operands have one integer type, and float
 /// `+ - * /` whose operands have one float type, into the checked functions; anything else
 /// (mixed types before coercion, unknown parameter types, other types) is left as it is.
 #[derive(Debug, Default)]
 pub struct CheckedIntegerArithmetic;
 
-fn int_type(e: &Expr, schema: &DFSchema) -> Option<IntType> {
-    IntType::of(&e.get_type(schema).ok()?)
+fn num_type(e: &Expr, schema: &DFSchema) -> Option<NumType> {
+    NumType::of(&e.get_type(schema).ok()?)
 }
 
 impl CheckedIntegerArithmetic {
     fn rewrite_one(&self, expr: Expr, schema: &DFSchema) -> Transformed<Expr> {
         match expr {
             Expr::BinaryExpr(b) => {
-                let function = match (Op::of(b.op), int_type(&b.left, schema)) {
-                    (Some(op), Some(ty)) if int_type(&b.right, schema) == Some(ty) => {
+                let function = match (Op::of(b.op), num_type(&b.left, schema)) {
+                    (Some(op), Some(ty)) if num_type(&b.right, schema) == Some(ty) => {
                         FUNCTIONS.get(&(op, ty))
                     }
-                    (Some(op), None) => match float_type(&b.left, schema) {
-                        Some(ty) if float_type(&b.right, schema) == Some(ty) => {
-                            FLOAT_FUNCTIONS.get(&(op, ty))
-                        }
-                        _ => None,
-                    },
                     _ => None,
                 };
                 match function {
@@ -793,7 +756,7 @@ impl CheckedIntegerArithmetic {
                 }
             }
             Expr::Negative(inner) => {
-                match int_type(&inner, schema).and_then(|ty| FUNCTIONS.get(&(Op::Neg, ty))) {
+                match num_type(&inner, schema).and_then(|ty| FUNCTIONS.get(&(Op::Neg, ty))) {
                     Some(f) => Transformed::yes(f.call(vec![*inner])),
                     None => Transformed::no(Expr::Negative(inner)),
                 }
@@ -879,7 +842,7 @@ mod tests {
     use datafusion::logical_expr::expr::ScalarFunction;
 
     fn run(op: Op, ty: IntType, args: Vec<ColumnarValue>, rows: usize) -> DfResult<ColumnarValue> {
-        let Some(f) = FUNCTIONS.get(&(op, ty)) else {
+        let Some(f) = FUNCTIONS.get(&(op, NumType::Int(ty))) else {
             panic!("no function for {op:?} {ty:?}");
         };
         let arg_fields = args

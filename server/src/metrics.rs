@@ -372,6 +372,18 @@ struct MeteredFile {
     inner: Arc<dyn FileHandle>,
 }
 
+/// `io`, a call that ends in an `fdatasync`, timed into the fsync histogram.
+fn timed_sync<'a, T: Send + 'a>(io: IoFuture<'a, T>) -> IoFuture<'a, T> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let r = io.await;
+        METRICS
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        r
+    })
+}
+
 impl FileHandle for MeteredFile {
     fn read_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, (IoResult<usize>, Vec<u8>)> {
         self.inner.read_at(buf, offset)
@@ -380,14 +392,7 @@ impl FileHandle for MeteredFile {
         self.inner.write_all_at(buf, offset)
     }
     fn sync_data(&self) -> IoFuture<'_, IoResult<()>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let r = self.inner.sync_data().await;
-            METRICS
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            r
-        })
+        timed_sync(self.inner.sync_data())
     }
     fn write_all_and_sync(
         &self,
@@ -395,17 +400,12 @@ impl FileHandle for MeteredFile {
         offset: u64,
         sync: bool,
     ) -> IoFuture<'_, (IoResult<()>, Vec<Vec<u8>>)> {
-        if !sync {
-            return self.inner.write_all_and_sync(bufs, offset, sync);
+        let io = self.inner.write_all_and_sync(bufs, offset, sync);
+        if sync {
+            timed_sync(io)
+        } else {
+            io
         }
-        Box::pin(async move {
-            let started = Instant::now();
-            let r = self.inner.write_all_and_sync(bufs, offset, sync).await;
-            METRICS
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            r
-        })
     }
     fn write_range_and_sync(
         &self,
@@ -414,20 +414,12 @@ impl FileHandle for MeteredFile {
         offset: u64,
         sync: bool,
     ) -> IoFuture<'_, (IoResult<()>, Vec<u8>)> {
-        if !sync {
-            return self.inner.write_range_and_sync(buf, range, offset, sync);
+        let io = self.inner.write_range_and_sync(buf, range, offset, sync);
+        if sync {
+            timed_sync(io)
+        } else {
+            io
         }
-        Box::pin(async move {
-            let started = Instant::now();
-            let r = self
-                .inner
-                .write_range_and_sync(buf, range, offset, sync)
-                .await;
-            METRICS
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            r
-        })
     }
     fn len(&self) -> IoFuture<'_, IoResult<u64>> {
         self.inner.len()

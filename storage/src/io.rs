@@ -4,7 +4,7 @@
 //! Backends:
 //! - [`StdFs`] (default): `std::fs` calls run on tokio's blocking pool, never on the async
 //!   worker threads — or in place on a thread that exists to wait for the disk (a log
-//!   partition's writer thread, see [`wait_on_disk_here`]).
+//!   partition's writer thread, see `wait_on_disk_here`).
 //! - `UringFs` (cargo feature `io-uring`): tokio-uring on a thread of its own. [`backend_from_env`]
 //!   probes it at start-up and falls back to [`StdFs`] when io_uring is refused.
 //! - [`FaultyFs`]: wraps another backend and fails a chosen call, for fault-injection tests.
@@ -48,7 +48,7 @@ thread_local! {
 /// thread): the blocking backends then make their system calls right here instead of handing
 /// them to tokio's blocking pool. The hand-off costs two thread wake-ups per call: timed inside
 /// a log writer on this machine, about 50 µs around a 130 µs `pwrite` + `fdatasync`.
-pub fn wait_on_disk_here() {
+pub(crate) fn wait_on_disk_here() {
     WAITS_ON_DISK.with(|w| w.set(true));
 }
 
@@ -194,8 +194,8 @@ pub trait Fs: Send + Sync + Debug + 'static {
     fn exists(&self, path: &Path) -> IoFuture<'_, Result<bool>>;
     /// A short name for logs and benchmark tables.
     fn name(&self) -> &'static str;
-    /// Whether the backend's calls block the calling thread when it is marked by
-    /// [`wait_on_disk_here`] (the blocking backend then makes its system calls in place). A log
+    /// Whether the backend's calls block the calling thread when it is marked as one that
+    /// waits on the disk (the blocking backend then makes its system calls in place). A log
     /// partition's writer gets a writer thread for such a backend; for one that completes its
     /// I/O elsewhere (io_uring's ring thread) the writer stays an async task, where a thread
     /// of its own would only add two thread hops to every commit (a single appender's

@@ -1,7 +1,8 @@
 //! The OS threads partition writers run on.
 //!
-//! A partition's writer spends its life waiting for `fdatasync`. It runs on a thread that
-//! exists for that ([`io::wait_on_disk_here`]), with a single-threaded tokio runtime of its
+//! A partition's writer spends its life waiting for `fdatasync`. With a backend that waits in
+//! place (the blocking one: `Fs::waits_in_place`; io_uring's writers stay async tasks) it runs
+//! on a thread that exists for that ([`io::wait_on_disk_here`]), with a single-threaded tokio runtime of its
 //! own, so the blocking backend makes its system calls right there instead of handing each to
 //! tokio's blocking pool (two thread wake-ups per call), and no async worker ever waits on the
 //! disk. This is what a database's log writer does. Timed inside the writer, the pool's two
