@@ -211,6 +211,45 @@ pub struct RowDecoder {
     slots_needed: usize,
     /// Where each slot's value is in the row being decoded (reused across rows).
     spans: Vec<Span>,
+    /// When every projected column has a fixed width and so has every slot before it: each
+    /// projected column's (offset after the null bitmap, width), and the bytes all of them
+    /// need. A row without NULLs in those slots is then read at fixed places
+    /// ([`RowDecoder::append_fixed`]) instead of being walked slot by slot.
+    fixed: Option<(Vec<(usize, usize)>, usize)>,
+}
+
+/// Bytes a value of `ty` takes in a row, when that does not depend on the value.
+fn fixed_width(ty: ColumnType) -> Option<usize> {
+    match ty {
+        ColumnType::Bool => Some(1),
+        ColumnType::Int2 => Some(2),
+        ColumnType::Int4 | ColumnType::Float4 | ColumnType::Date => Some(4),
+        ColumnType::Int8 | ColumnType::Float8 | ColumnType::Timestamp | ColumnType::Timestamptz => {
+            Some(8)
+        }
+        ColumnType::Numeric { .. } => Some(16),
+        ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid | ColumnType::Bytea => None,
+    }
+}
+
+/// See [`RowDecoder::fixed`].
+fn fixed_places(
+    types: &[ColumnType],
+    columns: &[(usize, ColumnBuilder)],
+) -> Option<(Vec<(usize, usize)>, usize)> {
+    // Each slot's start, while every slot before it has a fixed width.
+    let mut starts = Vec::with_capacity(types.len());
+    let mut at = Some(0usize);
+    for ty in types {
+        starts.push(at);
+        at = at.zip(fixed_width(*ty)).map(|(a, w)| a + w);
+    }
+    let places = columns
+        .iter()
+        .map(|(i, _)| Some(((*starts.get(*i)?)?, fixed_width(*types.get(*i)?)?)))
+        .collect::<Option<Vec<_>>>()?;
+    let need = places.iter().map(|(s, w)| s + w).max().unwrap_or(0);
+    Some((places, need))
 }
 
 /// Where a slot's value is in one row.
@@ -316,12 +355,14 @@ impl RowDecoder {
             .filter_map(|&i| types.get(i).map(|t| (i, ColumnBuilder::new(*t))))
             .collect();
         let slots_needed = columns.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
+        let fixed = fixed_places(types, &columns);
         RowDecoder {
             columns,
             types: types.to_vec(),
             missing: Vec::new(),
             slots_needed,
             spans: Vec::with_capacity(slots_needed),
+            fixed,
         }
     }
 
@@ -334,6 +375,9 @@ impl RowDecoder {
 
     /// Decodes one row and appends its projected values. On error nothing is appended.
     pub fn append(&mut self, value: &[u8]) -> Result<(), DecodeError> {
+        if self.append_fixed(value) {
+            return Ok(());
+        }
         locate_values(&self.types, value, self.slots_needed, &mut self.spans)?;
         let spans = &self.spans;
         let missing = &self.missing;
@@ -357,6 +401,55 @@ impl RowDecoder {
             }
         }
         Ok(())
+    }
+
+    /// [`append`](Self::append) for a row whose projected values sit at fixed places (see
+    /// [`RowDecoder::fixed`]): it has every slot up to the last projected one, none of them
+    /// NULL, and the bytes they need. `false`, with nothing appended, for any other row (or
+    /// any doubt), which then takes the slot-by-slot walk and its errors.
+    #[inline]
+    fn append_fixed(&mut self, value: &[u8]) -> bool {
+        let Some((places, need)) = &self.fixed else {
+            return false;
+        };
+        let [version, ncols, rest @ ..] = value else {
+            return false;
+        };
+        // A one-byte varint: fewer than 128 columns.
+        let ncols = usize::from(*ncols);
+        if *version != ROW_FORMAT_VERSION || ncols >= 0x80 || ncols < self.slots_needed {
+            return false;
+        }
+        let Some((bitmap, values)) = rest.split_at_checked(ncols.div_ceil(8)) else {
+            return false;
+        };
+        if values.len() < *need {
+            return false;
+        }
+        let mut slot = 0;
+        for b in bitmap {
+            if slot >= self.slots_needed {
+                break;
+            }
+            let in_byte = (self.slots_needed - slot).min(8);
+            let mask = if in_byte == 8 {
+                0xff
+            } else {
+                (1u8 << in_byte) - 1
+            };
+            if b & mask != 0 {
+                return false;
+            }
+            slot += 8;
+        }
+        for ((idx, builder), (start, width)) in self.columns.iter_mut().zip(places) {
+            // In range: `values` holds `need` bytes, the end of the farthest place. Fixed-width
+            // values of the right length cannot fail.
+            if let Some(v) = values.get(*start..start + width) {
+                let _ = append_value(builder, v, *idx);
+            }
+        }
+        true
     }
 
     /// Appends a row of NULLs (a record with no value, a tombstone).
@@ -424,6 +517,7 @@ fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], DecodeError> {
     })
 }
 
+#[inline]
 fn append_value(b: &mut ColumnBuilder, v: &[u8], col: usize) -> Result<(), DecodeError> {
     match b {
         ColumnBuilder::Bool(b) => b.append_value(v.first().is_some_and(|x| *x != 0)),
@@ -466,6 +560,80 @@ mod tests {
         assert_eq!(out[0].as_ref(), cols[2].as_ref());
         assert_eq!(out[1].as_ref(), cols[1].as_ref());
         assert_eq!(out[2].as_ref(), cols[0].as_ref());
+    }
+
+    /// Rows the fixed-place path reads (no NULL up to the last projected slot) and rows it
+    /// leaves to the walk (a NULL there, a row written before a column existed) decode alike.
+    #[test]
+    fn fixed_places_and_the_walk_agree() {
+        use datafusion::arrow::array::Int32Array;
+        let types = [
+            ColumnType::Int4,
+            ColumnType::Int8,
+            ColumnType::Text,
+            ColumnType::Int4,
+        ];
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![Some(1), None, Some(3), Some(-4)])),
+            Arc::new(Int64Array::from(vec![
+                Some(10),
+                Some(20),
+                None,
+                Some(i64::MIN),
+            ])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("c"),
+                Some("dd"),
+            ])),
+            Arc::new(Int32Array::from(vec![Some(7), Some(8), Some(9), None])),
+        ];
+        let mut rows = Vec::new();
+        for row in 0..4 {
+            let mut buf = Vec::new();
+            encode_row(&types, &cols, row, &mut buf);
+            rows.push(buf);
+        }
+        // A row written when the table had one column.
+        let mut old = Vec::new();
+        encode_row(&types[..1], &cols[..1], 0, &mut old);
+        rows.push(old);
+        let mut dec = RowDecoder::new(&types, &[1, 0]);
+        assert!(
+            dec.fixed.is_some(),
+            "int8 and int4 after int4 sit at fixed places"
+        );
+        assert!(
+            RowDecoder::new(&types, &[3]).fixed.is_none(),
+            "after a text slot"
+        );
+        let two_texts = [ColumnType::Text, ColumnType::Text, ColumnType::Int4];
+        assert!(RowDecoder::new(&two_texts, &[2]).fixed.is_none());
+        for r in &rows {
+            dec.append(r).expect("decodes");
+        }
+        let out = dec.finish();
+        let want_1: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(10),
+            Some(20),
+            None,
+            Some(i64::MIN),
+            None,
+        ]));
+        let want_0: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(1),
+            None,
+            Some(3),
+            Some(-4),
+            Some(1),
+        ]));
+        assert_eq!(out[0].as_ref(), want_1.as_ref());
+        assert_eq!(out[1].as_ref(), want_0.as_ref());
+        // A row cut inside a fixed place is an error, as on the walk.
+        let mut dec = RowDecoder::new(&types, &[1]);
+        let first = rows.first().expect("rows");
+        assert!(dec.append(&first[..first.len().min(8)]).is_err());
     }
 
     #[test]

@@ -71,7 +71,15 @@ impl<'a> Cursor<'a> {
     }
 
     /// A LEB128 varint of at most 64 bits.
+    #[inline]
     pub fn varint64(&mut self) -> Result<u64, CursorError> {
+        // Most varints in a block (lengths, shared prefixes) are one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let start = self.pos;
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -90,6 +98,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    #[inline]
     pub fn varint32(&mut self) -> Result<u32, CursorError> {
         let start = self.pos;
         let v = self.varint64()?;

@@ -109,27 +109,41 @@ async fn check(lsm: &Lsm, seq: u64, model: &Model, lo: u8, hi: u8) {
     assert_eq!(got, want, "range scan at {seq}");
     let (start, end) = (Bound::Excluded(a), Bound::Included(b));
     assert_eq!(
-        scan_split(lsm, seq, start.clone(), end.clone(), 3).await,
+        scan_split(lsm, seq, start.clone(), end.clone(), 3, 3, false).await,
         want,
         "range scan split into parts at {seq}"
     );
     assert_eq!(
-        scan_split(lsm, seq, Bound::Unbounded, Bound::Unbounded, 4).await,
+        scan_split(lsm, seq, Bound::Unbounded, Bound::Unbounded, 4, 3, false).await,
         all,
         "full scan split into parts at {seq}"
+    );
+    // Whole blocks per call; and a visitor that stops each call after its second row.
+    assert_eq!(
+        scan_split(lsm, seq, Bound::Unbounded, Bound::Unbounded, 1, 1000, false).await,
+        all,
+        "full scan in long visits at {seq}"
+    );
+    assert_eq!(
+        scan_split(lsm, seq, start, end, 2, 1000, true).await,
+        want,
+        "range scan in long visits at {seq}"
     );
 }
 
 /// Scans `(start, end)` the way a parallel scan does: cut at [`Lsm::split_keys`] (no size
 /// threshold), each part read by a scan of its own through [`braid_storage::lsm::Scan::visit`]
-/// a few rows at a time, the parts' rows concatenated. The cuts must be increasing and inside
-/// the range, so the parts hold every row once.
+/// `rows_max` rows at a time (with `stop_early`, the visitor stops each call at its second
+/// row), the parts' rows concatenated. The cuts must be increasing and inside the range, so
+/// the parts hold every row once.
 async fn scan_split(
     lsm: &Lsm,
     seq: u64,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     parts: usize,
+    rows_max: usize,
+    stop_early: bool,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let bounds = split_ranges(lsm, start, end, parts);
     let mut out = Vec::new();
@@ -138,9 +152,9 @@ async fn scan_split(
         loop {
             let mut rows = Vec::new();
             let n = scan
-                .visit(3, &mut |k, v| {
+                .visit(rows_max, &mut |k, v| {
                     rows.push((k.to_vec(), v.to_vec()));
-                    true
+                    !stop_early || rows.len() < 2
                 })
                 .await
                 .expect("visit");

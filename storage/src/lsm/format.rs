@@ -381,6 +381,15 @@ impl Block {
         Ok(Cursor::at(&self.data, at).u32()? as usize)
     }
 
+    /// Restart point `i`, or `usize::MAX` past the last one.
+    fn restart_at_or_max(&self, i: usize) -> Result<usize, DecodeError> {
+        if i < self.restart_count {
+            self.restart(i)
+        } else {
+            Ok(usize::MAX)
+        }
+    }
+
     /// An iterator positioned before the first entry.
     pub fn iter(self: &std::sync::Arc<Self>) -> BlockIter {
         self.iter_with(Vec::new())
@@ -394,6 +403,12 @@ impl Block {
             block: self.clone(),
             next_at: 0,
             next_restart: 0,
+            // `Block::decode` checked that the first restart point is 0.
+            next_restart_at: if self.restart_count > 0 {
+                0
+            } else {
+                usize::MAX
+            },
             key: key_buf,
             value: (0, 0),
             valid: false,
@@ -412,6 +427,9 @@ pub struct BlockIter {
     /// every restart lands on the start of an entry that shares nothing, exactly as a seek that
     /// jumps there assumes.
     next_restart: usize,
+    /// Where restart point `next_restart` is (`usize::MAX` past the last): read once per
+    /// restart instead of twice per entry.
+    next_restart_at: usize,
     key: Vec<u8>,
     value: (usize, usize),
     valid: bool,
@@ -461,13 +479,24 @@ impl BlockIter {
             return Ok(());
         }
         let entries = self.block.data.get(..self.block.restarts_at).unwrap_or(&[]);
-        let mut c = Cursor::at(entries, self.next_at);
-        let start = c.pos;
-        let shared = c.varint32()? as usize;
-        let unshared = c.varint32()? as usize;
-        let value_len = c.varint32()? as usize;
-        let at_restart = self.next_restart < self.block.restart_count
-            && self.block.restart(self.next_restart)? == start;
+        let start = self.next_at;
+        let (shared, unshared, value_len, mut c) = match entries.get(start..start + 3) {
+            // The three lengths of a short entry are one byte each: read them at once.
+            Some(&[a, b, v]) if (a | b | v) < 0x80 => (
+                usize::from(a),
+                usize::from(b),
+                usize::from(v),
+                Cursor::at(entries, start + 3),
+            ),
+            _ => {
+                let mut c = Cursor::at(entries, start);
+                let shared = c.varint32()? as usize;
+                let unshared = c.varint32()? as usize;
+                let value_len = c.varint32()? as usize;
+                (shared, unshared, value_len, c)
+            }
+        };
+        let at_restart = self.next_restart_at == start;
         if shared > self.key.len() || ((!self.valid || at_restart) && shared != 0) {
             return Err(DecodeError::malformed(
                 start,
@@ -479,10 +508,9 @@ impl BlockIter {
         c.take(value_len)?;
         if at_restart {
             self.next_restart += 1;
+            self.next_restart_at = self.block.restart_at_or_max(self.next_restart)?;
         }
-        if self.next_restart < self.block.restart_count
-            && self.block.restart(self.next_restart)? < c.pos
-        {
+        if self.next_restart_at < c.pos {
             return Err(DecodeError::malformed(
                 start,
                 "restart point inside an entry",
@@ -502,12 +530,18 @@ impl BlockIter {
         Ok(())
     }
 
+    fn set_next_restart(&mut self, i: usize) -> Result<(), DecodeError> {
+        self.next_restart = i;
+        self.next_restart_at = self.block.restart_at_or_max(i)?;
+        Ok(())
+    }
+
     /// Positions at the first entry (invalid when the block is empty).
     pub fn seek_to_first(&mut self) -> Result<(), DecodeError> {
         self.valid = false;
         self.key.clear();
         self.next_at = 0;
-        self.next_restart = 0;
+        self.set_next_restart(0)?;
         self.advance()
     }
 
@@ -520,7 +554,7 @@ impl BlockIter {
             self.valid = false;
             self.key.clear();
             self.next_at = self.block.restart(mid)?;
-            self.next_restart = mid;
+            self.set_next_restart(mid)?;
             self.advance()?;
             if compare_internal(&self.key, target) == Ordering::Less {
                 lo = mid + 1;
@@ -537,7 +571,7 @@ impl BlockIter {
         } else {
             self.block.restart(from)?
         };
-        self.next_restart = from;
+        self.set_next_restart(from)?;
         loop {
             self.advance()?;
             if !self.valid || compare_internal(&self.key, target) != Ordering::Less {

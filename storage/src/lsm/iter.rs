@@ -184,6 +184,23 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// The table iterator the source is at, when it is a table's.
+    fn table_iter(&self) -> Option<&TableIter> {
+        match self {
+            Source::Mem(_) => None,
+            Source::Table(t) => Some(t),
+            Source::Level(l) => l.cur.as_ref(),
+        }
+    }
+
+    fn table_iter_mut(&mut self) -> Option<&mut TableIter> {
+        match self {
+            Source::Mem(_) => None,
+            Source::Table(t) => Some(t),
+            Source::Level(l) => l.cur.as_mut(),
+        }
+    }
+
     /// The current version and its value, borrowed: a scan copies or counts a value only
     /// when it hands the row out.
     fn current(&self) -> Option<(Current<'_>, &[u8])> {
@@ -480,6 +497,25 @@ impl MergeIter {
     }
 }
 
+/// Records `user` as the last key a scan has seen.
+#[inline]
+fn remember_key(last: &mut Option<Vec<u8>>, user: &[u8]) {
+    let l = last.get_or_insert_with(Vec::new);
+    if user.len() <= 16 {
+        // Byte by byte: a `memcpy` call per row cost more than the copy. Row keys of one
+        // table mostly have one length, so the buffer is overwritten in place.
+        if l.len() != user.len() {
+            l.resize(user.len(), 0);
+        }
+        for (d, s) in l.iter_mut().zip(user) {
+            *d = *s;
+        }
+    } else {
+        l.clear();
+        l.extend_from_slice(user);
+    }
+}
+
 /// Why [`Scan::visit_in_memory`] stopped.
 enum Pause {
     /// `rows_max` rows handed out, or the end of the range.
@@ -488,6 +524,14 @@ enum Pause {
     Step,
     /// As `Step`, and `visit` asked to stop.
     StepThenDone,
+}
+
+/// What [`Scan::block_run`] did.
+enum Run {
+    /// Nothing: the block does not qualify; take the merge's way.
+    No,
+    /// Stop the in-memory loop, as [`Scan::visit_in_memory`] would.
+    Pause(Pause),
 }
 
 /// What the merge's current version is to a scan.
@@ -511,6 +555,9 @@ pub struct Scan {
     last_user: Option<Vec<u8>>,
     started: bool,
     done: bool,
+    /// The block (table file number, offset) [`Scan::block_run`] last looked at: a block
+    /// that did not qualify is not looked at again on each of its rows.
+    run_tried: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Scan {
@@ -536,6 +583,7 @@ impl Scan {
             last_user: None,
             started: false,
             done: false,
+            run_tried: None,
         }
     }
 
@@ -577,6 +625,8 @@ impl Scan {
             return Ok(0);
         }
         self.start().await?;
+        // A block a batch boundary cut short qualifies for the rest of its rows.
+        self.run_tried = None;
         let mut n = 0;
         loop {
             match self.visit_in_memory(rows_max, &mut n, visit)? {
@@ -603,6 +653,10 @@ impl Scan {
             if *n >= rows_max {
                 return Ok(Pause::Done);
             }
+            match self.block_run(rows_max, n, visit)? {
+                Run::No => {}
+                Run::Pause(p) => return Ok(p),
+            }
             match self.classify() {
                 Verdict::End => return Ok(Pause::Done),
                 Verdict::Skip => {}
@@ -623,6 +677,99 @@ impl Scan {
             }
             if !self.merge.next_sync()? {
                 return Ok(Pause::Step);
+            }
+        }
+    }
+
+    /// Walks the current table block without the merge, when its whole rest comes before
+    /// every other source's version and inside the range: rows loaded in key order sit in
+    /// tables that do not overlap, so a long scan spends nearly all of its rows here, with no
+    /// comparison against the other sources and no pass through the merge's layers per row.
+    /// Each entry is judged as [`classify`](Self::classify) judges it (snapshot, newest
+    /// version, tombstone). A block is looked at once (see `run_tried`).
+    fn block_run(
+        &mut self,
+        rows_max: usize,
+        n: &mut usize,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<Run> {
+        let Scan {
+            merge,
+            read_seq,
+            end,
+            last_user,
+            run_tried,
+            ..
+        } = self;
+        let Some(i) = merge.cur else {
+            return Ok(Run::No);
+        };
+        let Some((last, block)) = merge
+            .sources
+            .get(i)
+            .and_then(Source::table_iter)
+            .and_then(TableIter::block_bounds)
+        else {
+            return Ok(Run::No);
+        };
+        if *run_tried == Some(block) {
+            return Ok(Run::No);
+        }
+        *run_tried = Some(block);
+        if !merge.below_runner_up {
+            return Ok(Run::No);
+        }
+        let Some((last_user_key, last_seqno, _)) = split_internal_key(last) else {
+            return Ok(Run::No);
+        };
+        let runner_up = merge
+            .runner_up
+            .and_then(|r| merge.sources.get(r))
+            .and_then(Source::current_key);
+        let below =
+            runner_up.is_none_or(|r| cmp_version((last_user_key, last_seqno), r) == Ordering::Less);
+        let inside = match &*end {
+            Bound::Included(e) => cmp_key(last_user_key, e) != Ordering::Greater,
+            Bound::Excluded(e) => cmp_key(last_user_key, e) == Ordering::Less,
+            Bound::Unbounded => true,
+        };
+        if !below || !inside {
+            return Ok(Run::No);
+        }
+        let Some(mut run) = merge
+            .sources
+            .get_mut(i)
+            .and_then(Source::table_iter_mut)
+            .and_then(TableIter::block_run)
+        else {
+            return Ok(Run::No);
+        };
+        loop {
+            let mut more = true;
+            if let Some((user, seqno, kind)) = split_internal_key(run.block.key()) {
+                let seen = last_user.as_deref().is_some_and(|l| same_key(l, user));
+                if seqno <= *read_seq && !seen {
+                    remember_key(last_user, user);
+                    if kind == Kind::Put {
+                        more = visit(user, run.block.value_slice());
+                        *n += 1;
+                    }
+                }
+            }
+            // The block's last entry is stepped past by the merge, which reads the next block.
+            let stepped = run.step()?;
+            if !more {
+                return Ok(Run::Pause(if stepped {
+                    Pause::Done
+                } else {
+                    Pause::StepThenDone
+                }));
+            }
+            if !stepped {
+                return Ok(Run::Pause(Pause::Step));
+            }
+            if *n >= rows_max {
+                return Ok(Run::Pause(Pause::Done));
             }
         }
     }
@@ -665,17 +812,7 @@ impl Scan {
             .as_deref()
             .is_some_and(|l| same_key(l, cur.user));
         if cur.seqno <= self.read_seq && !seen {
-            let l = self.last_user.get_or_insert_with(Vec::new);
-            l.clear();
-            if cur.user.len() <= 16 {
-                // Byte by byte: a `memcpy` call per row cost more than the copy.
-                l.reserve(16);
-                for &b in cur.user {
-                    l.push(b);
-                }
-            } else {
-                l.extend_from_slice(cur.user);
-            }
+            remember_key(&mut self.last_user, cur.user);
             if cur.kind == Kind::Put {
                 return Verdict::Row;
             }
