@@ -67,7 +67,10 @@ pub struct RowStoreOptions {
     pub segment_bytes_max: u64,
     /// Most bytes of commit records written (and `fdatasync`ed) together.
     pub group_commit_bytes_max: usize,
-    /// Largest encoded commit record (one transaction).
+    /// Largest encoded commit record (one transaction). A transaction's writes are held in
+    /// memory until it commits and the record is one log batch, so this bounds a
+    /// transaction's memory (about three times this at commit); 256 MiB takes a bulk
+    /// `INSERT ... SELECT` of a million pgbench-sized rows (32 MiB did not).
     pub commit_bytes_max: usize,
     /// Open transactions' snapshots are re-pinned in every table at most this often.
     pub pin_refresh_interval: Duration,
@@ -80,7 +83,7 @@ impl Default for RowStoreOptions {
             durability: Durability::Sync,
             segment_bytes_max: 64 << 20,
             group_commit_bytes_max: 8 << 20,
-            commit_bytes_max: 32 << 20,
+            commit_bytes_max: 256 << 20,
             pin_refresh_interval: Duration::from_millis(5),
         }
     }
