@@ -356,6 +356,11 @@ impl RowStore {
         Ok(())
     }
 
+    /// Bytes table `id` holds ([`Lsm::size_bytes`]); `None` when the store has no such table.
+    pub fn table_bytes(&self, id: TableId) -> Option<u64> {
+        self.shared.table(id).ok().map(|t| t.lsm.size_bytes())
+    }
+
     /// Ids of the open tables, ascending.
     pub fn tables(&self) -> Vec<TableId> {
         let mut v: Vec<TableId> = self.shared.tables.read().keys().copied().collect();

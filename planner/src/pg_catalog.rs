@@ -89,6 +89,15 @@ pub trait TableLister: Send + Sync + std::fmt::Debug {
     fn databases(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Bytes a table's own data takes (a row table's tree, a stream's log), for
+    /// `pg_table_size`; `None` when unknown.
+    fn table_bytes(&self, _table: &TableDef) -> Option<u64> {
+        None
+    }
+    /// Bytes a secondary index's tree takes (by the index's id).
+    fn index_bytes(&self, _index_id: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// An index as `pg_class`, `pg_index` and `pg_constraint` show it: a primary key, a UNIQUE

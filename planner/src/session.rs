@@ -353,6 +353,20 @@ impl crate::pg_catalog::TableLister for CatalogTables {
     fn databases(&self) -> Vec<String> {
         self.engine.catalog.database_names()
     }
+
+    fn table_bytes(&self, table: &TableDef) -> Option<u64> {
+        if table.is_stream() {
+            // The open logs; a stream's log is opened when the engine starts or the stream is
+            // created, so a miss is a moment of CREATE or DROP (the size is NULL then).
+            let open = self.engine.open.try_lock().ok()?;
+            return open.get(&table.id)?.size_bytes();
+        }
+        self.engine.rows.store.table_bytes(table.id)
+    }
+
+    fn index_bytes(&self, index_id: u64) -> Option<u64> {
+        self.engine.rows.store.table_bytes(index_id)
+    }
 }
 
 impl CatalogProvider for BraidCatalogProvider {

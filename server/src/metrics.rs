@@ -555,6 +555,9 @@ impl StreamLog for MeteredLog {
     ) -> braid_planner::Result<Option<u64>> {
         self.inner.offset_for_timestamp(partition, ts_micros).await
     }
+    fn size_bytes(&self) -> Option<u64> {
+        self.inner.size_bytes()
+    }
     async fn close(&self) {
         self.inner.close().await
     }

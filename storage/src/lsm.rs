@@ -574,6 +574,18 @@ impl Lsm {
             .collect()
     }
 
+    /// Bytes the tree holds: its live SSTables' files, plus what its memtables hold (rows
+    /// that are on disk only in the write-ahead log until the next flush).
+    pub fn size_bytes(&self) -> u64 {
+        let sv = self.inner.current();
+        let tables: u64 = sv.version.levels.iter().flatten().map(|t| t.size).sum();
+        let memtables: usize = std::iter::once(&sv.active)
+            .chain(sv.immutables.iter())
+            .map(|m| m.approximate_bytes())
+            .sum();
+        tables + memtables as u64
+    }
+
     /// Paths of every live SSTable.
     pub fn table_paths(&self) -> Vec<PathBuf> {
         self.inner

@@ -1,5 +1,6 @@
 //! The `pg_catalog` functions psql's describe queries call: `format_type`, `pg_get_expr`,
-//! `pg_get_indexdef`, `pg_get_constraintdef`, `pg_get_userbyid`, `pg_table_is_visible`, and
+//! `pg_get_indexdef`, `pg_get_constraintdef`, `pg_get_userbyid`, `pg_table_is_visible`, the
+//! size functions (`pg_table_size` …) and the comment lookups (`obj_description` …), and
 //! the helpers [`super::rewrite`] turns `regclass` / `regtype` / `regnamespace` casts into.
 //!
 //! They take any argument types (psql passes OIDs as quoted literals such as `'16384'`, and
@@ -19,7 +20,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::{quote_ident, type_info, Snapshot, TableLister, PG_CATALOG, PUBLIC_OID};
+use super::{
+    quote_ident, type_info, Snapshot, TableLister, FIRST_USER_OID, PG_CATALOG, PUBLIC_OID,
+};
 use crate::catalog::DEFAULT_SCHEMA;
 
 /// Name of the function a `x::regclass` cast of a column becomes: the relation's name.
@@ -306,6 +309,17 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
             ))
         },
     );
+    register_sizes(ctx, &tables);
+    // braid keeps no comments on objects.
+    for (name, arities) in [
+        ("obj_description", &[1usize, 2][..]),
+        ("col_description", &[2][..]),
+        ("shobj_description", &[2][..]),
+    ] {
+        register(ctx, name, arities, DataType::Utf8, |_, n| {
+            Ok(text_array(vec![None; n]))
+        });
+    }
     let t = tables.clone();
     register(ctx, REGCLASS_NAME, &[1], DataType::Utf8, move |a, n| {
         let snap = Snapshot::take(t.as_ref());
@@ -328,17 +342,7 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
         let snap = Snapshot::take(t.as_ref());
         let v: Vec<Option<i64>> = texts(a, 0, n)?
             .into_iter()
-            .map(|name| {
-                let name = name?;
-                let name = name.strip_prefix("public.").unwrap_or(&name);
-                match name.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                    Some(quoted) => snap.relation_oid(&quoted.replace("\"\"", "\"")),
-                    None => name
-                        .parse::<i64>()
-                        .ok()
-                        .or_else(|| snap.relation_oid(&name.to_ascii_lowercase())),
-                }
-            })
+            .map(|name| regclass_oid(&snap, &name?))
             .collect();
         Ok(Arc::new(Int64Array::from(v)))
     });
@@ -377,6 +381,103 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
         DataType::Utf8,
         |_, n| Ok(text_array(vec![None; n])),
     );
+}
+
+/// The OID a `regclass` input names: a number, or a relation name (optionally `public.`
+/// qualified, folded to lower case unless double-quoted).
+fn regclass_oid(snap: &Snapshot, name: &str) -> Option<i64> {
+    let name = name.strip_prefix("public.").unwrap_or(name);
+    match name.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(quoted) => snap.relation_oid(&quoted.replace("\"\"", "\"")),
+        None => name
+            .parse::<i64>()
+            .ok()
+            .or_else(|| snap.relation_oid(&name.to_ascii_lowercase())),
+    }
+}
+
+/// What a size function measures of the relation an OID names.
+#[derive(Clone, Copy)]
+enum Measure {
+    /// `pg_table_size`, `pg_relation_size`: the relation's own data.
+    Own,
+    /// `pg_indexes_size`: a table's secondary indexes.
+    Indexes,
+    /// `pg_total_relation_size`: both.
+    Total,
+}
+
+/// Bytes `oid` takes as `measure` counts them; `None` for an OID naming no relation. A
+/// table's own data is its row tree (rows in primary-key order, so the primary key index has
+/// no storage of its own and measures 0) or its stream's log; a secondary index is its tree.
+fn relation_size(snap: &Snapshot, lister: &dyn TableLister, oid: i64, m: Measure) -> Option<i64> {
+    let secondary = |t: &crate::catalog::TableDef| -> u64 {
+        t.indexes()
+            .iter()
+            .map(|ix| lister.index_bytes(ix.id).unwrap_or(0))
+            .sum()
+    };
+    let bytes = match snap.table(oid) {
+        Some(t) => match m {
+            Measure::Own => lister.table_bytes(t)?,
+            Measure::Indexes => secondary(t),
+            Measure::Total => lister.table_bytes(t)? + secondary(t),
+        },
+        None => {
+            let ix = snap.index(oid)?;
+            match m {
+                Measure::Indexes => 0,
+                _ if ix.primary => 0,
+                _ => lister.index_bytes(u64::try_from(ix.oid - FIRST_USER_OID).ok()?)?,
+            }
+        }
+    };
+    i64::try_from(bytes).ok()
+}
+
+/// `pg_table_size`, `pg_relation_size`, `pg_total_relation_size`, `pg_indexes_size`: what
+/// psql's `\dt+`, `\di+` and `\l+`-style queries and monitoring tools ask.
+fn register_sizes(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
+    for (name, arities, m) in [
+        ("pg_table_size", &[1usize][..], Measure::Own),
+        ("pg_relation_size", &[1, 2][..], Measure::Own),
+        ("pg_total_relation_size", &[1][..], Measure::Total),
+        ("pg_indexes_size", &[1][..], Measure::Indexes),
+    ] {
+        let t = tables.clone();
+        register(ctx, name, arities, DataType::Int64, move |a, n| {
+            let snap = Snapshot::take(t.as_ref());
+            // pg_relation_size(rel, fork): braid's relations have only a main fork.
+            let forks = texts(a, 1, n)?;
+            // The argument is a regclass: a quoted name (`pg_table_size('t')`) names the
+            // relation, as PostgreSQL's cast of the literal does, and a name that names
+            // none is an error (42P01); an OID that names none gives NULL.
+            let rels = match a.first().map(|x| x.data_type()) {
+                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => texts(a, 0, n)?
+                    .into_iter()
+                    .map(|name| match name {
+                        None => Ok(None),
+                        Some(name) => regclass_oid(&snap, &name).map(Some).ok_or_else(|| {
+                            crate::error::Error::UndefinedTable(name).into_datafusion()
+                        }),
+                    })
+                    .collect::<DfResult<Vec<_>>>()?,
+                _ => oids(a, 0, n)?,
+            };
+            let v: Vec<Option<i64>> = rels
+                .into_iter()
+                .zip(forks)
+                .map(|(oid, fork)| {
+                    let size = relation_size(&snap, t.as_ref(), oid?, m)?;
+                    match fork.as_deref() {
+                        None | Some("main") => Some(size),
+                        Some(_) => Some(0),
+                    }
+                })
+                .collect();
+            Ok(Arc::new(Int64Array::from(v)))
+        });
+    }
 }
 
 /// `pg_encoding_to_char`: PostgreSQL 15's names for its server encodings' numbers (`pg_wchar.h`).

@@ -65,6 +65,10 @@ pub trait StreamLog: Send + Sync + Debug {
     ) -> Result<(Vec<StoredRecord>, u64)>;
     /// The first offset whose timestamp is >= `ts_micros`, if any.
     async fn offset_for_timestamp(&self, partition: u32, ts_micros: i64) -> Result<Option<u64>>;
+    /// Bytes the log holds on disk (`pg_table_size`); `None` when the log cannot tell.
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Flushes and closes the log.
     async fn close(&self);
 }

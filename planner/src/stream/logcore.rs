@@ -171,6 +171,14 @@ impl StreamLog for LogCoreStream {
             .map_err(storage_error)
     }
 
+    fn size_bytes(&self) -> Option<u64> {
+        let mut total = 0;
+        for i in 0..self.topic.partitions() {
+            total += self.topic.partition(i).ok()?.size_bytes();
+        }
+        Some(total)
+    }
+
     async fn close(&self) {
         if let Err(e) = self.topic.close().await {
             tracing::warn!(error = %e, "closing a stream log failed");
