@@ -485,7 +485,12 @@ fn columns_of(name: &str) -> Option<Vec<(&'static str, C)>> {
             ("daticulocale", Text),
             ("datacl", TextList),
         ],
-        "pg_namespace" => vec![("oid", Oid), ("nspname", Text), ("nspowner", Oid)],
+        "pg_namespace" => vec![
+            ("oid", Oid),
+            ("nspname", Text),
+            ("nspowner", Oid),
+            ("nspacl", TextList),
+        ],
         "pg_am" => vec![("oid", Oid), ("amname", Text), ("amtype", Text)],
         "pg_class" => vec![
             ("oid", Oid),
@@ -519,6 +524,9 @@ fn columns_of(name: &str) -> Option<Vec<(&'static str, C)>> {
             ("relfrozenxid", Oid),
             ("relminmxid", Oid),
             ("relpartbound", Text),
+            // braid keeps no storage parameters: NULL in every row (see the rewrite of
+            // psql's `array(... unnest(tc.reloptions) ...)`).
+            ("reloptions", TextList),
         ],
         "pg_attribute" => vec![
             ("attrelid", Oid),
@@ -759,8 +767,19 @@ impl PgCatalogSchema {
                     .collect()
             }
             "pg_namespace" => vec![
-                vec![oid(PG_CATALOG_OID), s(PG_CATALOG), oid(SUPERUSER_OID)],
-                vec![oid(PUBLIC_OID), s(DEFAULT_SCHEMA), oid(SUPERUSER_OID)],
+                // NULL ACLs: default privileges.
+                vec![
+                    oid(PG_CATALOG_OID),
+                    s(PG_CATALOG),
+                    oid(SUPERUSER_OID),
+                    ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                ],
+                vec![
+                    oid(PUBLIC_OID),
+                    s(DEFAULT_SCHEMA),
+                    oid(SUPERUSER_OID),
+                    ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                ],
             ],
             "pg_am" => vec![
                 vec![oid(HEAP_AM_OID), s("heap"), s("t")],
@@ -963,6 +982,7 @@ fn pg_class_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
             oid(0),
             oid(0),
             null_text(),
+            ScalarValue::new_null_list(DataType::Utf8, true, 1),
         ]
     };
     for t in snap.tables() {

@@ -10,6 +10,9 @@
 //!   `(SELECT pg_get_expr(d.adbin, ...) FROM pg_attrdef d WHERE d.adrelid = a.attrelid ...)`,
 //!   takes `max()` of its one column: DataFusion decorrelates only aggregated subqueries, and
 //!   over the at most one row such a lookup finds, `max` is that row's value (NULL for none).
+//! - `array(SELECT ... FROM unnest(x.reloptions) ...)` (psql's `\d+` adds the TOAST table's
+//!   options this way) is the empty `text[]`: braid keeps no storage parameters, so every
+//!   `reloptions` is NULL, it unnests to no rows, and PostgreSQL's `array()` of no rows is `{}`.
 //! - `EXISTS (...)` in a select list (DataFusion plans it only in WHERE) is
 //!   `(SELECT count(*) ...) > 0`.
 //! - A SELECT that inner-joins a catalog table braid never fills ([`super::EMPTY_TABLES`]:
@@ -93,6 +96,14 @@ impl VisitorMut for Rewriter {
                     }
                 }
             }
+            Expr::Function(f) if is_array_of_reloptions(f) => {
+                let empty = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql("CAST(make_array() AS text[])")
+                    .and_then(|mut p| p.parse_expr());
+                if let Ok(empty) = empty {
+                    *e = empty;
+                }
+            }
             _ => {}
         }
         ControlFlow::Continue(())
@@ -124,6 +135,49 @@ impl VisitorMut for Rewriter {
 /// one collation is bytewise, like PostgreSQL's C locale), `C` or `POSIX`, optionally in
 /// `pg_catalog`.
 /// Any other collation is left for DataFusion to refuse rather than silently ignored.
+/// Whether `f` is `array(SELECT ... FROM unnest(<...>.reloptions) [alias])`.
+fn is_array_of_reloptions(f: &Function) -> bool {
+    if name_parts(&f.name).last().map(String::as_str) != Some("array") {
+        return false;
+    }
+    let FunctionArguments::Subquery(q) = &f.args else {
+        return false;
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return false;
+    };
+    let [from] = select.from.as_slice() else {
+        return false;
+    };
+    if !from.joins.is_empty() {
+        return false;
+    }
+    let of_reloptions = |e: &Expr| match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case("reloptions"),
+        Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("reloptions")),
+        _ => false,
+    };
+    match &from.relation {
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } => {
+            name_parts(name).last().map(String::as_str) == Some("unnest")
+                && matches!(
+                    args.args.as_slice(),
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] if of_reloptions(e)
+                )
+        }
+        TableFactor::UNNEST { array_exprs, .. } => {
+            matches!(array_exprs.as_slice(), [e] if of_reloptions(e))
+        }
+        _ => false,
+    }
+}
+
 fn is_bytewise(collation: &ObjectName) -> bool {
     let parts = name_parts(collation);
     match parts.as_slice() {
