@@ -26,6 +26,7 @@ pub mod rows;
 pub mod session;
 mod sql;
 pub mod stream;
+mod sum_numeric;
 pub mod types;
 
 pub use datafusion;

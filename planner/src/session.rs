@@ -201,6 +201,7 @@ impl Engine {
         crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
         crate::arithmetic::register(&defaults_ctx)?;
         crate::float_text::register(&defaults_ctx)?;
+        crate::sum_numeric::register(&defaults_ctx);
         let inner = Arc::new(EngineInner {
             catalog,
             logs,
@@ -262,6 +263,7 @@ impl Engine {
         crate::functions::register(&ctx, database, user, backend_pid);
         crate::arithmetic::register(&ctx)?;
         crate::float_text::register(&ctx)?;
+        crate::sum_numeric::register(&ctx);
         crate::pg_catalog::register_functions(
             &ctx,
             user,

@@ -360,7 +360,7 @@ async fn copy_in_pieces_is_all_or_nothing() -> anyhow::Result<()> {
     assert_eq!(send_in_pieces(data.clone()).await?, rows as u64);
     let (n, sum): (i64, i64) = {
         let r = client
-            .query_one("SELECT count(*), sum(id) FROM c", &[])
+            .query_one("SELECT count(*), sum(id)::bigint FROM c", &[])
             .await?;
         (r.get(0), r.get(1))
     };
@@ -579,7 +579,7 @@ async fn copy_into_row_tables() -> anyhow::Result<()> {
     }
     assert_eq!(copy("COPY acct FROM STDIN", data).await?, 20_000);
     let row = client
-        .query_one("SELECT count(*), sum(balance) FROM acct", &[])
+        .query_one("SELECT count(*), sum(balance)::bigint FROM acct", &[])
         .await?;
     assert_eq!(row.get::<_, i64>(0), 20_000);
     assert_eq!(row.get::<_, i64>(1), 2_000_100_000);
