@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use braid_planner::catalog::FileStore;
 use braid_planner::datafusion::arrow::array::{AsArray, RecordBatch};
-use braid_planner::datafusion::arrow::datatypes::Int64Type;
+use braid_planner::datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
 use braid_planner::stream::log::StreamLogs;
 use braid_planner::stream::logcore::{open_storage, LogDurability};
 use braid_planner::stream::memlog::MemLogs;
@@ -43,8 +43,15 @@ async fn catalog_persists_and_streams_append() -> anyhow::Result<()> {
         Output::Command { tag, rows } => assert_eq!((tag.as_str(), rows), ("INSERT", Some(3))),
         other => anyhow::bail!("unexpected {other:?}"),
     }
+    // sum(bigint) is numeric(38, 0), as in PostgreSQL.
     let batches = rows(s.execute("SELECT sum(v) FROM e WHERE k = 'a'").await?).await?;
-    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4);
+    assert_eq!(
+        batches[0]
+            .column(0)
+            .as_primitive::<Decimal128Type>()
+            .value(0),
+        4
+    );
     assert!(matches!(
         s.execute("DELETE FROM e").await,
         Err(Error::Unsupported(m)) if m.contains("append-only")
