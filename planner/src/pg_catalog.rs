@@ -46,7 +46,10 @@ const HEAP_AM_OID: i64 = 2;
 const BTREE_AM_OID: i64 = 403;
 const SUPERUSER_OID: i64 = 10;
 /// `postgres`' OID in PostgreSQL; other databases get OIDs from [`FIRST_USER_OID`] on.
-const POSTGRES_DATABASE_OID: i64 = 5;
+pub(crate) const POSTGRES_DATABASE_OID: i64 = 5;
+/// PostgreSQL's `pg_default` and `pg_global` tablespaces; braid has only these two.
+pub(crate) const DEFAULT_TABLESPACE_OID: i64 = 1663;
+pub(crate) const GLOBAL_TABLESPACE_OID: i64 = 1664;
 /// `UTF8` in `pg_encoding_to_char`'s numbering, the only encoding braid stores.
 pub const UTF8_ENCODING: i32 = 6;
 /// The locale braid compares text in: bytewise, as PostgreSQL's `C` collation.
@@ -68,8 +71,9 @@ pub const EMPTY_TABLES: [&str; 9] = [
     "pg_description",
 ];
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "pg_database",
+    "pg_tablespace",
     "pg_namespace",
     "pg_class",
     "pg_am",
@@ -88,6 +92,10 @@ pub trait TableLister: Send + Sync + std::fmt::Debug {
     /// The names of all databases (`pg_database` is shared by every database).
     fn databases(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// The database whose tables [`list`](Self::list) lists.
+    fn database(&self) -> Option<String> {
+        None
     }
     /// Bytes a table's own data takes (a row table's tree, a stream's log), for
     /// `pg_table_size`; `None` when unknown.
@@ -484,6 +492,14 @@ fn columns_of(name: &str) -> Option<Vec<(&'static str, C)>> {
             ("datctype", Text),
             ("daticulocale", Text),
             ("datacl", TextList),
+            ("dattablespace", Oid),
+        ],
+        "pg_tablespace" => vec![
+            ("oid", Oid),
+            ("spcname", Text),
+            ("spcowner", Oid),
+            ("spcacl", TextList),
+            ("spcoptions", TextList),
         ],
         "pg_namespace" => vec![
             ("oid", Oid),
@@ -762,10 +778,26 @@ impl PgCatalogSchema {
                             null_text(),
                             // Default privileges: PostgreSQL's NULL `datacl`.
                             ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                            oid(DEFAULT_TABLESPACE_OID),
                         ]
                     })
                     .collect()
             }
+            "pg_tablespace" => [
+                (DEFAULT_TABLESPACE_OID, "pg_default"),
+                (GLOBAL_TABLESPACE_OID, "pg_global"),
+            ]
+            .into_iter()
+            .map(|(o, name)| {
+                vec![
+                    oid(o),
+                    s(name),
+                    oid(SUPERUSER_OID),
+                    ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                    ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                ]
+            })
+            .collect(),
             "pg_namespace" => vec![
                 // NULL ACLs: default privileges.
                 vec![

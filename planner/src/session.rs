@@ -356,6 +356,10 @@ impl crate::pg_catalog::TableLister for CatalogTables {
         self.engine.catalog.database_names()
     }
 
+    fn database(&self) -> Option<String> {
+        Some(self.db.clone())
+    }
+
     fn table_bytes(&self, table: &TableDef) -> Option<u64> {
         if table.is_stream() {
             // The open logs; a stream's log is opened when the engine starts or the stream is

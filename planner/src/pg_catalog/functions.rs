@@ -310,6 +310,7 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
         },
     );
     register_sizes(ctx, &tables);
+    register_database_size(ctx, &tables);
     // braid keeps no comments on objects.
     for (name, arities) in [
         ("obj_description", &[1usize, 2][..]),
@@ -433,6 +434,145 @@ fn relation_size(snap: &Snapshot, lister: &dyn TableLister, oid: i64, m: Measure
         }
     };
     i64::try_from(bytes).ok()
+}
+
+/// The bytes of every relation (table, stream, index) of the database `lister` lists.
+fn database_bytes(snap: &Snapshot, lister: &dyn TableLister) -> Option<i64> {
+    let total: u64 = snap
+        .tables()
+        .iter()
+        .map(|tbl| {
+            let own = lister.table_bytes(tbl).unwrap_or(0);
+            let ix: u64 = tbl
+                .indexes()
+                .iter()
+                .map(|ix| lister.index_bytes(ix.id).unwrap_or(0))
+                .sum();
+            own + ix
+        })
+        .sum();
+    i64::try_from(total).ok()
+}
+
+/// `pg_database_size(name or oid)`: the sizes of the session's database's relations (tables,
+/// streams, indexes); NULL for another database (its tables are not listed here), and an
+/// error (3D000) for a name that names no database, as in PostgreSQL.
+fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
+    let t = tables.clone();
+    register(
+        ctx,
+        "pg_database_size",
+        &[1],
+        DataType::Int64,
+        move |a, n| {
+            let snap = Snapshot::take(t.as_ref());
+            let names = t.databases();
+            let own = t.database();
+            let own_bytes = || database_bytes(&snap, t.as_ref());
+            let by_name = matches!(
+                a.first().map(|x| x.data_type()),
+                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            );
+            let mut out = Vec::with_capacity(n);
+            if by_name {
+                for name in texts(a, 0, n)? {
+                    out.push(match name {
+                        None => None,
+                        Some(name) if !names.contains(&name) => {
+                            return Err(
+                                crate::error::Error::UndefinedDatabase(name).into_datafusion()
+                            )
+                        }
+                        Some(name) if own.as_deref() == Some(name.as_str()) => own_bytes(),
+                        Some(_) => None,
+                    });
+                }
+            } else {
+                for o in oids(a, 0, n)? {
+                    out.push(match o {
+                        Some(o)
+                            if own.as_deref() == Some(crate::catalog::DEFAULT_DATABASE)
+                                && o == super::POSTGRES_DATABASE_OID =>
+                        {
+                            own_bytes()
+                        }
+                        _ => None,
+                    });
+                }
+            }
+            Ok(Arc::new(Int64Array::from(out)))
+        },
+    );
+    // `pg_default` holds the relations (those of the session's database are counted);
+    // `pg_global` holds nothing of braid's.
+    let t = tables.clone();
+    register(
+        ctx,
+        "pg_tablespace_size",
+        &[1],
+        DataType::Int64,
+        move |a, n| {
+            let snap = Snapshot::take(t.as_ref());
+            let by_name = matches!(
+                a.first().map(|x| x.data_type()),
+                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            );
+            let spaces: Vec<Option<i64>> = if by_name {
+                texts(a, 0, n)?
+                    .into_iter()
+                    .map(|name| match name.as_deref() {
+                        None => Ok(None),
+                        Some("pg_default") => Ok(Some(super::DEFAULT_TABLESPACE_OID)),
+                        Some("pg_global") => Ok(Some(super::GLOBAL_TABLESPACE_OID)),
+                        Some(other) => Err(crate::error::Error::UndefinedObject(format!(
+                            "tablespace \"{other}\" does not exist"
+                        ))
+                        .into_datafusion()),
+                    })
+                    .collect::<DfResult<_>>()?
+            } else {
+                oids(a, 0, n)?
+            };
+            let v: Vec<Option<i64>> = spaces
+                .into_iter()
+                .map(|o| match o? {
+                    super::DEFAULT_TABLESPACE_OID => database_bytes(&snap, t.as_ref()),
+                    super::GLOBAL_TABLESPACE_OID => Some(0),
+                    _ => None,
+                })
+                .collect();
+            Ok(Arc::new(Int64Array::from(v)))
+        },
+    );
+    // braid's two tablespaces are PostgreSQL's built-in ones, whose location is ''.
+    register(
+        ctx,
+        "pg_tablespace_location",
+        &[1],
+        DataType::Utf8,
+        |a, n| {
+            Ok(text_array(
+                oids(a, 0, n)?
+                    .into_iter()
+                    .map(|o| o.map(|_| String::new()))
+                    .collect(),
+            ))
+        },
+    );
+    // The one user is a superuser: every privilege on every database.
+    register(
+        ctx,
+        "has_database_privilege",
+        &[2, 3],
+        DataType::Boolean,
+        |a, n| {
+            let v: Vec<Option<bool>> = texts(a, 0, n)?
+                .into_iter()
+                .map(|d| d.map(|_| true))
+                .collect();
+            Ok(Arc::new(datafusion::arrow::array::BooleanArray::from(v)))
+        },
+    );
 }
 
 /// `pg_table_size`, `pg_relation_size`, `pg_total_relation_size`, `pg_indexes_size`: what

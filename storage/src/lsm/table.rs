@@ -411,9 +411,9 @@ pub(crate) struct BlockRun<'a> {
     /// At the current entry.
     pub block: &'a mut BlockIter,
     /// The block's last internal key, as the table's index says.
-    pub last: &'a [u8],
+    last: &'a [u8],
     /// The block's offset in the file.
-    pub offset: u64,
+    offset: u64,
     table: &'a Table,
 }
 
