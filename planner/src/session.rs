@@ -1011,6 +1011,10 @@ impl Session {
             Statement::Insert(insert) => {
                 if let Some(src) = &mut insert.source {
                     hide_hidden_columns(src, &columns_of);
+                    // Rows go in by position, but DataFusion still refuses a source with two
+                    // output columns of one name (`SELECT v, v`, `SELECT 1, 1`).
+                    name_columns_as_postgres(src);
+                    crate::sql::nested_values_as_selects(src);
                 }
                 let target = match &insert.table {
                     TableObject::TableName(name) => self.stream_def(name),

@@ -9,8 +9,10 @@ use std::collections::HashSet;
 use datafusion::sql::sqlparser::ast::{
     DataType, Distinct, Expr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query,
     Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableAliasColumnDef, TableFactor,
-    Value, WildcardAdditionalOptions,
+    Value, Values, VisitMut, VisitorMut, WildcardAdditionalOptions,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 /// Splits SQL text at top-level semicolons, respecting quotes, dollar quotes and comments.
 /// Empty statements are dropped.
@@ -363,6 +365,61 @@ fn rewrite_select(select: &mut Select, columns_of: &dyn Fn(&ObjectName) -> Optio
     select.projection = projection;
 }
 
+/// `INSERT ... SELECT ... FROM (VALUES ...) AS t(x)`: DataFusion types every VALUES list of an
+/// INSERT's source by the target table's columns, so a nested list of another width fails
+/// ("Inconsistent data length across values list"), where PostgreSQL types a nested list on
+/// its own. A VALUES list below the source's own body becomes the same rows as
+/// `SELECT ... AS column1, ... UNION ALL SELECT ...` (VALUES names its columns so).
+pub fn nested_values_as_selects(source: &mut Query) {
+    struct Nested {
+        depth: usize,
+    }
+    impl VisitorMut for Nested {
+        type Break = ();
+
+        fn pre_visit_query(&mut self, q: &mut Query) -> std::ops::ControlFlow<()> {
+            if self.depth > 0 {
+                if let SetExpr::Values(v) = q.body.as_ref() {
+                    if let Some(body) = values_as_union(v) {
+                        *q.body = body;
+                    }
+                }
+            }
+            self.depth += 1;
+            std::ops::ControlFlow::Continue(())
+        }
+
+        fn post_visit_query(&mut self, _: &mut Query) -> std::ops::ControlFlow<()> {
+            self.depth = self.depth.saturating_sub(1);
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = source.visit(&mut Nested { depth: 0 });
+}
+
+/// The rows of `v` as a chain of `SELECT`s joined by `UNION ALL` (see
+/// [`nested_values_as_selects`]); `None` when the text does not parse back.
+fn values_as_union(v: &Values) -> Option<SetExpr> {
+    let selects: Vec<String> = v
+        .rows
+        .iter()
+        .map(|row| {
+            let items: Vec<String> = row
+                .content
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("{e} AS column{}", i + 1))
+                .collect();
+            format!("SELECT {}", items.join(", "))
+        })
+        .collect();
+    let q = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&selects.join(" UNION ALL "))
+        .and_then(|mut p| p.parse_query())
+        .ok()?;
+    Some(*q.body)
+}
+
 /// Separates a column's PostgreSQL name from the suffix that keeps it unique for DataFusion,
 /// which refuses two output columns of one name where PostgreSQL allows them
 /// (`SELECT 1 + 1, 2 + 2` has two columns named `?column?`). Never in a name a client sees.
@@ -486,11 +543,16 @@ fn name_select(select: &mut Select) {
             _ => {}
         }
     }
+    // A column listed again (`SELECT v, v`) gets a suffix too: DataFusion refuses the same
+    // column twice, PostgreSQL shows it twice under its name.
+    let mut columns_seen: HashSet<String> = HashSet::new();
     for item in &mut select.projection {
         let SelectItem::UnnamedExpr(e) = item else {
             continue;
         };
-        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+            && columns_seen.insert(pg_column_name(e))
+        {
             continue;
         }
         let name = pg_column_name(e);
