@@ -134,6 +134,15 @@ fn oids(args: &[ArrayRef], i: usize, n: usize) -> DfResult<Vec<Option<i64>>> {
         .collect())
 }
 
+/// Whether the first argument is text: a name (`pg_table_size('t')`,
+/// `pg_database_size('postgres')`) rather than an OID.
+fn names_by_text(args: &[ArrayRef]) -> bool {
+    matches!(
+        args.first().map(|a| a.data_type()),
+        Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    )
+}
+
 /// Argument `i` read as text.
 fn texts(args: &[ArrayRef], i: usize, n: usize) -> DfResult<Vec<Option<String>>> {
     let Some(a) = args.get(i) else {
@@ -469,10 +478,7 @@ fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
             let names = t.databases();
             let own = t.database();
             let own_bytes = || database_bytes(&snap, t.as_ref());
-            let by_name = matches!(
-                a.first().map(|x| x.data_type()),
-                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-            );
+            let by_name = names_by_text(a);
             let mut out = Vec::with_capacity(n);
             if by_name {
                 for name in texts(a, 0, n)? {
@@ -513,10 +519,7 @@ fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
         DataType::Int64,
         move |a, n| {
             let snap = Snapshot::take(t.as_ref());
-            let by_name = matches!(
-                a.first().map(|x| x.data_type()),
-                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-            );
+            let by_name = names_by_text(a);
             let spaces: Vec<Option<i64>> = if by_name {
                 texts(a, 0, n)?
                     .into_iter()
@@ -592,8 +595,8 @@ fn register_sizes(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
             // The argument is a regclass: a quoted name (`pg_table_size('t')`) names the
             // relation, as PostgreSQL's cast of the literal does, and a name that names
             // none is an error (42P01); an OID that names none gives NULL.
-            let rels = match a.first().map(|x| x.data_type()) {
-                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => texts(a, 0, n)?
+            let rels = if names_by_text(a) {
+                texts(a, 0, n)?
                     .into_iter()
                     .map(|name| match name {
                         None => Ok(None),
@@ -601,8 +604,9 @@ fn register_sizes(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
                             crate::error::Error::UndefinedTable(name).into_datafusion()
                         }),
                     })
-                    .collect::<DfResult<Vec<_>>>()?,
-                _ => oids(a, 0, n)?,
+                    .collect::<DfResult<Vec<_>>>()?
+            } else {
+                oids(a, 0, n)?
             };
             let v: Vec<Option<i64>> = rels
                 .into_iter()
