@@ -377,6 +377,62 @@ fn primitive<T: ArrowPrimitiveType>(a: &ArrayRef) -> DfResult<&PrimitiveArray<T>
     }
 }
 
+/// The two operands of a checked binary operation, read once for the integer and the float
+/// kernels alike: scalars as values, arrays as primitive arrays of one length. `Null`: a NULL
+/// scalar operand, which makes the whole result NULL.
+enum Operands<'a, T: ArrowPrimitiveType> {
+    Scalars(T::Native, T::Native),
+    ArrayScalar(&'a PrimitiveArray<T>, T::Native),
+    ScalarArray(T::Native, &'a PrimitiveArray<T>),
+    Arrays(&'a PrimitiveArray<T>, &'a PrimitiveArray<T>),
+    Null { scalar: bool },
+}
+
+fn operands<'a, T: ArrowPrimitiveType>(
+    l: &'a ColumnarValue,
+    r: &'a ColumnarValue,
+) -> DfResult<Operands<'a, T>> {
+    use ColumnarValue::{Array, Scalar};
+    Ok(match (l, r) {
+        (Scalar(a), Scalar(b)) => match (scalar_value::<T>(a)?, scalar_value::<T>(b)?) {
+            (Some(a), Some(b)) => Operands::Scalars(a, b),
+            _ => Operands::Null { scalar: true },
+        },
+        (Array(a), Scalar(b)) => match scalar_value::<T>(b)? {
+            Some(b) => Operands::ArrayScalar(primitive::<T>(a)?, b),
+            None => Operands::Null { scalar: false },
+        },
+        (Scalar(a), Array(b)) => match scalar_value::<T>(a)? {
+            Some(a) => Operands::ScalarArray(a, primitive::<T>(b)?),
+            None => Operands::Null { scalar: false },
+        },
+        (Array(a), Array(b)) => {
+            let (a, b) = (primitive::<T>(a)?, primitive::<T>(b)?);
+            if a.len() != b.len() {
+                return internal_err!("checked arithmetic on arrays of different lengths");
+            }
+            Operands::Arrays(a, b)
+        }
+    })
+}
+
+/// A non-NULL scalar result.
+fn scalar_result<T: ArrowPrimitiveType>(v: T::Native) -> DfResult<ColumnarValue> {
+    Ok(ColumnarValue::Scalar(ScalarValue::new_primitive::<T>(
+        Some(v),
+        &T::DATA_TYPE,
+    )?))
+}
+
+/// The NULL result of a batch of `rows` (a NULL scalar operand).
+fn null_result<T: ArrowPrimitiveType>(scalar: bool, rows: usize) -> DfResult<ColumnarValue> {
+    Ok(if scalar {
+        ColumnarValue::Scalar(ScalarValue::try_from(T::DATA_TYPE)?)
+    } else {
+        ColumnarValue::Array(new_null_array(&T::DATA_TYPE, rows))
+    })
+}
+
 /// Builds the result of a batch computed with wrapping `results`; `wrapped_at(i)` says whether
 /// row `i` overflowed. Values under NULLs are whatever the buffers hold, so an overflow there
 /// is not an error: only when some row overflowed are the non-NULL rows checked one by one.
@@ -444,45 +500,25 @@ where
     T::Native: Overflowing,
     F: Fn(T::Native, T::Native) -> (T::Native, bool),
 {
-    let null = || ColumnarValue::Array(new_null_array(&T::DATA_TYPE, rows));
-    match (l, r) {
-        (ColumnarValue::Scalar(a), ColumnarValue::Scalar(b)) => {
-            let (Some(a), Some(b)) = (scalar_value::<T>(a)?, scalar_value::<T>(b)?) else {
-                return Ok(ColumnarValue::Scalar(ScalarValue::try_from(T::DATA_TYPE)?));
-            };
-            match f(a, b) {
-                (_, true) => Err(out_of_range(ty)),
-                (v, false) => Ok(ColumnarValue::Scalar(ScalarValue::new_primitive::<T>(
-                    Some(v),
-                    &T::DATA_TYPE,
-                )?)),
-            }
-        }
-        (ColumnarValue::Array(a), ColumnarValue::Scalar(b)) => {
-            let Some(b) = scalar_value::<T>(b)? else {
-                return Ok(null());
-            };
-            let a = primitive::<T>(a)?;
+    match operands::<T>(l, r)? {
+        Operands::Null { scalar } => null_result::<T>(scalar, rows),
+        Operands::Scalars(a, b) => match f(a, b) {
+            (_, true) => Err(out_of_range(ty)),
+            (v, false) => scalar_result::<T>(v),
+        },
+        Operands::ArrayScalar(a, b) => {
             let results = a.values().iter().map(|&x| f(x, b));
             finish::<T>(ty, a.len(), results, a.nulls().cloned(), |i| {
                 f(a.value(i), b).1
             })
         }
-        (ColumnarValue::Scalar(a), ColumnarValue::Array(b)) => {
-            let Some(a) = scalar_value::<T>(a)? else {
-                return Ok(null());
-            };
-            let b = primitive::<T>(b)?;
+        Operands::ScalarArray(a, b) => {
             let results = b.values().iter().map(|&y| f(a, y));
             finish::<T>(ty, b.len(), results, b.nulls().cloned(), |i| {
                 f(a, b.value(i)).1
             })
         }
-        (ColumnarValue::Array(a), ColumnarValue::Array(b)) => {
-            let (a, b) = (primitive::<T>(a)?, primitive::<T>(b)?);
-            if a.len() != b.len() {
-                return internal_err!("checked arithmetic on arrays of different lengths");
-            }
+        Operands::Arrays(a, b) => {
             let results = a
                 .values()
                 .iter()
@@ -503,10 +539,7 @@ where
             None => Ok(ColumnarValue::Scalar(s.clone())),
             Some(v) => match v.neg() {
                 (_, true) => Err(out_of_range(ty)),
-                (v, false) => Ok(ColumnarValue::Scalar(ScalarValue::new_primitive::<T>(
-                    Some(v),
-                    &T::DATA_TYPE,
-                )?)),
+                (v, false) => scalar_result::<T>(v),
             },
         },
         ColumnarValue::Array(a) => {
@@ -658,39 +691,19 @@ where
     T::Native: CheckedFloatOp,
 {
     let f = |a: T::Native, b: T::Native| <T::Native as CheckedFloatOp>::checked(op, a, b);
-    let null = || ColumnarValue::Array(new_null_array(&T::DATA_TYPE, rows));
-    match (l, r) {
-        (ColumnarValue::Scalar(a), ColumnarValue::Scalar(b)) => {
-            let (Some(a), Some(b)) = (scalar_value::<T>(a)?, scalar_value::<T>(b)?) else {
-                return Ok(ColumnarValue::Scalar(ScalarValue::try_from(T::DATA_TYPE)?));
-            };
-            match f(a, b) {
-                (_, Some(fault)) => Err(fault.error()),
-                (v, None) => Ok(ColumnarValue::Scalar(ScalarValue::new_primitive::<T>(
-                    Some(v),
-                    &T::DATA_TYPE,
-                )?)),
-            }
-        }
-        (ColumnarValue::Array(a), ColumnarValue::Scalar(b)) => {
-            let Some(b) = scalar_value::<T>(b)? else {
-                return Ok(null());
-            };
-            let a = primitive::<T>(a)?;
+    match operands::<T>(l, r)? {
+        Operands::Null { scalar } => null_result::<T>(scalar, rows),
+        Operands::Scalars(a, b) => match f(a, b) {
+            (_, Some(fault)) => Err(fault.error()),
+            (v, None) => scalar_result::<T>(v),
+        },
+        Operands::ArrayScalar(a, b) => {
             float_finish::<T, _>(a.len(), a.nulls().cloned(), |i| f(a.value(i), b))
         }
-        (ColumnarValue::Scalar(a), ColumnarValue::Array(b)) => {
-            let Some(a) = scalar_value::<T>(a)? else {
-                return Ok(null());
-            };
-            let b = primitive::<T>(b)?;
+        Operands::ScalarArray(a, b) => {
             float_finish::<T, _>(b.len(), b.nulls().cloned(), |i| f(a, b.value(i)))
         }
-        (ColumnarValue::Array(a), ColumnarValue::Array(b)) => {
-            let (a, b) = (primitive::<T>(a)?, primitive::<T>(b)?);
-            if a.len() != b.len() {
-                return internal_err!("checked arithmetic on arrays of different lengths");
-            }
+        Operands::Arrays(a, b) => {
             let nulls = NullBuffer::union(a.nulls(), b.nulls());
             float_finish::<T, _>(a.len(), nulls, |i| f(a.value(i), b.value(i)))
         }

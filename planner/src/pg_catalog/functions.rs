@@ -134,11 +134,11 @@ fn oids(args: &[ArrayRef], i: usize, n: usize) -> DfResult<Vec<Option<i64>>> {
         .collect())
 }
 
-/// Whether the first argument is text: a name (`pg_table_size('t')`,
+/// Whether argument `i` is text: a name (`pg_table_size('t')`,
 /// `pg_database_size('postgres')`) rather than an OID.
-fn names_by_text(args: &[ArrayRef]) -> bool {
+fn text_arg(args: &[ArrayRef], i: usize) -> bool {
     matches!(
-        args.first().map(|a| a.data_type()),
+        args.get(i).map(|a| a.data_type()),
         Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
     )
 }
@@ -478,7 +478,7 @@ fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
             let names = t.databases();
             let own = t.database();
             let own_bytes = || database_bytes(&snap, t.as_ref());
-            let by_name = names_by_text(a);
+            let by_name = text_arg(a, 0);
             let mut out = Vec::with_capacity(n);
             if by_name {
                 for name in texts(a, 0, n)? {
@@ -519,7 +519,7 @@ fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
         DataType::Int64,
         move |a, n| {
             let snap = Snapshot::take(t.as_ref());
-            let by_name = names_by_text(a);
+            let by_name = text_arg(a, 0);
             let spaces: Vec<Option<i64>> = if by_name {
                 texts(a, 0, n)?
                     .into_iter()
@@ -562,17 +562,28 @@ fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
             ))
         },
     );
-    // The one user is a superuser: every privilege on every database.
+    // The one user is a superuser: every privilege on every database. The database is the
+    // first argument, or the second after a user; a name that names none is 3D000, as in
+    // PostgreSQL.
+    let t = tables.clone();
     register(
         ctx,
         "has_database_privilege",
         &[2, 3],
         DataType::Boolean,
-        |a, n| {
-            let v: Vec<Option<bool>> = texts(a, 0, n)?
+        move |a, n| {
+            let at = usize::from(a.len() == 3);
+            let names = t.databases();
+            let by_name = text_arg(a, at);
+            let v: Vec<Option<bool>> = texts(a, at, n)?
                 .into_iter()
-                .map(|d| d.map(|_| true))
-                .collect();
+                .map(|d| match d {
+                    Some(d) if by_name && !names.contains(&d) => {
+                        Err(crate::error::Error::UndefinedDatabase(d).into_datafusion())
+                    }
+                    d => Ok(d.map(|_| true)),
+                })
+                .collect::<DfResult<_>>()?;
             Ok(Arc::new(datafusion::arrow::array::BooleanArray::from(v)))
         },
     );
@@ -595,7 +606,7 @@ fn register_sizes(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
             // The argument is a regclass: a quoted name (`pg_table_size('t')`) names the
             // relation, as PostgreSQL's cast of the literal does, and a name that names
             // none is an error (42P01); an OID that names none gives NULL.
-            let rels = if names_by_text(a) {
+            let rels = if text_arg(a, 0) {
                 texts(a, 0, n)?
                     .into_iter()
                     .map(|name| match name {
