@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{plan_err, Result as DfResult, ScalarValue};
 use datafusion::functions_aggregate::sum::Sum;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -68,7 +68,10 @@ impl AggregateUDFImpl for PgSum {
             | DataType::Duration(_)
             | DataType::Interval(_) => t.clone(),
             DataType::Dictionary(_, value) => return self.coerce_types(&[value.as_ref().clone()]),
-            other => return plan_err!("function sum({other}) does not exist"),
+            other => {
+                let name = crate::functions::pg_type_name(&Field::new("", other.clone(), true));
+                return plan_err!("function sum({name}) does not exist");
+            }
         };
         Ok(vec![to])
     }

@@ -248,6 +248,13 @@ fn plan_sqlstate(m: &str) -> (&'static str, String) {
     if lower.contains("no field named") {
         return ("42703", m.to_string());
     }
+    // braid's own "function f(type) does not exist", wrapped by DataFusion's coercion error.
+    if let Some(at) = m.find("function ") {
+        if let Some(len) = m[at..].find(" does not exist") {
+            let message = &m[at..at + len + " does not exist".len()];
+            return ("42883", message.to_string());
+        }
+    }
     if lower.contains("invalid function")
         || lower.contains("function") && lower.contains("not found")
     {

@@ -339,10 +339,10 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
                 .map(|o| {
                     let o = o?;
                     // An OID naming nothing prints as the number, as in PostgreSQL.
-                    Some(
-                        snap.relation_name(o)
-                            .map_or(o.to_string(), |name| quote_ident(&name)),
-                    )
+                    Some(match snap.relation_name(o) {
+                        Some(name) => quote_ident(&name),
+                        None => system_catalog_name(o).map_or(o.to_string(), str::to_string),
+                    })
                 })
                 .collect(),
         ))
@@ -350,10 +350,17 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
     let t = tables;
     register(ctx, REGCLASS_OID, &[1], DataType::Int64, move |a, n| {
         let snap = Snapshot::take(t.as_ref());
-        let v: Vec<Option<i64>> = texts(a, 0, n)?
+        // `'t'::regclass` of a name that names nothing is an error in PostgreSQL (42P01), not
+        // NULL: a query comparing OIDs with it would otherwise quietly match nothing.
+        let v = texts(a, 0, n)?
             .into_iter()
-            .map(|name| regclass_oid(&snap, &name?))
-            .collect();
+            .map(|name| match name {
+                None => Ok(None),
+                Some(name) => regclass_oid(&snap, &name)
+                    .map(Some)
+                    .ok_or_else(|| crate::error::Error::UndefinedTable(name).into_datafusion()),
+            })
+            .collect::<DfResult<Vec<Option<i64>>>>()?;
         Ok(Arc::new(Int64Array::from(v)))
     });
     register(ctx, REGNAMESPACE_NAME, &[1], DataType::Utf8, |a, n| {
@@ -396,6 +403,9 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
 /// The OID a `regclass` input names: a number, or a relation name (optionally `public.`
 /// qualified, folded to lower case unless double-quoted).
 fn regclass_oid(snap: &Snapshot, name: &str) -> Option<i64> {
+    if let Some(oid) = system_catalog_oid(name) {
+        return Some(oid);
+    }
     let name = name.strip_prefix("public.").unwrap_or(name);
     match name.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
         Some(quoted) => snap.relation_oid(&quoted.replace("\"\"", "\"")),
@@ -404,6 +414,43 @@ fn regclass_oid(snap: &Snapshot, name: &str) -> Option<i64> {
             .ok()
             .or_else(|| snap.relation_oid(&name.to_ascii_lowercase())),
     }
+}
+
+/// PostgreSQL's fixed OIDs of the system catalogs tools name with `'pg_class'::regclass`
+/// (`pg_description.classoid`, `pg_depend.refclassid`); the same in every PostgreSQL database.
+const SYSTEM_CATALOG_OIDS: [(&str, i64); 17] = [
+    ("pg_type", 1247),
+    ("pg_attribute", 1249),
+    ("pg_proc", 1255),
+    ("pg_class", 1259),
+    ("pg_authid", 1260),
+    ("pg_database", 1262),
+    ("pg_tablespace", 1213),
+    ("pg_am", 2601),
+    ("pg_attrdef", 2604),
+    ("pg_constraint", 2606),
+    ("pg_description", 2609),
+    ("pg_index", 2610),
+    ("pg_inherits", 2611),
+    ("pg_namespace", 2615),
+    ("pg_rewrite", 2618),
+    ("pg_trigger", 2620),
+    ("pg_collation", 3456),
+];
+
+fn system_catalog_oid(name: &str) -> Option<i64> {
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
+    SYSTEM_CATALOG_OIDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, oid)| *oid)
+}
+
+fn system_catalog_name(oid: i64) -> Option<&'static str> {
+    SYSTEM_CATALOG_OIDS
+        .iter()
+        .find(|(_, o)| *o == oid)
+        .map(|(n, _)| *n)
 }
 
 /// What a size function measures of the relation an OID names.
