@@ -352,16 +352,7 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
         let snap = Snapshot::take(t.as_ref());
         // `'t'::regclass` of a name that names nothing is an error in PostgreSQL (42P01), not
         // NULL: a query comparing OIDs with it would otherwise quietly match nothing.
-        let v = texts(a, 0, n)?
-            .into_iter()
-            .map(|name| match name {
-                None => Ok(None),
-                Some(name) => regclass_oid(&snap, &name)
-                    .map(Some)
-                    .ok_or_else(|| crate::error::Error::UndefinedTable(name).into_datafusion()),
-            })
-            .collect::<DfResult<Vec<Option<i64>>>>()?;
-        Ok(Arc::new(Int64Array::from(v)))
+        Ok(Arc::new(Int64Array::from(named_relations(&snap, a, n)?)))
     });
     register(ctx, REGNAMESPACE_NAME, &[1], DataType::Utf8, |a, n| {
         Ok(text_array(
@@ -400,8 +391,23 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
     );
 }
 
-/// The OID a `regclass` input names: a number, or a relation name (optionally `public.`
-/// qualified, folded to lower case unless double-quoted).
+/// The OIDs the names in the first argument name, as PostgreSQL's `regclass` input reads them:
+/// a name that names no relation is an error (42P01), a NULL stays NULL.
+fn named_relations(snap: &Snapshot, a: &[ArrayRef], n: usize) -> DfResult<Vec<Option<i64>>> {
+    texts(a, 0, n)?
+        .into_iter()
+        .map(|name| match name {
+            None => Ok(None),
+            Some(name) => regclass_oid(snap, &name)
+                .map(Some)
+                .ok_or_else(|| crate::error::Error::UndefinedTable(name).into_datafusion()),
+        })
+        .collect()
+}
+
+/// The OID a `regclass` input names: a number, a system catalog (optionally `pg_catalog.`
+/// qualified) or a relation name (optionally `public.` qualified, folded to lower case unless
+/// double-quoted).
 fn regclass_oid(snap: &Snapshot, name: &str) -> Option<i64> {
     if let Some(oid) = system_catalog_oid(name) {
         return Some(oid);
@@ -654,15 +660,7 @@ fn register_sizes(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
             // relation, as PostgreSQL's cast of the literal does, and a name that names
             // none is an error (42P01); an OID that names none gives NULL.
             let rels = if text_arg(a, 0) {
-                texts(a, 0, n)?
-                    .into_iter()
-                    .map(|name| match name {
-                        None => Ok(None),
-                        Some(name) => regclass_oid(&snap, &name).map(Some).ok_or_else(|| {
-                            crate::error::Error::UndefinedTable(name).into_datafusion()
-                        }),
-                    })
-                    .collect::<DfResult<Vec<_>>>()?
+                named_relations(&snap, a, n)?
             } else {
                 oids(a, 0, n)?
             };
