@@ -2,6 +2,11 @@
 //! table's kind is a stream (a LogCore topic) or a row table (rows in the database's
 //! [`braid_ingest::rows::RowStore`], keyed by the primary key columns named here).
 //!
+//! Every database listed is a whole database: its own row store and commit log under
+//! `tables/<dir>/` and `log/<dir>/`, where `<dir>` is [`database_dir`] of its name. Schemas are
+//! namespaces inside a database; `pg_catalog` and `information_schema` are the system's and are
+//! never listed here (see [`SYSTEM_SCHEMAS`]).
+//!
 //! On disk it is one file, `catalog/catalog.json`, replaced atomically on every change (write a
 //! temporary file, fdatasync, rename, fsync the directory — see [`FileStore::write_atomic`]), so
 //! a crash or SIGKILL leaves the old or the new catalog, never a mix. The file is JSON with a
@@ -31,6 +36,28 @@ pub const CATALOG_VERSION: u32 = 1;
 pub const DEFAULT_DATABASE: &str = "postgres";
 /// The schema tables go into unless qualified.
 pub const DEFAULT_SCHEMA: &str = "public";
+/// Schemas every database has that belong to the system: they cannot be created or dropped,
+/// and no table of braid's lives in them.
+pub const SYSTEM_SCHEMAS: [&str; 3] = ["pg_catalog", "information_schema", "pg_toast"];
+/// PostgreSQL's template databases: `CREATE DATABASE ... TEMPLATE` may name them, and their
+/// names are taken, but braid keeps nothing in them.
+pub const TEMPLATE_DATABASES: [&str; 2] = ["template0", "template1"];
+
+/// The directory name of database `name` under `tables/` and `log/`: the name itself when it
+/// is made of ASCII letters, digits, `_` and `-` (so `postgres` keeps the directories it always
+/// had), every other byte written `%XX`. A database name can hold any character, `/` and `..`
+/// included; this keeps each database inside its own directory.
+pub fn database_dir(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// Durable file operations the catalog needs. `write_atomic` must leave either the old or the
 /// new contents after a crash at any point, and be durable when it returns.
@@ -175,12 +202,35 @@ impl TableDef {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SchemaDef {
+    /// Taken from the table id counter when the schema was created (so never reused); 0 for
+    /// the `public` schema a database starts with, which PostgreSQL gives the fixed OID 2200.
+    /// Absent in catalogs written before CREATE SCHEMA existed, where only `public` exists.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
     pub tables: BTreeMap<String, TableDef>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DatabaseDef {
+    /// Taken from the table id counter when the database was created; 0 for the database a
+    /// data directory starts with (`postgres`). Absent in catalogs written before CREATE
+    /// DATABASE existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
     pub schemas: BTreeMap<String, SchemaDef>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl DatabaseDef {
+    /// A new database as PostgreSQL's `template1` makes one: an empty `public` schema.
+    fn new(id: u64) -> Self {
+        let mut schemas = BTreeMap::new();
+        schemas.insert(DEFAULT_SCHEMA.to_string(), SchemaDef::default());
+        DatabaseDef { id, schemas }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,10 +243,8 @@ struct CatalogFile {
 
 impl CatalogFile {
     fn fresh() -> Self {
-        let mut schemas = BTreeMap::new();
-        schemas.insert(DEFAULT_SCHEMA.to_string(), SchemaDef::default());
         let mut databases = BTreeMap::new();
-        databases.insert(DEFAULT_DATABASE.to_string(), DatabaseDef { schemas });
+        databases.insert(DEFAULT_DATABASE.to_string(), DatabaseDef::new(0));
         CatalogFile {
             format: CATALOG_FORMAT.into(),
             version: CATALOG_VERSION,
@@ -303,6 +351,109 @@ impl Catalog {
         out
     }
 
+    pub fn schema_exists(&self, db: &str, schema: &str) -> bool {
+        self.state
+            .read()
+            .databases
+            .get(db)
+            .is_some_and(|d| d.schemas.contains_key(schema))
+    }
+
+    /// Every schema of `db` with its id (see [`SchemaDef::id`]), sorted by name.
+    pub fn schemas(&self, db: &str) -> Vec<(String, u64)> {
+        self.state
+            .read()
+            .databases
+            .get(db)
+            .map(|d| d.schemas.iter().map(|(n, s)| (n.clone(), s.id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every database with its id (see [`DatabaseDef::id`]), sorted by name.
+    pub fn databases(&self) -> Vec<(String, u64)> {
+        self.state
+            .read()
+            .databases
+            .iter()
+            .map(|(n, d)| (n.clone(), d.id))
+            .collect()
+    }
+
+    /// Adds an empty schema, durably. [`Error::DuplicateSchema`] if the name is taken.
+    pub async fn create_schema(&self, db: &str, schema: &str) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        let id = next.next_table_id;
+        next.next_table_id += 1;
+        let d = next
+            .databases
+            .get_mut(db)
+            .ok_or_else(|| Error::UndefinedDatabase(db.to_string()))?;
+        if d.schemas.contains_key(schema) {
+            return Err(Error::DuplicateSchema(schema.to_string()));
+        }
+        d.schemas.insert(
+            schema.to_string(),
+            SchemaDef {
+                id,
+                tables: BTreeMap::new(),
+            },
+        );
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        self.bump();
+        Ok(())
+    }
+
+    /// Removes a schema and every table in it, durably, in one catalog write; returns the
+    /// tables (their storage is the caller's to remove), or `None` if the schema did not exist.
+    pub async fn drop_schema(&self, db: &str, schema: &str) -> Result<Option<Vec<TableDef>>> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        let Some(removed) = next
+            .databases
+            .get_mut(db)
+            .and_then(|d| d.schemas.remove(schema))
+        else {
+            return Ok(None);
+        };
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        self.bump();
+        Ok(Some(removed.tables.into_values().collect()))
+    }
+
+    /// Adds a database with an empty `public` schema, durably. [`Error::DuplicateDatabase`]
+    /// if the name is taken.
+    pub async fn create_database(&self, db: &str) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        if next.databases.contains_key(db) {
+            return Err(Error::DuplicateDatabase(db.to_string()));
+        }
+        let id = next.next_table_id;
+        next.next_table_id += 1;
+        next.databases.insert(db.to_string(), DatabaseDef::new(id));
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        self.bump();
+        Ok(())
+    }
+
+    /// Removes a database and everything in it from the catalog, durably; `false` if it did
+    /// not exist. Its files are the caller's to remove, after this returns.
+    pub async fn drop_database(&self, db: &str) -> Result<bool> {
+        let _guard = self.write_lock.lock().await;
+        let mut next = self.state.read().clone();
+        if next.databases.remove(db).is_none() {
+            return Ok(false);
+        }
+        self.files.write_atomic(&self.path, encode(&next)?).await?;
+        *self.state.write() = next;
+        self.bump();
+        Ok(true)
+    }
+
     /// Takes `n` fresh ids from the table id counter (for index trees), durably.
     pub async fn allocate_ids(&self, n: u64) -> Result<u64> {
         let _guard = self.write_lock.lock().await;
@@ -359,7 +510,7 @@ impl Catalog {
             .ok_or_else(|| Error::UndefinedDatabase(db.to_string()))?
             .schemas
             .get_mut(schema)
-            .ok_or_else(|| Error::UndefinedTable(format!("schema {schema}")))?;
+            .ok_or_else(|| Error::UndefinedSchema(schema.to_string()))?;
         let taken = |s: &SchemaDef, n: &str| {
             s.tables.contains_key(n)
                 || s.tables
@@ -455,4 +606,20 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
         )));
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_dirs_stay_inside_their_directory() {
+        assert_eq!(database_dir("postgres"), "postgres");
+        assert_eq!(database_dir("shop_2-b"), "shop_2-b");
+        assert_eq!(database_dir(".."), "%2E%2E");
+        assert_eq!(database_dir("a/b c"), "a%2Fb%20c");
+        assert_eq!(database_dir("é"), "%C3%A9");
+        // Distinct names never share a directory: `%` itself is escaped.
+        assert_ne!(database_dir("%2E"), database_dir("."));
+    }
 }

@@ -93,9 +93,48 @@ pub enum Error {
     /// Something braid does not do (yet); the message says what to use instead.
     #[error("{0}")]
     Unsupported(String),
-    /// The database named at connect time does not exist.
+    /// The database named at connect time (or by DROP DATABASE) does not exist.
     #[error("database \"{0}\" does not exist")]
     UndefinedDatabase(String),
+    /// CREATE DATABASE of a name that is taken (42P04).
+    #[error("database \"{0}\" already exists")]
+    DuplicateDatabase(String),
+    /// A schema named in the statement does not exist (3F000).
+    #[error("schema \"{0}\" does not exist")]
+    UndefinedSchema(String),
+    /// CREATE of an unqualified name when no schema of the search path exists (3F000).
+    #[error("no schema has been selected to create in")]
+    NoSchemaSelected,
+    /// CREATE SCHEMA of a name that is taken (42P06).
+    #[error("schema \"{0}\" already exists")]
+    DuplicateSchema(String),
+    /// A name the system keeps for itself (`pg_` schemas): 42939, with PostgreSQL's DETAIL.
+    #[error("{message}")]
+    ReservedName { message: String, detail: String },
+    /// The object is in use by this or another session (55006), e.g. DROP DATABASE of a
+    /// database with sessions.
+    #[error("{message}")]
+    ObjectInUse {
+        message: String,
+        detail: Option<String>,
+    },
+    /// Something no user may do, as creating a table in `pg_catalog` (42501).
+    #[error("{message}")]
+    PermissionDenied {
+        message: String,
+        detail: Option<String>,
+    },
+    /// A statement that cannot run inside a transaction block (25001), as CREATE DATABASE.
+    #[error("{0} cannot run inside a transaction block")]
+    ActiveTransaction(&'static str),
+    /// DROP (RESTRICT) of an object others depend on (2BP01), with PostgreSQL's DETAIL (one
+    /// line per dependent object) and HINT.
+    #[error("{message}")]
+    DependentObjectsExist {
+        message: String,
+        detail: String,
+        hint: String,
+    },
     /// A configuration parameter or other named object that does not exist.
     #[error("{0}")]
     UndefinedObject(String),
@@ -139,6 +178,7 @@ impl Error {
     pub fn hint(&self) -> Option<&str> {
         match self {
             Error::CardinalityViolation { hint, .. } => Some(hint),
+            Error::DependentObjectsExist { hint, .. } => Some(hint),
             _ => None,
         }
     }
@@ -148,6 +188,10 @@ impl Error {
         match self {
             Error::NotNullRow { detail, .. } => Some(detail),
             Error::UniqueViolation { detail, .. } => detail.as_deref(),
+            Error::ReservedName { detail, .. } => Some(detail),
+            Error::ObjectInUse { detail, .. } => detail.as_deref(),
+            Error::PermissionDenied { detail, .. } => detail.as_deref(),
+            Error::DependentObjectsExist { detail, .. } => Some(detail),
             _ => None,
         }
     }

@@ -1,14 +1,13 @@
 //! PostgreSQL session functions drivers and tools call right after connecting: `version()`,
 //! `current_database()`, `current_schema()`, `current_user`, `session_user`,
-//! `pg_backend_pid()`. They are constants of the session. Also `pg_typeof(any)`.
+//! `pg_backend_pid()`. They are constants of the session, except `current_schema()`, which
+//! follows `search_path`. Also `pg_typeof(any)`.
 
 use std::sync::Arc;
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
 use datafusion::prelude::SessionContext;
-
-use crate::catalog::DEFAULT_SCHEMA;
 
 /// The text `version()` returns; tools parse the "PostgreSQL <major>.<minor>" prefix.
 pub fn version_text() -> String {
@@ -27,12 +26,28 @@ pub fn register(ctx: &SessionContext, database: &str, user: &str, backend_pid: i
     constant(ctx, "version", text(&version_text()));
     constant(ctx, "current_database", text(database));
     constant(ctx, "current_catalog", text(database));
-    constant(ctx, "current_schema", text(DEFAULT_SCHEMA));
     constant(ctx, "current_user", text(user));
     constant(ctx, "session_user", text(user));
     constant(ctx, "user", text(user));
     constant(ctx, "pg_backend_pid", ScalarValue::Int32(Some(backend_pid)));
     register_type_functions(ctx);
+}
+
+/// `current_schema()`: the first existing schema of the session's search path (where CREATE
+/// puts an unqualified name), NULL when none exists; `schema` reads it when the query runs.
+pub fn register_current_schema(
+    ctx: &SessionContext,
+    schema: impl Fn() -> Option<String> + Send + Sync + 'static,
+) {
+    let f =
+        Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(schema()))));
+    ctx.register_udf(create_udf(
+        "current_schema",
+        vec![],
+        datafusion::arrow::datatypes::DataType::Utf8,
+        Volatility::Stable,
+        f,
+    ));
 }
 
 /// `pg_typeof(any)`: the PostgreSQL name of its argument's type (`integer`, `bigint`, `text`,

@@ -10,7 +10,11 @@
 //! current, and OIDs are a pure function of catalog ids, so the OID psql reads in one query
 //! names the same relation in the next: a table or a secondary index (their ids share one
 //! counter) is `16384 + id`, a primary key index `PKEY_OID_BASE + table id`, a constraint
-//! `CONSTRAINT_OID_BASE + its index's OID`. Only the `public` schema is shown.
+//! `CONSTRAINT_OID_BASE + its index's OID`. A schema's OID is `16384 + its id` (the same
+//! counter), `public`'s 2200 while it is the one a database started with; a database's is
+//! `16384 + its id`, `postgres`' 5. Relations of every schema are listed, each under its
+//! schema's OID; `pg_table_is_visible` and unqualified `regclass` names follow the session's
+//! search path.
 
 pub mod functions;
 pub mod rewrite;
@@ -35,6 +39,13 @@ pub const PG_CATALOG: &str = "pg_catalog";
 /// OID of the `public` namespace (as in PostgreSQL).
 pub const PUBLIC_OID: i64 = 2200;
 const PG_CATALOG_OID: i64 = 11;
+/// PostgreSQL's `pg_toast` namespace.
+const PG_TOAST_OID: i64 = 99;
+/// `information_schema`'s OID (PostgreSQL makes it at initdb, so its number varies; this is
+/// in the range initdb uses).
+const INFORMATION_SCHEMA_OID: i64 = 13_000;
+/// PostgreSQL 15's `pg_database_owner` role, owner of the `public` schema.
+pub(crate) const DATABASE_OWNER_OID: i64 = 6171;
 /// First OID handed to user objects (as in PostgreSQL).
 pub const FIRST_USER_OID: i64 = 16384;
 /// Primary key indexes have no catalog id of their own; their OIDs start here, far above any
@@ -97,6 +108,18 @@ pub trait TableLister: Send + Sync + std::fmt::Debug {
     fn database(&self) -> Option<String> {
         None
     }
+    /// The schemas of the database with their catalog ids (0: `public`'s fixed OID).
+    fn schemas(&self) -> Vec<(String, u64)> {
+        vec![(DEFAULT_SCHEMA.to_string(), 0)]
+    }
+    /// The schemas an unqualified name is looked up in, in order (`pg_catalog` included).
+    fn search_path(&self) -> Vec<String> {
+        vec![PG_CATALOG.to_string(), DEFAULT_SCHEMA.to_string()]
+    }
+    /// Every database with its catalog id (0: `postgres`' fixed OID).
+    fn database_ids(&self) -> Vec<(String, u64)> {
+        self.databases().into_iter().map(|d| (d, 0)).collect()
+    }
     /// Bytes a table's own data takes (a row table's tree, a stream's log), for
     /// `pg_table_size`; `None` when unknown.
     fn table_bytes(&self, _table: &TableDef) -> Option<u64> {
@@ -133,11 +156,16 @@ impl IndexInfo {
     /// `pg_get_indexdef(oid)`: `CREATE UNIQUE INDEX t_pkey ON t USING btree (id)` (the table
     /// unqualified, as PostgreSQL writes a table of a schema on the search path).
     pub fn definition(&self) -> String {
+        self.definition_on(&quote_ident(&self.table_name))
+    }
+
+    /// The definition with the table written as `table`.
+    fn definition_on(&self, table: &str) -> String {
         format!(
             "CREATE {}INDEX {} ON {} USING btree ({})",
             if self.unique { "UNIQUE " } else { "" },
             quote_ident(&self.name),
-            quote_ident(&self.table_name),
+            table,
             self.columns
                 .iter()
                 .map(|c| quote_ident(c))
@@ -181,26 +209,151 @@ pub fn quote_ident(name: &str) -> String {
     }
 }
 
-/// The relations of the `public` schema at one moment.
+/// The OID of a schema from its catalog id ([`crate::catalog::SchemaDef::id`]).
+pub fn schema_oid(id: u64) -> i64 {
+    if id == 0 {
+        PUBLIC_OID
+    } else {
+        FIRST_USER_OID + id as i64
+    }
+}
+
+/// The OID of a database from its catalog id ([`crate::catalog::DatabaseDef::id`]).
+pub fn database_oid(id: u64) -> i64 {
+    if id == 0 {
+        POSTGRES_DATABASE_OID
+    } else {
+        FIRST_USER_OID + id as i64
+    }
+}
+
+/// The namespaces of the system, with their OIDs.
+const SYSTEM_NAMESPACES: [(&str, i64); 3] = [
+    (PG_CATALOG, PG_CATALOG_OID),
+    ("pg_toast", PG_TOAST_OID),
+    ("information_schema", INFORMATION_SCHEMA_OID),
+];
+
+/// The relations of every schema of a database at one moment, and the session's search path.
 #[derive(Debug)]
 pub struct Snapshot {
     tables: Vec<TableDef>,
+    /// The schema of each table of `tables`, by position.
+    table_schemas: Vec<String>,
+    /// Every namespace (system and user) with its OID.
+    namespaces: Vec<(String, i64)>,
+    /// Where unqualified names are looked up, in order.
+    search_path: Vec<String>,
 }
 
 impl Snapshot {
     pub fn take(lister: &dyn TableLister) -> Self {
+        let (table_schemas, tables) = lister.list().into_iter().unzip();
+        let namespaces = SYSTEM_NAMESPACES
+            .iter()
+            .map(|(n, o)| (n.to_string(), *o))
+            .chain(
+                lister
+                    .schemas()
+                    .into_iter()
+                    .map(|(n, id)| (n, schema_oid(id))),
+            )
+            .collect();
         Snapshot {
-            tables: lister
-                .list()
-                .into_iter()
-                .filter(|(s, _)| s == DEFAULT_SCHEMA)
-                .map(|(_, t)| t)
-                .collect(),
+            tables,
+            table_schemas,
+            namespaces,
+            search_path: lister.search_path(),
         }
     }
 
     pub fn tables(&self) -> &[TableDef] {
         &self.tables
+    }
+
+    /// Every namespace with its OID, system ones first.
+    pub fn namespaces(&self) -> &[(String, i64)] {
+        &self.namespaces
+    }
+
+    /// The name of the namespace with this OID.
+    pub fn namespace_name(&self, oid: i64) -> Option<&str> {
+        self.namespaces
+            .iter()
+            .find(|(_, o)| *o == oid)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// The schema name of a table of this snapshot.
+    pub fn schema_of(&self, t: &TableDef) -> &str {
+        self.tables
+            .iter()
+            .position(|x| x.id == t.id)
+            .and_then(|i| self.table_schemas.get(i))
+            .map_or(DEFAULT_SCHEMA, String::as_str)
+    }
+
+    /// The OID of a table's schema.
+    pub fn namespace_oid_of(&self, t: &TableDef) -> i64 {
+        let schema = self.schema_of(t);
+        self.namespaces
+            .iter()
+            .find(|(n, _)| n == schema)
+            .map_or(PUBLIC_OID, |(_, o)| *o)
+    }
+
+    /// Whether an unqualified `name` finds the relation of `table` (the table itself or one
+    /// of its indexes): its schema is the first of the search path with a relation so named.
+    pub fn is_visible(&self, table: &TableDef, name: &str) -> bool {
+        let schema = self.schema_of(table);
+        self.search_path
+            .iter()
+            .find(|s| self.relation_in(s, name).is_some())
+            .is_some_and(|s| s == schema)
+    }
+
+    /// The OID of the relation `name` of schema `schema`.
+    fn relation_in(&self, schema: &str, name: &str) -> Option<i64> {
+        self.tables
+            .iter()
+            .zip(&self.table_schemas)
+            .filter(|(_, s)| *s == schema)
+            .find_map(|(t, _)| {
+                if t.name == name {
+                    return Some(Self::table_oid(t));
+                }
+                Self::indexes_of(t)
+                    .into_iter()
+                    .find(|i| i.name == name)
+                    .map(|i| i.oid)
+            })
+    }
+
+    /// The table a relation OID names, or the table of the index it names.
+    fn owner_table(&self, oid: i64) -> Option<&TableDef> {
+        self.table(oid).or_else(|| {
+            let ix = self.index(oid)?;
+            self.table(ix.table_oid)
+        })
+    }
+
+    /// `pg_table_is_visible(oid)`.
+    pub fn oid_is_visible(&self, oid: i64) -> Option<bool> {
+        let t = self.owner_table(oid)?;
+        let name = self.relation_name(oid)?;
+        Some(self.is_visible(t, &name))
+    }
+
+    /// A relation's name as `regclass` prints it: qualified by its schema when the search
+    /// path would not find it unqualified.
+    pub fn display_name(&self, oid: i64) -> Option<String> {
+        let name = self.relation_name(oid)?;
+        let t = self.owner_table(oid)?;
+        Some(if self.is_visible(t, &name) {
+            quote_ident(&name)
+        } else {
+            format!("{}.{}", quote_ident(self.schema_of(t)), quote_ident(&name))
+        })
     }
 
     pub fn table_oid(t: &TableDef) -> i64 {
@@ -261,6 +414,15 @@ impl Snapshot {
         self.tables.iter().flat_map(Self::indexes_of).collect()
     }
 
+    /// `pg_get_indexdef(oid)`: the index's definition, its table qualified when the search
+    /// path would not find it unqualified (as PostgreSQL writes it).
+    pub fn index_definition(&self, ix: &IndexInfo) -> String {
+        let table = self
+            .display_name(ix.table_oid)
+            .unwrap_or_else(|| quote_ident(&ix.table_name));
+        ix.definition_on(&table)
+    }
+
     pub fn table(&self, oid: i64) -> Option<&TableDef> {
         self.tables.iter().find(|t| Self::table_oid(t) == oid)
     }
@@ -276,18 +438,16 @@ impl Snapshot {
             .or_else(|| self.index(oid).map(|i| i.name))
     }
 
-    /// The OID of the table or index with this name.
-    pub fn relation_oid(&self, name: &str) -> Option<i64> {
-        self.tables
-            .iter()
-            .find(|t| t.name == name)
-            .map(Self::table_oid)
-            .or_else(|| {
-                self.indexes()
-                    .into_iter()
-                    .find(|i| i.name == name)
-                    .map(|i| i.oid)
-            })
+    /// The OID of the table or index `name` of `schema`, or, without a schema, of the first
+    /// schema of the search path that has one so named.
+    pub fn relation_oid(&self, schema: Option<&str>, name: &str) -> Option<i64> {
+        match schema {
+            Some(s) => self.relation_in(s, name),
+            None => self
+                .search_path
+                .iter()
+                .find_map(|s| self.relation_in(s, name)),
+        }
     }
 }
 
@@ -752,37 +912,29 @@ impl PgCatalogSchema {
     fn rows(&self, name: &str) -> Vec<Vec<ScalarValue>> {
         let snap = Snapshot::take(self.tables.as_ref());
         match name {
-            "pg_database" => {
-                let mut next_oid = FIRST_USER_OID;
-                self.tables
-                    .databases()
-                    .iter()
-                    .map(|name| {
-                        let db_oid = if name == crate::catalog::DEFAULT_DATABASE {
-                            POSTGRES_DATABASE_OID
-                        } else {
-                            next_oid += 1;
-                            next_oid - 1
-                        };
-                        vec![
-                            oid(db_oid),
-                            s(name),
-                            oid(SUPERUSER_OID),
-                            i32v(UTF8_ENCODING),
-                            s("c"),
-                            b(false),
-                            b(true),
-                            i32v(-1),
-                            s(DATABASE_LOCALE),
-                            s(DATABASE_LOCALE),
-                            null_text(),
-                            // Default privileges: PostgreSQL's NULL `datacl`.
-                            ScalarValue::new_null_list(DataType::Utf8, true, 1),
-                            oid(DEFAULT_TABLESPACE_OID),
-                        ]
-                    })
-                    .collect()
-            }
+            "pg_database" => self
+                .tables
+                .database_ids()
+                .iter()
+                .map(|(name, id)| {
+                    vec![
+                        oid(database_oid(*id)),
+                        s(name),
+                        oid(SUPERUSER_OID),
+                        i32v(UTF8_ENCODING),
+                        s("c"),
+                        b(false),
+                        b(true),
+                        i32v(-1),
+                        s(DATABASE_LOCALE),
+                        s(DATABASE_LOCALE),
+                        null_text(),
+                        // Default privileges: PostgreSQL's NULL `datacl`.
+                        ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                        oid(DEFAULT_TABLESPACE_OID),
+                    ]
+                })
+                .collect(),
             "pg_tablespace" => [
                 (DEFAULT_TABLESPACE_OID, "pg_default"),
                 (GLOBAL_TABLESPACE_OID, "pg_global"),
@@ -798,21 +950,24 @@ impl PgCatalogSchema {
                 ]
             })
             .collect(),
-            "pg_namespace" => vec![
-                // NULL ACLs: default privileges.
-                vec![
-                    oid(PG_CATALOG_OID),
-                    s(PG_CATALOG),
-                    oid(SUPERUSER_OID),
-                    ScalarValue::new_null_list(DataType::Utf8, true, 1),
-                ],
-                vec![
-                    oid(PUBLIC_OID),
-                    s(DEFAULT_SCHEMA),
-                    oid(SUPERUSER_OID),
-                    ScalarValue::new_null_list(DataType::Utf8, true, 1),
-                ],
-            ],
+            "pg_namespace" => snap
+                .namespaces()
+                .iter()
+                .map(|(name, o)| {
+                    vec![
+                        oid(*o),
+                        s(name),
+                        // PostgreSQL 15 gives `public` to the database's owner role.
+                        oid(if *o == PUBLIC_OID {
+                            DATABASE_OWNER_OID
+                        } else {
+                            SUPERUSER_OID
+                        }),
+                        // NULL ACLs: default privileges.
+                        ScalarValue::new_null_list(DataType::Utf8, true, 1),
+                    ]
+                })
+                .collect(),
             "pg_am" => vec![
                 vec![oid(HEAP_AM_OID), s("heap"), s("t")],
                 vec![oid(BTREE_AM_OID), s("btree"), s("i")],
@@ -872,13 +1027,14 @@ impl PgCatalogSchema {
                 .tables()
                 .iter()
                 .flat_map(|t| {
+                    let namespace = snap.namespace_oid_of(t);
                     Snapshot::indexes_of(t).into_iter().filter_map(move |ix| {
                         let con = ix.constraint_oid()?;
                         let key = Snapshot::attnums(t, &ix.columns);
                         Some(vec![
                             oid(con),
                             s(&ix.name),
-                            oid(PUBLIC_OID),
+                            oid(namespace),
                             s(if ix.primary { "p" } else { "u" }),
                             b(false),
                             b(false),
@@ -981,11 +1137,17 @@ impl PgCatalogSchema {
 
 fn pg_class_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
     let mut rows = Vec::new();
-    let row = |oid_: i64, name: &str, kind: &str, am: i64, natts: usize, has_index: bool| {
+    let row = |oid_: i64,
+               name: &str,
+               namespace: i64,
+               kind: &str,
+               am: i64,
+               natts: usize,
+               has_index: bool| {
         vec![
             oid(oid_),
             s(name),
-            oid(PUBLIC_OID),
+            oid(namespace),
             oid(0),
             oid(0),
             oid(SUPERUSER_OID),
@@ -1019,9 +1181,11 @@ fn pg_class_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
     };
     for t in snap.tables() {
         let indexes = Snapshot::indexes_of(t);
+        let namespace = snap.namespace_oid_of(t);
         rows.push(row(
             Snapshot::table_oid(t),
             &t.name,
+            namespace,
             "r",
             HEAP_AM_OID,
             t.columns.len(),
@@ -1031,6 +1195,7 @@ fn pg_class_rows(snap: &Snapshot) -> Vec<Vec<ScalarValue>> {
             rows.push(row(
                 ix.oid,
                 &ix.name,
+                namespace,
                 "i",
                 BTREE_AM_OID,
                 ix.columns.len(),

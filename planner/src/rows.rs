@@ -176,18 +176,19 @@ pub struct RowsDb {
 }
 
 impl RowsDb {
-    /// Opens (recovering) the row store of `db` under `data_dir`.
+    /// Opens (recovering) the row store under `data_dir` whose directories are named `dir`
+    /// ([`crate::catalog::database_dir`] of the database's name).
     pub async fn open(
         fs: SharedFs,
         data_dir: &Path,
-        db: &str,
+        dir: &str,
         durability: Durability,
     ) -> Result<RowsDb> {
         let opts = RowStoreOptions {
             durability,
             ..RowStoreOptions::default()
         };
-        let store = RowStore::open(fs, data_dir, db, opts)
+        let store = RowStore::open(fs, data_dir, dir, opts)
             .await
             .map_err(rows_error)?;
         Ok(RowsDb {

@@ -37,7 +37,9 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Mutex as AsyncMutex;
 
+mod databases;
 mod indexes;
+mod schemas;
 
 use crate::catalog::{
     Catalog, ColumnDef, FileStore, RowTableOptions, TableDef, TableKind, DEFAULT_DATABASE,
@@ -59,6 +61,7 @@ use crate::sql::{
     hide_hidden_columns, name_columns_as_postgres, rewrite_stream_ddl, split_statements,
 };
 use crate::stream::log::{StreamLog, StreamLogs};
+use crate::stream::logcore::storage_error;
 use crate::stream::options::StreamOptions;
 use crate::stream::sink::{Staged, StreamWriter};
 use crate::stream::table::StreamTable;
@@ -95,8 +98,16 @@ struct EngineInner {
     logs: Arc<dyn StreamLogs>,
     /// Open logs by table id.
     open: AsyncMutex<HashMap<u64, Arc<dyn StreamLog>>>,
-    /// The row tables of the default database.
-    rows: Arc<RowsDb>,
+    /// Every database of the catalog that is open: its row store and its sessions. A database
+    /// leaves this map before DROP DATABASE removes it from the catalog, so no session can
+    /// start on a database being dropped.
+    databases: parking_lot::Mutex<HashMap<String, OpenDatabase>>,
+    /// The disk the row stores use; also removes a dropped database's directories.
+    row_fs: SharedFs,
+    data_dir: std::path::PathBuf,
+    /// Serializes CREATE DATABASE and DROP DATABASE, which change directories as well as the
+    /// catalog.
+    database_ddl: AsyncMutex<()>,
     /// Plans row tables' column defaults when a table provider is made (providers are made
     /// outside any session); braid's functions are registered on it as on a session's.
     defaults: datafusion::execution::context::SessionState,
@@ -110,6 +121,28 @@ struct EngineInner {
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<EngineInner>,
+}
+
+/// An open database: its row store and how many client sessions are connected to it.
+#[derive(Debug)]
+struct OpenDatabase {
+    rows: Arc<RowsDb>,
+    sessions: usize,
+}
+
+/// A session's place in its database's session count, given back when the session ends.
+#[derive(Debug)]
+struct Attached {
+    engine: Arc<EngineInner>,
+    database: String,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(d) = self.engine.databases.lock().get_mut(&self.database) {
+            d.sessions = d.sessions.saturating_sub(1);
+        }
+    }
 }
 
 impl EngineInner {
@@ -142,15 +175,82 @@ impl EngineInner {
         Ok(Some(StreamTable::new(Arc::new(def), log)))
     }
 
-    /// The row store of `db`; only the default database has one so far.
+    /// The row store of `db`.
     fn rows_for(&self, db: &str) -> Result<Arc<RowsDb>> {
-        if db == DEFAULT_DATABASE {
-            Ok(self.rows.clone())
-        } else {
-            Err(Error::Unsupported(format!(
-                "tables are only supported in database \"{DEFAULT_DATABASE}\" so far"
-            )))
+        self.databases
+            .lock()
+            .get(db)
+            .map(|d| d.rows.clone())
+            .ok_or_else(|| Error::UndefinedDatabase(db.to_string()))
+    }
+
+    /// Opens database `db`: its row store (recovering it), the row tables a crash may have
+    /// left out of it, and every stream log (so recovery happens now, not on first query).
+    async fn open_database(&self, db: &str) -> Result<Arc<RowsDb>> {
+        let rows = Arc::new(
+            RowsDb::open(
+                self.row_fs.clone(),
+                &self.data_dir,
+                &crate::catalog::database_dir(db),
+                self.options.row_durability,
+            )
+            .await?,
+        );
+        for (_, def) in self.catalog.tables(db) {
+            if def.is_stream() {
+                self.log_for(db, &def).await?;
+                continue;
+            }
+            // A crash between the catalog write and the store's create leaves a table the
+            // store does not know: nothing of it was acknowledged, so it starts empty.
+            match rows.store.create_table(def.id).await {
+                Ok(()) => {
+                    tracing::info!(table = %def.name, id = def.id, "created missing row table")
+                }
+                Err(braid_ingest::Error::TableExists(_)) => {}
+                Err(e) => return Err(rows_error(e)),
+            }
         }
+        Ok(rows)
+    }
+
+    /// The directories database `db`'s data lives in (row trees, commit log and stream logs).
+    fn database_dirs(&self, db: &str) -> [std::path::PathBuf; 2] {
+        let dir = crate::catalog::database_dir(db);
+        [
+            self.data_dir.join("tables").join(&dir),
+            self.data_dir.join("log").join(&dir),
+        ]
+    }
+
+    /// Removes directories under `tables/` and `log/` that belong to no database of the
+    /// catalog: what a crash between DROP DATABASE's catalog write and its removal of the
+    /// files left behind. Nothing in them was reachable since that catalog write.
+    async fn remove_orphan_databases(&self) -> Result<()> {
+        let keep: std::collections::HashSet<String> = self
+            .catalog
+            .database_names()
+            .iter()
+            .map(|n| crate::catalog::database_dir(n))
+            .collect();
+        for top in ["tables", "log"] {
+            let root = self.data_dir.join(top);
+            if !self.row_fs.exists(&root).await.map_err(storage_error)? {
+                continue;
+            }
+            for name in self.row_fs.list_dir(&root).await.map_err(storage_error)? {
+                if keep.contains(&name) {
+                    continue;
+                }
+                let path = root.join(&name);
+                tracing::info!(path = %path.display(), "removing the files of a dropped database");
+                self.row_fs
+                    .remove_dir_all(&path)
+                    .await
+                    .map_err(storage_error)?;
+            }
+        }
+        Ok(())
     }
 
     /// The table provider of any kind of table.
@@ -194,9 +294,6 @@ impl Engine {
             None => braid_ingest::storage::io::backend_from_env()
                 .map_err(crate::stream::logcore::storage_error)?,
         };
-        let rows = Arc::new(
-            RowsDb::open(row_fs, data_dir, DEFAULT_DATABASE, options.row_durability).await?,
-        );
         let defaults_ctx = SessionContext::new();
         crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
         crate::arithmetic::register(&defaults_ctx)?;
@@ -206,25 +303,21 @@ impl Engine {
             catalog,
             logs,
             open: AsyncMutex::new(HashMap::new()),
-            rows,
+            databases: parking_lot::Mutex::new(HashMap::new()),
+            row_fs,
+            data_dir: data_dir.to_path_buf(),
+            database_ddl: AsyncMutex::new(()),
             defaults: defaults_ctx.state(),
             options,
             table_ddl: AsyncMutex::new(()),
         });
-        for (_, def) in inner.catalog.tables(DEFAULT_DATABASE) {
-            if def.is_stream() {
-                inner.log_for(DEFAULT_DATABASE, &def).await?;
-                continue;
-            }
-            // A crash between the catalog write and the store's create leaves a table the
-            // store does not know: nothing of it was acknowledged, so it starts empty.
-            match inner.rows.store.create_table(def.id).await {
-                Ok(()) => {
-                    tracing::info!(table = %def.name, id = def.id, "created missing row table")
-                }
-                Err(braid_ingest::Error::TableExists(_)) => {}
-                Err(e) => return Err(rows_error(e)),
-            }
+        inner.remove_orphan_databases().await?;
+        for db in inner.catalog.database_names() {
+            let rows = inner.open_database(&db).await?;
+            inner
+                .databases
+                .lock()
+                .insert(db, OpenDatabase { rows, sessions: 0 });
         }
         Ok(Engine { inner })
     }
@@ -233,9 +326,34 @@ impl Engine {
         self.inner.catalog.database_exists(db)
     }
 
-    /// A new session on `database`; `backend_pid` is the id the client got for cancel
-    /// requests (what `pg_backend_pid()` returns).
+    /// A new client session on `database`; `backend_pid` is the id the client got for cancel
+    /// requests (what `pg_backend_pid()` returns). The session counts as a user of the
+    /// database until it is dropped: DROP DATABASE refuses a database with sessions.
     pub fn session(&self, database: &str, user: &str, backend_pid: i32) -> Result<Session> {
+        let attached = {
+            let mut dbs = self.inner.databases.lock();
+            let d = dbs
+                .get_mut(database)
+                .ok_or_else(|| Error::UndefinedDatabase(database.to_string()))?;
+            d.sessions += 1;
+            Attached {
+                engine: self.inner.clone(),
+                database: database.to_string(),
+            }
+        };
+        let mut session = self.internal_session(database, user, backend_pid)?;
+        session.attached = Some(attached);
+        Ok(session)
+    }
+
+    /// A session the server runs for itself (the watchdog's probe): it does not count as a
+    /// user of the database.
+    pub fn internal_session(
+        &self,
+        database: &str,
+        user: &str,
+        backend_pid: i32,
+    ) -> Result<Session> {
         if !self.database_exists(database) {
             return Err(Error::UndefinedDatabase(database.to_string()));
         }
@@ -249,7 +367,8 @@ impl Engine {
         let config = config
             .with_extension(txn.clone())
             .with_extension(rows_txn.clone())
-            .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
+            // Unqualified names go to the search path's schema provider.
+            .with_default_catalog_and_schema(database, SEARCH_PATH_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(self.inner.options.target_partitions);
@@ -257,10 +376,18 @@ impl Engine {
         let time_zone = Arc::new(parking_lot::Mutex::new(
             crate::types::SessionTimeZone::default(),
         ));
+        let search_path = Arc::new(SearchPath {
+            engine: self.inner.clone(),
+            db: database.to_string(),
+            user: user.to_string(),
+            names: parking_lot::Mutex::new(default_search_path()),
+        });
         ctx.add_analyzer_rule(Arc::new(crate::datetime::TimestampLiterals {
             zone: time_zone.clone(),
         }));
         crate::functions::register(&ctx, database, user, backend_pid);
+        let path = search_path.clone();
+        crate::functions::register_current_schema(&ctx, move || path.creation_schema());
         crate::arithmetic::register(&ctx)?;
         crate::float_text::register(&ctx)?;
         crate::sum_numeric::register(&ctx);
@@ -270,6 +397,7 @@ impl Engine {
             Arc::new(CatalogTables {
                 engine: self.inner.clone(),
                 db: database.to_string(),
+                search_path: Some(search_path.clone()),
             }),
         );
         ctx.register_catalog(
@@ -278,6 +406,7 @@ impl Engine {
                 engine: self.inner.clone(),
                 db: database.to_string(),
                 user: user.to_string(),
+                search_path: search_path.clone(),
             }),
         );
         Ok(Session {
@@ -290,6 +419,8 @@ impl Engine {
             rows_txn,
             unplanned: std::sync::atomic::AtomicU64::new(0),
             time_zone,
+            search_path,
+            attached: None,
         })
     }
 
@@ -323,12 +454,84 @@ impl Engine {
         for l in logs {
             l.close().await;
         }
-        // Sessions and cached plans may still hold the row store, so it is flushed rather
-        // than closed: every commit is already durable in its log, and the flush saves the
-        // next start from replaying it.
-        if let Err(e) = self.inner.rows.store.flush().await {
-            tracing::warn!(error = %e, "flushing the row tables failed");
+        // Sessions and cached plans may still hold a row store, so it is flushed rather than
+        // closed: every commit is already durable in its log, and the flush saves the next
+        // start from replaying it.
+        let stores: Vec<(String, Arc<RowsDb>)> = self
+            .inner
+            .databases
+            .lock()
+            .iter()
+            .map(|(n, d)| (n.clone(), d.rows.clone()))
+            .collect();
+        for (db, rows) in stores {
+            if let Err(e) = rows.store.flush().await {
+                tracing::warn!(database = %db, error = %e, "flushing the row tables failed");
+            }
         }
+    }
+}
+
+/// The name DataFusion resolves unqualified table names in: not a schema but the session's
+/// search path ([`SearchPathSchema`]). No schema can take it: `$` never starts an unquoted
+/// name.
+const SEARCH_PATH_SCHEMA: &str = "$search_path";
+
+/// The search path as `SET search_path` leaves it, before `$user` is resolved.
+fn default_search_path() -> Vec<String> {
+    vec!["$user".to_string(), DEFAULT_SCHEMA.to_string()]
+}
+
+/// A session's `search_path` and how names resolve through it, as in PostgreSQL: schemas of
+/// the path that do not exist are skipped, `$user` is the schema named as the session user if
+/// there is one, `pg_catalog` is searched first unless the path places it, and CREATE puts an
+/// unqualified name into the first existing schema of the path.
+#[derive(Debug)]
+struct SearchPath {
+    engine: Arc<EngineInner>,
+    db: String,
+    user: String,
+    /// As set, `$user` unresolved.
+    names: parking_lot::Mutex<Vec<String>>,
+}
+
+impl SearchPath {
+    /// The existing schemas of the path, in order, each once (`pg_catalog` only where the path
+    /// names it).
+    fn schemas(&self) -> Vec<String> {
+        let names = self.names.lock().clone();
+        let mut out: Vec<String> = Vec::with_capacity(names.len());
+        for n in names {
+            let n = if n == "$user" { self.user.clone() } else { n };
+            let exists = crate::catalog::SYSTEM_SCHEMAS.contains(&n.as_str())
+                || self.engine.catalog.schema_exists(&self.db, &n);
+            if exists && !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// The schemas an unqualified name is looked up in, in order: `pg_catalog` first unless
+    /// the path places it.
+    fn lookup_schemas(&self) -> Vec<String> {
+        let mut out = self.schemas();
+        if !out.iter().any(|s| s == crate::pg_catalog::PG_CATALOG) {
+            out.insert(0, crate::pg_catalog::PG_CATALOG.to_string());
+        }
+        out
+    }
+
+    /// Where CREATE puts an unqualified name (what `current_schema()` returns).
+    fn creation_schema(&self) -> Option<String> {
+        self.schemas().into_iter().next()
+    }
+
+    /// The user schema of the path holding relation (table, stream or index) `name`.
+    fn find(&self, name: &str) -> Option<String> {
+        self.schemas()
+            .into_iter()
+            .find(|s| self.engine.catalog.relation_exists(&self.db, s, name))
     }
 }
 
@@ -338,6 +541,20 @@ struct BraidCatalogProvider {
     db: String,
     /// The session's user, the one role `pg_catalog.pg_roles` lists.
     user: String,
+    search_path: Arc<SearchPath>,
+}
+
+impl BraidCatalogProvider {
+    fn pg_catalog(&self) -> crate::pg_catalog::PgCatalogSchema {
+        crate::pg_catalog::PgCatalogSchema::new(
+            Arc::new(CatalogTables {
+                engine: self.engine.clone(),
+                db: self.db.clone(),
+                search_path: Some(self.search_path.clone()),
+            }),
+            &self.user,
+        )
+    }
 }
 
 /// Lists a database's tables for `pg_catalog`.
@@ -345,11 +562,28 @@ struct BraidCatalogProvider {
 struct CatalogTables {
     engine: Arc<EngineInner>,
     db: String,
+    /// The session's search path (`pg_table_is_visible`); `None`: only `public`.
+    search_path: Option<Arc<SearchPath>>,
 }
 
 impl crate::pg_catalog::TableLister for CatalogTables {
     fn list(&self) -> Vec<(String, TableDef)> {
         self.engine.catalog.tables(&self.db)
+    }
+
+    fn schemas(&self) -> Vec<(String, u64)> {
+        self.engine.catalog.schemas(&self.db)
+    }
+
+    fn search_path(&self) -> Vec<String> {
+        match &self.search_path {
+            Some(p) => p.lookup_schemas(),
+            None => vec![DEFAULT_SCHEMA.to_string()],
+        }
+    }
+
+    fn database_ids(&self) -> Vec<(String, u64)> {
+        self.engine.catalog.databases()
     }
 
     fn databases(&self) -> Vec<String> {
@@ -367,11 +601,19 @@ impl crate::pg_catalog::TableLister for CatalogTables {
             let open = self.engine.open.try_lock().ok()?;
             return open.get(&table.id)?.size_bytes();
         }
-        self.engine.rows.store.table_bytes(table.id)
+        self.engine
+            .rows_for(&self.db)
+            .ok()?
+            .store
+            .table_bytes(table.id)
     }
 
     fn index_bytes(&self, index_id: u64) -> Option<u64> {
-        self.engine.rows.store.table_bytes(index_id)
+        self.engine
+            .rows_for(&self.db)
+            .ok()?
+            .store
+            .table_bytes(index_id)
     }
 }
 
@@ -383,53 +625,43 @@ impl CatalogProvider for BraidCatalogProvider {
     }
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == crate::pg_catalog::PG_CATALOG {
-            return Some(Arc::new(crate::pg_catalog::PgCatalogSchema::new(
-                Arc::new(CatalogTables {
-                    engine: self.engine.clone(),
-                    db: self.db.clone(),
-                }),
-                &self.user,
-            )));
+            return Some(Arc::new(self.pg_catalog()));
         }
-        self.engine
-            .catalog
-            .schema_names(&self.db)
-            .iter()
-            .any(|s| s == name)
-            .then(|| {
-                Arc::new(BraidSchemaProvider {
+        if name == SEARCH_PATH_SCHEMA {
+            return Some(Arc::new(SearchPathSchema {
+                schemas: BraidSchemaProvider {
                     engine: self.engine.clone(),
                     db: self.db.clone(),
-                    schema: name.to_string(),
-                    user: self.user.clone(),
-                }) as Arc<dyn SchemaProvider>
-            })
+                    schema: String::new(),
+                },
+                pg_catalog: self.pg_catalog(),
+                path: self.search_path.clone(),
+            }));
+        }
+        // A schema that does not exist has no tables (rather than no provider), so that
+        // `nosuch.t` fails as PostgreSQL's does: relation "nosuch.t" does not exist.
+        Some(Arc::new(BraidSchemaProvider {
+            engine: self.engine.clone(),
+            db: self.db.clone(),
+            schema: name.to_string(),
+        }))
     }
 }
 
-#[derive(Debug)]
+/// The tables of one schema of the catalog.
+#[derive(Debug, Clone)]
 struct BraidSchemaProvider {
     engine: Arc<EngineInner>,
     db: String,
     schema: String,
-    user: String,
 }
 
 impl BraidSchemaProvider {
-    /// PostgreSQL looks in `pg_catalog` before the search path, so an unqualified `pg_class`
-    /// is the catalog's (a user table cannot take such a name there either).
-    fn catalog_schema(&self, name: &str) -> Option<crate::pg_catalog::PgCatalogSchema> {
-        if self.schema != crate::catalog::DEFAULT_SCHEMA || !name.starts_with("pg_") {
-            return None;
+    fn of(&self, schema: &str) -> BraidSchemaProvider {
+        BraidSchemaProvider {
+            schema: schema.to_string(),
+            ..self.clone()
         }
-        let catalog = crate::pg_catalog::PgCatalogSchema::new(
-            Arc::new(CatalogTables {
-                engine: self.engine.clone(),
-                db: self.db.clone(),
-            }),
-            &self.user,
-        );
-        catalog.table_exist(name).then_some(catalog)
     }
 }
 
@@ -439,21 +671,63 @@ impl SchemaProvider for BraidSchemaProvider {
         self.engine.catalog.table_names(&self.db, &self.schema)
     }
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(catalog) = self.catalog_schema(name) {
-            return catalog.table(name).await;
-        }
         self.engine
             .provider(&self.db, &self.schema, name)
             .await
             .map_err(Error::into_datafusion)
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog_schema(name).is_some()
-            || self
-                .engine
-                .catalog
-                .table(&self.db, &self.schema, name)
-                .is_some()
+        self.engine
+            .catalog
+            .table(&self.db, &self.schema, name)
+            .is_some()
+    }
+}
+
+/// Unqualified names: the first schema of the session's search path that has the table.
+#[derive(Debug)]
+struct SearchPathSchema {
+    /// Any schema's provider, re-aimed per lookup.
+    schemas: BraidSchemaProvider,
+    pg_catalog: crate::pg_catalog::PgCatalogSchema,
+    path: Arc<SearchPath>,
+}
+
+impl SearchPathSchema {
+    /// The schema of the path `name` resolves in.
+    fn schema_of(&self, name: &str) -> Option<String> {
+        self.path.lookup_schemas().into_iter().find(|s| {
+            if s == crate::pg_catalog::PG_CATALOG {
+                self.pg_catalog.table_exist(name)
+            } else {
+                self.schemas.of(s).table_exist(name)
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SearchPathSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for s in self.path.schemas() {
+            for n in self.schemas.of(&s).table_names() {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        names
+    }
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        match self.schema_of(name) {
+            None => Ok(None),
+            Some(s) if s == crate::pg_catalog::PG_CATALOG => self.pg_catalog.table(name).await,
+            Some(s) => self.schemas.of(&s).table(name).await,
+        }
+    }
+    fn table_exist(&self, name: &str) -> bool {
+        self.schema_of(name).is_some()
     }
 }
 
@@ -733,6 +1007,9 @@ enum PreparedKind {
         statement: Box<Statement>,
         stream_ddl: bool,
     },
+    /// CREATE DATABASE or DROP DATABASE, which sqlparser does not read as PostgreSQL writes
+    /// them.
+    Database(databases::DatabaseDdl),
 }
 
 /// The clauses of an INSERT, UPDATE or DELETE on a row table that DataFusion does not plan:
@@ -766,7 +1043,7 @@ impl Prepared {
                 Statement::ShowVariable { variable } => Some(show_schema(&show_name(variable))),
                 _ => None,
             },
-            PreparedKind::Empty => None,
+            PreparedKind::Empty | PreparedKind::Database(_) => None,
         }
     }
 }
@@ -786,6 +1063,10 @@ pub struct Session {
     unplanned: std::sync::atomic::AtomicU64,
     /// The `TimeZone` setting, read once when set (every result with a timestamptz uses it).
     time_zone: Arc<parking_lot::Mutex<crate::types::SessionTimeZone>>,
+    /// The `search_path` setting, shared with the session's catalog provider.
+    search_path: Arc<SearchPath>,
+    /// Counts the session as a user of its database (none for the server's own sessions).
+    attached: Option<Attached>,
 }
 
 impl std::fmt::Debug for Session {
@@ -962,11 +1243,20 @@ impl Session {
         }
     }
 
-    /// Resolves a table name to (schema, name).
+    /// Resolves a relation name to (schema, name): an unqualified name to the first schema of
+    /// the search path that holds a relation of that name (or, when none does, the schema
+    /// CREATE would use, so that the caller reports the name missing).
     fn resolve(&self, name: &ObjectName) -> Result<(String, String)> {
         let parts = object_parts(name);
         match parts.as_slice() {
-            [t] => Ok((DEFAULT_SCHEMA.to_string(), t.clone())),
+            [t] => {
+                let schema = self
+                    .search_path
+                    .find(t)
+                    .or_else(|| self.search_path.creation_schema())
+                    .unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
+                Ok((schema, t.clone()))
+            }
             [s, t] => Ok((s.clone(), t.clone())),
             [d, s, t] if *d == self.database => Ok((s.clone(), t.clone())),
             [d, _, _] => Err(Error::Unsupported(format!(
@@ -974,6 +1264,30 @@ impl Session {
             ))),
             _ => Err(Error::Syntax(format!("improper qualified name: {name}"))),
         }
+    }
+
+    /// Where CREATE puts `name`: its schema, which must exist, or the first existing schema
+    /// of the search path.
+    fn creation_target(&self, name: &ObjectName) -> Result<(String, String)> {
+        let (schema, table) = match object_parts(name).as_slice() {
+            [t] => (
+                self.search_path
+                    .creation_schema()
+                    .ok_or(Error::NoSchemaSelected)?,
+                t.clone(),
+            ),
+            _ => self.resolve(name)?,
+        };
+        if crate::catalog::SYSTEM_SCHEMAS.contains(&schema.as_str()) {
+            return Err(Error::PermissionDenied {
+                message: format!("permission denied to create \"{schema}.{table}\""),
+                detail: Some("System catalog modifications are currently disallowed.".into()),
+            });
+        }
+        if !self.engine.catalog.schema_exists(&self.database, &schema) {
+            return Err(Error::UndefinedSchema(schema));
+        }
+        Ok((schema, table))
     }
 
     fn is_row_table(&self, name: &ObjectName) -> bool {
@@ -1134,6 +1448,12 @@ impl Session {
 
     /// Parses and, for statements DataFusion runs, plans `sql`.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
+        if let Some(ddl) = databases::parse_database_ddl(sql) {
+            return Ok(Prepared {
+                sql: sql.to_string(),
+                kind: PreparedKind::Database(ddl?),
+            });
+        }
         let Some((mut stmt, stream_ddl)) = self.parse_one(sql)? else {
             return Ok(Prepared {
                 sql: sql.to_string(),
@@ -1271,6 +1591,7 @@ impl Session {
     pub async fn execute_prepared(&self, p: &Prepared, params: Vec<ScalarValue>) -> Result<Output> {
         match &p.kind {
             PreparedKind::Empty => Ok(command("")),
+            PreparedKind::Database(ddl) => self.database_ddl(ddl).await,
             PreparedKind::Direct {
                 statement,
                 stream_ddl,
@@ -1609,6 +1930,21 @@ impl Session {
                 names,
                 ..
             } => self.drop_streams(names, *if_exists, stream_ddl).await,
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                with: None,
+                options: None,
+                default_collate_spec: None,
+                clone: None,
+            } => self.create_schema(schema_name, *if_not_exists).await,
+            Statement::Drop {
+                object_type: ObjectType::Schema,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop_schemas(names, *if_exists, *cascade).await,
             Statement::StartTransaction { modes, .. } => {
                 self.txn.begin();
                 self.rows_txn.begin(isolation_of(modes)).await;
@@ -1688,7 +2024,7 @@ impl Session {
         &self,
         ct: &datafusion::sql::sqlparser::ast::CreateTable,
     ) -> Result<Output> {
-        let (schema, name) = self.resolve(&ct.name)?;
+        let (schema, name) = self.creation_target(&ct.name)?;
         let rows = self.engine.rows_for(&self.database)?;
         if ct.query.is_some() {
             return Err(Error::Unsupported(
@@ -1871,8 +2207,7 @@ impl Session {
         }
     }
 
-    async fn drop_row_table(&self, schema: &str, name: &str, def: &TableDef) -> Result<()> {
-        let rows = self.engine.rows_for(&self.database)?;
+    async fn drop_table_def(&self, schema: &str, name: &str, def: &TableDef) -> Result<()> {
         if self
             .engine
             .catalog
@@ -1882,15 +2217,8 @@ impl Session {
         {
             return Ok(());
         }
-        // The catalog no longer names it; a store drop that fails only leaves an orphan
-        // directory under an id that is never used again.
-        rows.store.drop_table(def.id).await.map_err(rows_error)?;
-        for ix in def.indexes() {
-            rows.store.drop_table(ix.id).await.map_err(rows_error)?;
-        }
-        rows.forget(def.id).await;
-        tracing::info!(table = %name, id = def.id, "dropped table");
-        Ok(())
+        // The catalog no longer names it; what follows only frees its storage.
+        self.remove_table_storage(def).await
     }
 
     /// `TRUNCATE t [, ...]` of row tables: every row of every named table is deleted in one
@@ -2160,7 +2488,10 @@ impl Session {
                     .map(literal_text)
                     .collect::<Vec<_>>()
                     .join(", ");
-                if name.starts_with("datafusion.") {
+                if name == "search_path" {
+                    let text = self.set_search_path(values)?;
+                    self.vars.lock().insert(name, text);
+                } else if name.starts_with("datafusion.") {
                     let state_ref = self.ctx.state_ref();
                     let mut state = state_ref.write();
                     state
@@ -2248,7 +2579,7 @@ impl Session {
         &self,
         ct: &datafusion::sql::sqlparser::ast::CreateTable,
     ) -> Result<Output> {
-        let (schema, name) = self.resolve(&ct.name)?;
+        let (schema, name) = self.creation_target(&ct.name)?;
         if ct.query.is_some() {
             return Err(Error::Unsupported(
                 "CREATE STREAM ... AS SELECT is not supported; create the stream, then INSERT ... SELECT"
@@ -2371,7 +2702,7 @@ impl Session {
                             "\"{name}\" is a table; use DROP TABLE {name}"
                         )));
                     }
-                    self.drop_row_table(&schema, &name, &def).await?;
+                    self.drop_table_def(&schema, &name, &def).await?;
                 }
                 Some(def) => {
                     if !stream_ddl {
@@ -2379,21 +2710,7 @@ impl Session {
                             "\"{name}\" is a stream; use DROP STREAM {name}"
                         )));
                     }
-                    if self
-                        .engine
-                        .catalog
-                        .drop_table(&self.database, &schema, &name)
-                        .await?
-                        .is_none()
-                    {
-                        continue;
-                    }
-                    let log = self.engine.open.lock().await.remove(&def.id);
-                    if let Some(log) = log {
-                        log.close().await;
-                    }
-                    self.engine.logs.remove(&self.database, def.id).await?;
-                    tracing::info!(stream = %name, id = def.id, "dropped stream");
+                    self.drop_table_def(&schema, &name, &def).await?;
                 }
             }
         }

@@ -104,6 +104,14 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::ProgramLimit(_) => "54000",
         Error::Unsupported(_) => "0A000",
         Error::UndefinedDatabase(_) => "3D000",
+        Error::DuplicateDatabase(_) => "42P04",
+        Error::UndefinedSchema(_) | Error::NoSchemaSelected => "3F000",
+        Error::DuplicateSchema(_) => "42P06",
+        Error::ReservedName { .. } => "42939",
+        Error::ObjectInUse { .. } => "55006",
+        Error::PermissionDenied { .. } => "42501",
+        Error::ActiveTransaction(_) => "25001",
+        Error::DependentObjectsExist { .. } => "2BP01",
         Error::UndefinedObject(_) => "42704",
         Error::DependentObjects(_) => "2BP01",
         Error::InFailedTransaction => "25P02",
@@ -122,12 +130,20 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
     (code, e.to_string())
 }
 
-/// The last `.`-separated part of a quoted name in a DataFusion message (`'db.public.s'` → `s`).
+/// The relation named in a DataFusion message as the query wrote it: DataFusion quotes the
+/// resolved `database.schema.name`; the database goes, and so does the schema when the query
+/// named none (DataFusion then shows braid's search-path pseudo-schema, `$search_path`), so
+/// `'db.$search_path.s'` → `s` and `'db.s1.t'` → `s1.t`, as PostgreSQL writes them.
 fn quoted_name(msg: &str) -> Option<String> {
     let start = msg.find('\'')? + 1;
     let len = msg.get(start..)?.find('\'')?;
     let full = msg.get(start..start + len)?;
-    Some(full.rsplit('.').next().unwrap_or(full).to_string())
+    let parts: Vec<&str> = full.split('.').collect();
+    Some(match parts.as_slice() {
+        [_, "$search_path", t] => t.to_string(),
+        [_, s, t] => format!("{s}.{t}"),
+        _ => full.rsplit('.').next().unwrap_or(full).to_string(),
+    })
 }
 
 fn arrow_sqlstate(e: &ArrowError) -> (&'static str, String) {
@@ -271,4 +287,22 @@ fn plan_sqlstate(m: &str) -> (&'static str, String) {
         return ("0A000", m.to_string());
     }
     ("42601", m.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_relation_is_named_as_the_query_wrote_it() {
+        let msg = |m: &str| plan_sqlstate(m);
+        assert_eq!(
+            msg("table 'postgres.$search_path.t' not found"),
+            ("42P01", "relation \"t\" does not exist".to_string())
+        );
+        assert_eq!(
+            msg("table 'postgres.s.t' not found"),
+            ("42P01", "relation \"s.t\" does not exist".to_string())
+        );
+    }
 }

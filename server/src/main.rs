@@ -269,7 +269,7 @@ async fn run(
     let (heartbeat_tx, mut heartbeat_rx) = mpsc::channel::<oneshot::Sender<()>>(1);
     if let Some(interval) = systemd::watchdog_interval() {
         let session = engine
-            .session(
+            .internal_session(
                 braid_planner::catalog::DEFAULT_DATABASE,
                 "braid-watchdog",
                 0,

@@ -1,6 +1,7 @@
 //! Startup and authentication. Without configured users every connection is trusted (the
 //! server refuses to start on a non-loopback address in that case, see `config`); with users it
-//! is SCRAM-SHA-256. Either way the connection is registered for CancelRequest.
+//! is SCRAM-SHA-256. Either way the connection is registered for CancelRequest and its session
+//! opened on the database it asked for.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -16,7 +17,7 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::{
-    ClientInfo, ConnectionHandle, ConnectionManager, PidSecretKeyGenerator,
+    ClientInfo, ConnectionHandle, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator, METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -118,7 +119,11 @@ impl StartupHandler for BraidStartup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(scram) = &self.scram {
-            return scram.on_startup(client, message).await;
+            scram.on_startup(client, message).await?;
+            if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+                attach_session(&self.engine, client)?;
+            }
+            return Ok(());
         }
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
@@ -138,10 +143,26 @@ impl StartupHandler for BraidStartup {
                 .session_extensions()
                 .insert::<Arc<ConnectionHandle>>(handle);
             client.session_extensions().insert(guard);
+            attach_session(&self.engine, client)?;
             finish_authentication(client, &self.params).await?;
         }
         Ok(())
     }
+}
+
+/// Opens the connection's session as the client logs in, not at its first query: from then
+/// on it counts as a user of its database (DROP DATABASE refuses a database in use), as a
+/// PostgreSQL backend does from connection on. A database dropped since the startup check is
+/// a FATAL 3D000.
+fn attach_session<C: ClientInfo>(engine: &Engine, client: &C) -> PgWireResult<()> {
+    crate::query::conn_state(engine, client).map_err(|e| match e {
+        PgWireError::UserError(mut info) => {
+            info.severity = "FATAL".into();
+            PgWireError::UserError(info)
+        }
+        other => other,
+    })?;
+    Ok(())
 }
 
 /// The user and database a client asked for at startup; the database defaults to the user name,

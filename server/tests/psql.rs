@@ -1,7 +1,8 @@
 //! Client test: the real `psql` binary (PostgreSQL 15's, from `$BRAID_PG_BIN` or
 //! `/usr/lib/postgresql/15/bin`, else the one on PATH) against the real `braid` binary — the
-//! describe commands `\d`, `\dt`, `\di`, `\d table`, `\d index` and `\d` of a missing
-//! relation print what they print against PostgreSQL 15.
+//! describe commands `\d`, `\dt`, `\di`, `\d table`, `\d index`, `\d` of a missing
+//! relation, `\dn` and `\dt schema.*` print what they print against PostgreSQL 15, and
+//! `psql -d name` connects to a database made by CREATE DATABASE.
 //!
 //! `BRAID_BIN=<path>` runs it against another `braid` build.
 
@@ -23,8 +24,17 @@ fn psql_binary() -> PathBuf {
 
 /// Runs `psql -c <command>` against the server; returns stdout, or fails with stderr.
 fn psql(server: &BraidServer, command: &str) -> anyhow::Result<(String, String)> {
+    psql_on(server, "postgres", command)
+}
+
+/// Runs `psql -d <database> -c <command>` against the server.
+fn psql_on(
+    server: &BraidServer,
+    database: &str,
+    command: &str,
+) -> anyhow::Result<(String, String)> {
     let out = Command::new(psql_binary())
-        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", database])
         .arg("-p")
         .arg(server.port.to_string())
         .arg("-c")
@@ -44,7 +54,13 @@ fn psql(server: &BraidServer, command: &str) -> anyhow::Result<(String, String)>
 
 /// psql's output of `command`, which must succeed without a message on stderr.
 fn describe(server: &BraidServer, command: &str) -> anyhow::Result<String> {
-    let (stdout, stderr) = psql(server, command)?;
+    describe_on(server, "postgres", command)
+}
+
+/// psql's output of `command` run on `database`, which must succeed without a message on
+/// stderr.
+fn describe_on(server: &BraidServer, database: &str, command: &str) -> anyhow::Result<String> {
+    let (stdout, stderr) = psql_on(server, database, command)?;
     if !stderr.is_empty() {
         bail!("psql -c '{command}' printed on stderr:\n{stderr}\nstdout:\n{stdout}");
     }
@@ -181,6 +197,56 @@ async fn psql_describe_commands() -> anyhow::Result<()> {
     );
 
     drop(client);
+    server.stop().await?;
+    let bad = server.unexpected_log_lines();
+    assert!(bad.is_empty(), "unexpected server log lines: {bad:?}");
+    Ok(())
+}
+
+/// `\dn` and `\dt s.*` print what PostgreSQL 15 prints for a schema and its table, and
+/// `psql -d name` reaches a database made by CREATE DATABASE, whose tables are its own.
+#[tokio::test]
+async fn psql_schemas_and_databases() -> anyhow::Result<()> {
+    let binary = std::env::var("BRAID_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_braid").into());
+    let mut server = BraidServer::start_binary(binary).await?;
+    describe(&server, "CREATE SCHEMA s")?;
+    describe(&server, "CREATE TABLE s.t (id int)")?;
+    describe(&server, "CREATE DATABASE shop")?;
+    assert_eq!(
+        describe(&server, r"\dn")?,
+        "      List of schemas\n  \
+         Name  |       Owner       \n\
+         --------+-------------------\n \
+         public | pg_database_owner\n \
+         s      | postgres\n\
+         (2 rows)\n\n",
+        "\\dn"
+    );
+    assert_eq!(
+        describe(&server, r"\dt s.*")?,
+        "        List of relations\n \
+         Schema | Name | Type  |  Owner   \n\
+         --------+------+-------+----------\n \
+         s      | t    | table | postgres\n\
+         (1 row)\n\n",
+        "\\dt s.*"
+    );
+    describe_on(&server, "shop", "CREATE TABLE t (a int)")?;
+    describe_on(&server, "shop", "INSERT INTO t VALUES (1)")?;
+    assert_eq!(
+        describe_on(&server, "shop", "SELECT current_database(), count(*) FROM t")?,
+        " current_database | count \n------------------+-------\n shop             |     1\n(1 row)\n\n"
+    );
+    let (_, stderr) = psql(&server, "SELECT * FROM t")?;
+    assert!(
+        stderr.contains("relation \"t\" does not exist"),
+        "postgres sees shop's table: {stderr}"
+    );
+    let (_, stderr) = psql_on(&server, "nosuch", "SELECT 1")?;
+    assert!(
+        stderr.contains("FATAL:  database \"nosuch\" does not exist"),
+        "{stderr}"
+    );
     server.stop().await?;
     let bad = server.unexpected_log_lines();
     assert!(bad.is_empty(), "unexpected server log lines: {bad:?}");

@@ -80,6 +80,19 @@ fn build_braid() -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
+/// Connects with `conn_str`; the connection task runs in the background. A server's refusal
+/// (a missing database, say) stays a `tokio_postgres::Error` under the context, so callers can
+/// read its SQLSTATE.
+async fn connect_with(conn_str: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the server")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; a small race is accepted).
 pub fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a probe socket")?;
@@ -127,9 +140,15 @@ impl BraidServer {
 
     /// The connection string for tokio-postgres.
     pub fn conn_str(&self) -> String {
+        self.conn_str_to("postgres")
+    }
+
+    /// The connection string for tokio-postgres to database `db`.
+    pub fn conn_str_to(&self, db: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
-            self.port
+            "host=127.0.0.1 port={} user=postgres dbname='{}' connect_timeout=10",
+            self.port,
+            db.replace('\\', "\\\\").replace('\'', "\\'")
         )
     }
 
@@ -185,13 +204,12 @@ impl BraidServer {
 
     /// Opens a connection; the connection task runs in the background.
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
-            .await
-            .context("connecting to braid")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        self.connect_to("postgres").await
+    }
+
+    /// Opens a connection to database `db`.
+    pub async fn connect_to(&self, db: &str) -> anyhow::Result<tokio_postgres::Client> {
+        connect_with(&self.conn_str_to(db)).await
     }
 
     /// SIGTERM and wait for a clean exit (status 0).
@@ -417,21 +435,26 @@ impl PostgresServer {
 
     /// The connection string for tokio-postgres.
     pub fn conn_str(&self) -> String {
+        self.conn_str_to("postgres")
+    }
+
+    /// The connection string for tokio-postgres to database `db`.
+    pub fn conn_str_to(&self, db: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
-            self.port
+            "host=127.0.0.1 port={} user=postgres dbname='{}' connect_timeout=10",
+            self.port,
+            db.replace('\\', "\\\\").replace('\'', "\\'")
         )
     }
 
     /// Opens a connection; the connection task runs in the background.
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
-            .await
-            .context("connecting to PostgreSQL")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        self.connect_to("postgres").await
+    }
+
+    /// Opens a connection to database `db`.
+    pub async fn connect_to(&self, db: &str) -> anyhow::Result<tokio_postgres::Client> {
+        connect_with(&self.conn_str_to(db)).await
     }
 
     /// A clean shutdown (`pg_ctl stop -m fast`).

@@ -5,6 +5,12 @@
 //! - `statement ok` + `RESTART SERVER`: SIGTERM the server, wait for exit 0, start it again on
 //!   the same data directory, reconnect.
 //! - `statement ok` + `KILL SERVER`: SIGKILL the server, start it again, reconnect.
+//! - `statement ok` + `\connect name`: connect this connection to database `name` instead (as
+//!   psql's `\connect`; the name is taken as written, double quotes removed). If the server
+//!   refuses, the old connection stays and the refusal is the record's error, so `statement
+//!   error 3D000` + `\connect nosuch` checks it. Restarts reconnect to the database last
+//!   connected to. With sqllogictest's `connection <name>` line before a record, several
+//!   sessions can each be on a database of their own.
 //!
 //! An error's DETAIL, when it has one, is matched as part of its message: `<SQLSTATE>:
 //! <message> DETAIL: <detail>`.
@@ -112,9 +118,13 @@ impl Server {
     }
 
     async fn connect(&self) -> anyhow::Result<Client> {
+        self.connect_to("postgres").await
+    }
+
+    async fn connect_to(&self, db: &str) -> anyhow::Result<Client> {
         match self {
-            Server::Braid(s) => s.connect().await,
-            Server::Postgres(s) => s.connect().await,
+            Server::Braid(s) => s.connect_to(db).await,
+            Server::Postgres(s) => s.connect_to(db).await,
         }
     }
 
@@ -153,6 +163,8 @@ struct BraidDb {
     server: Arc<Mutex<Server>>,
     client: Client,
     protocol: Protocol,
+    /// The database `client` is connected to.
+    database: String,
 }
 
 fn text_value(v: Option<&str>) -> String {
@@ -254,8 +266,38 @@ fn column_type(ty: &Type) -> DefaultColumnType {
 impl BraidDb {
     async fn reconnect(&mut self) -> Result<(), DbError> {
         let server = self.server.lock().await;
-        self.client = server.connect().await.map_err(harness_err)?;
+        self.client = server
+            .connect_to(&self.database)
+            .await
+            .map_err(harness_err)?;
         Ok(())
+    }
+
+    /// `\connect name`: a new connection to database `name`, which replaces the current one
+    /// only once it is made.
+    async fn connect_to(&mut self, name: &str) -> Result<(), DbError> {
+        let name = name
+            .strip_prefix('"')
+            .and_then(|n| n.strip_suffix('"'))
+            .map_or_else(|| name.to_string(), |n| n.replace("\"\"", "\""));
+        let connected = self.server.lock().await.connect_to(&name).await;
+        match connected {
+            Ok(client) => {
+                self.client = client;
+                self.database = name;
+                Ok(())
+            }
+            Err(e) => match e.downcast_ref::<tokio_postgres::Error>() {
+                Some(pe) if pe.as_db_error().is_some() => Err(DbError {
+                    code: pe.as_db_error().map(|d| d.code().code().to_string()),
+                    message: pe
+                        .as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_default(),
+                }),
+                _ => Err(harness_err(e)),
+            },
+        }
     }
 
     async fn run_simple(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
@@ -316,6 +358,11 @@ impl AsyncDB for BraidDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        if let Some(name) = sql.trim().strip_prefix("\\connect ") {
+            self.connect_to(name.trim().trim_end_matches(';').trim())
+                .await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         let command = sql.trim().trim_end_matches(';').trim().to_ascii_uppercase();
         match command.as_str() {
             "RESTART SERVER" => {
@@ -387,6 +434,7 @@ async fn run_file(
                 server,
                 client,
                 protocol,
+                database: "postgres".to_string(),
             })
         }
     });

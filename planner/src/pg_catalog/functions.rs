@@ -20,10 +20,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::{
-    quote_ident, type_info, Snapshot, TableLister, FIRST_USER_OID, PG_CATALOG, PUBLIC_OID,
-};
-use crate::catalog::DEFAULT_SCHEMA;
+use super::{quote_ident, type_info, Snapshot, TableLister, FIRST_USER_OID};
 
 /// Name of the function a `x::regclass` cast of a column becomes: the relation's name.
 pub const REGCLASS_NAME: &str = "braid_regclass_name";
@@ -213,7 +210,12 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
         Ok(text_array(
             oids(a, 0, n)?
                 .into_iter()
-                .map(|o| o.map(|_| user.clone()))
+                .map(|o| {
+                    o.map(|o| match o {
+                        super::DATABASE_OWNER_OID => "pg_database_owner".to_string(),
+                        _ => user.clone(),
+                    })
+                })
                 .collect(),
         ))
     });
@@ -239,16 +241,19 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
                 .collect(),
         ))
     });
-    // Only the `public` schema is listed, and it is on every session's search path.
+    // Visible: the session's search path finds the relation by its bare name. An OID that
+    // names no relation is NULL, as in PostgreSQL.
+    let t = tables.clone();
     register(
         ctx,
         "pg_table_is_visible",
         &[1],
         DataType::Boolean,
-        |a, n| {
+        move |a, n| {
+            let snap = Snapshot::take(t.as_ref());
             let v: Vec<Option<bool>> = oids(a, 0, n)?
                 .into_iter()
-                .map(|o| o.map(|_| true))
+                .map(|o| snap.oid_is_visible(o?))
                 .collect();
             Ok(Arc::new(datafusion::arrow::array::BooleanArray::from(v)))
         },
@@ -284,7 +289,7 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
                     .map(|(ix, col)| {
                         let ix = snap.index(ix?)?;
                         match col.unwrap_or(0) {
-                            0 => Some(ix.definition()),
+                            0 => Some(snap.index_definition(&ix)),
                             c => ix
                                 .columns
                                 .get(usize::try_from(c).ok()?.checked_sub(1)?)
@@ -339,30 +344,31 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
                 .map(|o| {
                     let o = o?;
                     // An OID naming nothing prints as the number, as in PostgreSQL.
-                    Some(match snap.relation_name(o) {
-                        Some(name) => quote_ident(&name),
+                    Some(match snap.display_name(o) {
+                        Some(name) => name,
                         None => system_catalog_name(o).map_or(o.to_string(), str::to_string),
                     })
                 })
                 .collect(),
         ))
     });
-    let t = tables;
+    let t = tables.clone();
     register(ctx, REGCLASS_OID, &[1], DataType::Int64, move |a, n| {
         let snap = Snapshot::take(t.as_ref());
         // `'t'::regclass` of a name that names nothing is an error in PostgreSQL (42P01), not
         // NULL: a query comparing OIDs with it would otherwise quietly match nothing.
         Ok(Arc::new(Int64Array::from(named_relations(&snap, a, n)?)))
     });
-    register(ctx, REGNAMESPACE_NAME, &[1], DataType::Utf8, |a, n| {
+    let t = tables.clone();
+    register(ctx, REGNAMESPACE_NAME, &[1], DataType::Utf8, move |a, n| {
+        let snap = Snapshot::take(t.as_ref());
         Ok(text_array(
             oids(a, 0, n)?
                 .into_iter()
                 .map(|o| {
-                    o.map(|o| match o {
-                        PUBLIC_OID => DEFAULT_SCHEMA.to_string(),
-                        11 => PG_CATALOG.to_string(),
-                        o => o.to_string(),
+                    o.map(|o| {
+                        snap.namespace_name(o)
+                            .map_or_else(|| o.to_string(), quote_ident)
                     })
                 })
                 .collect(),
@@ -405,20 +411,56 @@ fn named_relations(snap: &Snapshot, a: &[ArrayRef], n: usize) -> DfResult<Vec<Op
         .collect()
 }
 
-/// The OID a `regclass` input names: a number, a system catalog (optionally `pg_catalog.`
-/// qualified) or a relation name (optionally `public.` qualified, folded to lower case unless
-/// double-quoted).
+/// The OID a `regclass` input names: a number, a system catalog (`pg_catalog` comes first in
+/// every search path, as in PostgreSQL) or a relation name, optionally qualified by its schema
+/// (each part folded to lower case unless double-quoted); a bare name is looked up through the
+/// search path.
 fn regclass_oid(snap: &Snapshot, name: &str) -> Option<i64> {
-    if let Some(oid) = system_catalog_oid(name) {
+    if let Ok(oid) = name.parse::<i64>() {
         return Some(oid);
     }
-    let name = name.strip_prefix("public.").unwrap_or(name);
-    match name.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        Some(quoted) => snap.relation_oid(&quoted.replace("\"\"", "\"")),
-        None => name
-            .parse::<i64>()
-            .ok()
-            .or_else(|| snap.relation_oid(&name.to_ascii_lowercase())),
+    let parts = identifier_parts(name)?;
+    match parts.as_slice() {
+        [t] => system_catalog_oid(t).or_else(|| snap.relation_oid(None, t)),
+        [s, t] if s == "pg_catalog" => system_catalog_oid(t),
+        [s, t] => snap.relation_oid(Some(s), t),
+        _ => None,
+    }
+}
+
+/// The parts of a dotted name as PostgreSQL reads them: `"A.b".c` is `A.b` and `c`; unquoted
+/// parts fold to lower case. `None` for text that is no name.
+fn identifier_parts(name: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = name.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != '.') {
+                part.push(c.to_ascii_lowercase());
+            }
+            if part.is_empty() {
+                return None;
+            }
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Some(parts),
+            Some('.') => continue,
+            Some(_) => return None,
+        }
     }
 }
 
@@ -445,7 +487,6 @@ const SYSTEM_CATALOG_OIDS: [(&str, i64); 17] = [
 ];
 
 fn system_catalog_oid(name: &str) -> Option<i64> {
-    let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
     SYSTEM_CATALOG_OIDS
         .iter()
         .find(|(n, _)| *n == name)
@@ -547,14 +588,14 @@ fn register_database_size(ctx: &SessionContext, tables: &Arc<dyn TableLister>) {
                     });
                 }
             } else {
+                let own_oid = t
+                    .database_ids()
+                    .into_iter()
+                    .find(|(name, _)| Some(name) == own.as_ref())
+                    .map(|(_, id)| super::database_oid(id));
                 for o in oids(a, 0, n)? {
                     out.push(match o {
-                        Some(o)
-                            if own.as_deref() == Some(crate::catalog::DEFAULT_DATABASE)
-                                && o == super::POSTGRES_DATABASE_OID =>
-                        {
-                            own_bytes()
-                        }
+                        Some(o) if Some(o) == own_oid => own_bytes(),
                         _ => None,
                     });
                 }
@@ -731,6 +772,19 @@ fn encoding_name(e: i64) -> &'static str {
         .and_then(|i| NAMES.get(i))
         .copied()
         .unwrap_or("")
+}
+
+/// Whether `name` is one of PostgreSQL's encoding names or numbers (case and `_`/`-` aside,
+/// as PostgreSQL compares them).
+pub(crate) fn is_encoding(name: &str) -> bool {
+    let clean = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    let wanted = clean(name);
+    (0..42).any(|e| clean(encoding_name(e)) == wanted || e.to_string() == name)
 }
 
 /// `pg_size_pretty(bigint)` as PostgreSQL 15 writes it (`dbsize.c`): bytes below 10 kB, then

@@ -1,7 +1,8 @@
 //! The [`StreamLogs`] implementation over LogCore (`braid_storage::log`), and the catalog's
 //! [`FileStore`] over `braid_storage::io`.
 //!
-//! Layout: a stream's topic lives in `<data_dir>/log/<database>/<stream id>/`; ids are never
+//! Layout: a stream's topic lives in `<data_dir>/log/<database dir>/<stream id>/` (the
+//! directory of the database's name, [`crate::catalog::database_dir`]); ids are never
 //! reused, so a dropped and re-created stream of the same name starts empty even if removing
 //! the old directory was interrupted.
 
@@ -55,7 +56,9 @@ impl LogCoreStreams {
     }
 
     fn dir(&self, database: &str, id: u64) -> PathBuf {
-        self.root.join(database).join(id.to_string())
+        self.root
+            .join(crate::catalog::database_dir(database))
+            .join(id.to_string())
     }
 }
 
