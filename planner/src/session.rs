@@ -1320,6 +1320,7 @@ impl Session {
                 hide_hidden_columns(q, &columns_of);
                 name_columns_as_postgres(q);
                 crate::pg_catalog::rewrite::rewrite_catalog_query(q);
+                crate::sql::type_integer_constants(q);
             }
             Statement::Explain { statement, .. } => self.rewrite(statement)?,
             Statement::Insert(insert) => {

@@ -7,9 +7,10 @@
 use std::collections::HashSet;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Distinct, Expr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query,
-    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableAliasColumnDef, TableFactor,
-    Value, Values, VisitMut, VisitorMut, WildcardAdditionalOptions,
+    CastKind, DataType, Distinct, Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, OrderBy,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    TableAliasColumnDef, TableFactor, Value, Values, VisitMut, VisitorMut,
+    WildcardAdditionalOptions,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -363,6 +364,98 @@ fn rewrite_select(select: &mut Select, columns_of: &dyn Fn(&ObjectName) -> Optio
         }
     }
     select.projection = projection;
+}
+
+/// Types integer constants as PostgreSQL does: a constant that fits 32 bits is `integer`
+/// (`pg_typeof(1)`, `ARRAY[1, 2]` is `integer[]`, `2147483647 + 1` overflows with 22003), a
+/// larger one `bigint`, where DataFusion makes every integer constant `Int64`. Each such
+/// constant becomes `constant::integer`, which DataFusion folds back into one `Int32` literal.
+///
+/// Constants that are positions or counts rather than values stay as they are: `ORDER BY 1`
+/// and `GROUP BY 1` (DataFusion reads a position only from a bare constant), `LIMIT` /
+/// `OFFSET` / `FETCH`, and the arguments of table functions (`generate_series(1, 3)` takes
+/// `bigint` constants). Runs after [`name_columns_as_postgres`], so output names do not change.
+pub fn type_integer_constants(query: &mut Query) {
+    /// Marks a constant to keep (sqlparser's `long` flag, which the PostgreSQL dialect never
+    /// sets); [`Constants::post_visit_expr`] clears it again once it has passed it by.
+    fn keep(e: &mut Expr) {
+        if let Expr::Value(v) = e {
+            if let Value::Number(_, long) = &mut v.value {
+                *long = true;
+            }
+        }
+    }
+    struct Constants;
+    impl VisitorMut for Constants {
+        type Break = ();
+
+        fn pre_visit_query(&mut self, q: &mut Query) -> std::ops::ControlFlow<()> {
+            if let Some(OrderBy {
+                kind: OrderByKind::Expressions(order),
+                ..
+            }) = &mut q.order_by
+            {
+                order.iter_mut().for_each(|o| keep(&mut o.expr));
+            }
+            if let Some(limit) = &mut q.limit_clause {
+                let _ = limit.visit(&mut KeepAll);
+            }
+            if let Some(fetch) = &mut q.fetch {
+                let _ = fetch.visit(&mut KeepAll);
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+
+        fn pre_visit_select(&mut self, s: &mut Select) -> std::ops::ControlFlow<()> {
+            if let GroupByExpr::Expressions(exprs, _) = &mut s.group_by {
+                exprs.iter_mut().for_each(keep);
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> std::ops::ControlFlow<()> {
+            match t {
+                TableFactor::Table { args: Some(_), .. }
+                | TableFactor::Function { .. }
+                | TableFactor::TableFunction { .. } => {
+                    let _ = t.visit(&mut KeepAll);
+                }
+                _ => {}
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+
+        fn post_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Value(v) = e {
+                if let Value::Number(n, long) = &mut v.value {
+                    if *long {
+                        *long = false;
+                    } else if n.parse::<i32>().is_ok() {
+                        let constant = std::mem::replace(e, Expr::value(Value::Null));
+                        *e = Expr::Cast {
+                            kind: CastKind::DoubleColon,
+                            expr: Box::new(constant),
+                            data_type: DataType::Integer(None),
+                            array: false,
+                            format: None,
+                        };
+                    }
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    /// Marks every constant below it to keep.
+    struct KeepAll;
+    impl VisitorMut for KeepAll {
+        type Break = ();
+
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+            keep(e);
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut Constants);
 }
 
 /// `INSERT ... SELECT ... FROM (VALUES ...) AS t(x)`: DataFusion types every VALUES list of an

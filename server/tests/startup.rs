@@ -73,7 +73,7 @@ async fn scram_password_login() -> anyhow::Result<()> {
     }
     let (client, conn) = connected.context("connecting with the right password")?;
     tokio::spawn(conn);
-    let v: i64 = client.query_one("SELECT 41 + 1", &[]).await?.get(0);
+    let v: i32 = client.query_one("SELECT 41 + 1", &[]).await?.get(0);
     assert_eq!(v, 42);
     let err = tokio_postgres::connect(&bad, tokio_postgres::NoTls)
         .await

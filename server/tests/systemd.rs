@@ -200,7 +200,7 @@ async fn socket_activation_picks_sockets_by_name() -> anyhow::Result<()> {
         .context("starting systemd-socket-activate")?;
     // The first connection makes systemd-socket-activate exec braid with the sockets.
     let client = connect_retrying(pg).await?;
-    let v: i64 = client.query_one("SELECT 7", &[]).await?.try_get(0)?;
+    let v: i32 = client.query_one("SELECT 7", &[]).await?.try_get(0)?;
     assert_eq!(v, 7);
     let (code, body) = http_get(http, "/ready")?;
     assert_eq!((code, body.as_str()), (200, "ready\n"));
@@ -236,7 +236,7 @@ async fn single_unnamed_socket_is_postgres() -> anyhow::Result<()> {
         .spawn()
         .context("starting systemd-socket-activate")?;
     let client = connect_retrying(pg).await?;
-    let v: i64 = client.query_one("SELECT 8", &[]).await?.try_get(0)?;
+    let v: i32 = client.query_one("SELECT 8", &[]).await?.try_get(0)?;
     assert_eq!(v, 8);
     assert_eq!(http_get(http, "/health")?.0, 200);
     drop(client);
@@ -585,6 +585,13 @@ async fn point_statements_run_without_planning() -> anyhow::Result<()> {
         ("bob".into(), 51)
     );
     assert!(client.query(&select, &[&9i32, &1i64]).await?.is_empty());
+    // A key fixed by a constant (an integer, where the key is int and the constant is typed
+    // integer too) reads by key as well.
+    let by_constant = client
+        .prepare("SELECT owner FROM acct WHERE id = 2")
+        .await?;
+    let row = client.query_one(&by_constant, &[]).await?;
+    assert_eq!(row.get::<_, String>(0), "bob");
     // A NULL key names no key: planned, and no row, as in PostgreSQL.
     assert!(client
         .query(&select, &[&None::<i32>, &1i64])
@@ -632,10 +639,10 @@ async fn point_statements_run_without_planning() -> anyhow::Result<()> {
             &[("kind", kind)],
         )
     };
-    // Three inserts (the duplicate failed, and is not counted), two selects by key, two
+    // Three inserts (the duplicate failed, and is not counted), three selects by key, two
     // updates and one delete.
     assert_eq!(unplanned("insert"), 3.0);
-    assert_eq!(unplanned("select"), 2.0);
+    assert_eq!(unplanned("select"), 3.0);
     assert_eq!(unplanned("update"), 2.0);
     assert_eq!(unplanned("delete"), 1.0);
     drop(client);
@@ -661,13 +668,13 @@ async fn max_connections_refuses_one_more_with_53300() -> anyhow::Result<()> {
         .map(|e| e.code().code().to_string());
     assert_eq!(code.as_deref(), Some("53300"), "{err:?}");
     for c in [&a, &b] {
-        let v: i64 = c.query_one("SELECT 1", &[]).await?.try_get(0)?;
+        let v: i32 = c.query_one("SELECT 1", &[]).await?.try_get(0)?;
         assert_eq!(v, 1, "the connected clients are unaffected");
     }
     drop(b);
     // The slot frees once the server sees the close.
     let c = connect_retrying(pg).await?;
-    let v: i64 = c.query_one("SELECT 2", &[]).await?.try_get(0)?;
+    let v: i32 = c.query_one("SELECT 2", &[]).await?.try_get(0)?;
     assert_eq!(v, 2);
     drop((a, c));
     sigterm(&child)?;
@@ -738,7 +745,7 @@ async fn garbage_and_stalled_clients_are_cut_off_alone() -> anyhow::Result<()> {
     let other = async {
         // Meanwhile another client is served as usual.
         for _ in 0..10 {
-            let v: i64 = good.query_one("SELECT 3", &[]).await?.try_get(0)?;
+            let v: i32 = good.query_one("SELECT 3", &[]).await?.try_get(0)?;
             anyhow::ensure!(v == 3);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -751,7 +758,7 @@ async fn garbage_and_stalled_clients_are_cut_off_alone() -> anyhow::Result<()> {
         started.elapsed() >= Duration::from_millis(900),
         "cut off only after the timeout"
     );
-    let v: i64 = good.query_one("SELECT 4", &[]).await?.try_get(0)?;
+    let v: i32 = good.query_one("SELECT 4", &[]).await?.try_get(0)?;
     assert_eq!(v, 4);
     drop(good);
     sigterm(&child)?;
@@ -806,7 +813,7 @@ async fn sighup_changes_log_level_without_dropping_connections() -> anyhow::Resu
     }
     // The same connection keeps working, and now its failures are logged at debug.
     let _ = client.simple_query("SELEC 2").await;
-    let v: i64 = client.query_one("SELECT 5", &[]).await?.try_get(0)?;
+    let v: i32 = client.query_one("SELECT 5", &[]).await?.try_get(0)?;
     assert_eq!(v, 5);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = read_log(&dir);
@@ -836,7 +843,7 @@ async fn sighup_changes_log_level_without_dropping_connections() -> anyhow::Resu
     }
     assert!(read_log(&dir).contains("settings=http_listen"));
     assert_eq!(http_get(http, "/health")?.0, 200, "HTTP stays where it was");
-    let v: i64 = client.query_one("SELECT 6", &[]).await?.try_get(0)?;
+    let v: i32 = client.query_one("SELECT 6", &[]).await?.try_get(0)?;
     assert_eq!(v, 6);
     drop(client);
     sigterm(&child)?;

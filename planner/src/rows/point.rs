@@ -617,7 +617,15 @@ fn key_equality(e: &Expr) -> Option<(&str, KeySource, Option<DataType>)> {
     };
     let value = |v: &Expr| -> Option<(KeySource, Option<DataType>)> {
         let (inner, cast) = match v {
-            Expr::Cast(Cast { expr, field }) => (expr.as_ref(), Some(field.data_type().clone())),
+            // A constant under a cast is the constant the cast gives: braid types `1` as
+            // `1::integer` before planning.
+            Expr::Cast(Cast { expr, field }) => match expr.as_ref() {
+                Expr::Literal(c, _) => match c.cast_to(field.data_type()) {
+                    Ok(c) => return Some((KeySource::Literal(c), None)),
+                    Err(_) => (expr.as_ref(), Some(field.data_type().clone())),
+                },
+                e => (e, Some(field.data_type().clone())),
+            },
             other => (other, None),
         };
         let source = match inner {
@@ -717,6 +725,11 @@ fn exact_key_conjunct(
     };
     let value_type = match &source {
         KeySource::Param(p) => param_types.get(*p).cloned().flatten(),
+        // An integer constant of another width reads the key of its exact value, or no key
+        // at all ([`key_of`] is `None` when it does not fit), so it is exact too.
+        KeySource::Literal(v) if v.data_type().is_integer() && field.data_type().is_integer() => {
+            return exact_type;
+        }
         KeySource::Literal(v) => Some(v.data_type()),
     };
     exact_type && value_type.as_ref() == Some(field.data_type())
