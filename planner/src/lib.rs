@@ -31,5 +31,7 @@ pub mod types;
 
 pub use datafusion;
 pub use error::{Error, Result, StorageErrorKind};
-pub use session::{CopyFormat, CopyIn, CopyLoad, Engine, EngineOptions, Output, Prepared, Session};
+pub use session::{
+    CopyFormat, CopyIn, CopyLoad, Engine, EngineOptions, Notice, Output, Prepared, Session,
+};
 pub use sql::display_name;

@@ -415,6 +415,7 @@ impl Engine {
             database: database.to_string(),
             user: user.to_string(),
             vars: parking_lot::Mutex::new(BTreeMap::new()),
+            notices: parking_lot::Mutex::new(Vec::new()),
             txn,
             rows_txn,
             unplanned: std::sync::atomic::AtomicU64::new(0),
@@ -1067,6 +1068,20 @@ pub struct Session {
     search_path: Arc<SearchPath>,
     /// Counts the session as a user of its database (none for the server's own sessions).
     attached: Option<Attached>,
+    /// NOTICEs the running statement raised, for the server to send before its result.
+    notices: parking_lot::Mutex<Vec<Notice>>,
+}
+
+/// A NOTICE for the client, as PostgreSQL raises them: `CREATE TABLE IF NOT EXISTS` of a
+/// table that exists, `DROP ... IF EXISTS` of one that does not, what `DROP SCHEMA ... CASCADE`
+/// dropped with it. psql prints them; drivers hand them to a notice callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The SQLSTATE PostgreSQL gives the same notice (`42P07` for a relation that already
+    /// exists, `00000` for one that does not).
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -1651,6 +1666,30 @@ impl Session {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The NOTICEs raised since the last call, oldest first; the server sends them ahead of
+    /// the statement's result (or error).
+    pub fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(&mut *self.notices.lock())
+    }
+
+    /// Raises a NOTICE with PostgreSQL's SQLSTATE for it.
+    pub(crate) fn notice(&self, code: &'static str, message: String) {
+        self.notices.lock().push(Notice {
+            code,
+            message,
+            detail: None,
+        });
+    }
+
+    /// `... IF EXISTS` of an object that does not exist: PostgreSQL's `<kind> "<name>" does
+    /// not exist, skipping`.
+    pub(crate) fn skipped_missing(&self, kind: &str, name: &str) {
+        self.notice(
+            "00000",
+            format!("{kind} \"{name}\" does not exist, skipping"),
+        );
+    }
+
     /// How many statements this session ran from the plan made at Parse, without DataFusion
     /// planning them again (prepared INSERTs of rows, and reads and writes by primary key).
     pub fn unplanned_statements(&self) -> u64 {
@@ -2196,6 +2235,7 @@ impl Session {
         def: TableDef,
         if_not_exists: bool,
     ) -> Result<Option<TableDef>> {
+        let def_name = def.name.clone();
         match self
             .engine
             .catalog
@@ -2203,7 +2243,13 @@ impl Session {
             .await
         {
             Ok(d) => Ok(Some(d)),
-            Err(Error::DuplicateTable(_)) if if_not_exists => Ok(None),
+            Err(Error::DuplicateTable(_)) if if_not_exists => {
+                self.notice(
+                    "42P07",
+                    format!("relation \"{}\" already exists, skipping", def_name),
+                );
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -2273,6 +2319,7 @@ impl Session {
         let _ddl = self.engine.table_ddl.lock().await;
         let Some(def) = self.engine.catalog.table(&self.database, &schema, &name) else {
             if at.if_exists {
+                self.skipped_missing("relation", &name);
                 return Ok(command("ALTER TABLE"));
             }
             return Err(Error::UndefinedTable(name));
@@ -2306,6 +2353,12 @@ impl Session {
                     let cname = ident_name(&column_def.name);
                     if new.columns.iter().any(|c| c.name == cname) {
                         if *if_not_exists {
+                            self.notice(
+                                "42701",
+                                format!(
+                                    "column \"{cname}\" of relation \"{name}\" already exists, skipping"
+                                ),
+                            );
                             continue;
                         }
                         return Err(exists(&cname));
@@ -2350,6 +2403,10 @@ impl Session {
                         let cname = ident_name(c);
                         let Some(i) = new.columns.iter().position(|x| x.name == cname) else {
                             if *if_exists {
+                                self.skipped_missing(
+                                    "column",
+                                    &format!("{cname}\" of relation \"{name}"),
+                                );
                                 continue;
                             }
                             return Err(Error::UndefinedColumn(format!(
@@ -2690,7 +2747,10 @@ impl Session {
         for n in names {
             let (schema, name) = self.resolve(n)?;
             match self.engine.catalog.table(&self.database, &schema, &name) {
-                None if if_exists => continue,
+                None if if_exists => {
+                    self.skipped_missing(if stream_ddl { "stream" } else { "table" }, &name);
+                    continue;
+                }
                 None => {
                     return Err(Error::UndefinedToDrop {
                         kind: if stream_ddl { "stream" } else { "table" },

@@ -115,7 +115,9 @@ impl ExtendedQueryHandler for QueryHandler {
         }
         let params = decode_params(portal, &prepared.param_types(), &state.session.time_zone())?;
         let unplanned = state.session.unplanned_statements();
-        let out = match state.session.execute_prepared(prepared, params).await {
+        let executed = state.session.execute_prepared(prepared, params).await;
+        crate::query::send_notices(client, &state.session).await?;
+        let out = match executed {
             Ok(out) => out,
             Err(e) => {
                 if ends_transaction(&prepared.sql) {

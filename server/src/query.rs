@@ -12,17 +12,37 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use braid_planner::{CopyLoad, Engine, Error, Output, Session};
-use futures::StreamExt;
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::portal::Format;
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::ClientInfo;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Notify;
 
 use crate::encode::{encode_batch, field_infos};
 use crate::errors::{to_pg, to_pgwire};
 use crate::extended::BraidParser;
+
+/// Sends the NOTICEs the session's last statement raised, as PostgreSQL sends them: after
+/// whatever the statement sent so far and before its CommandComplete (or ErrorResponse).
+/// In a simple query of several statements pgwire sends the earlier statements' results only
+/// when the whole string has run, so there a NOTICE arrives ahead of them.
+pub(crate) async fn send_notices<C>(client: &mut C, session: &Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<C::Error>,
+{
+    for n in session.take_notices() {
+        let mut info = ErrorInfo::new("NOTICE".into(), n.code.into(), n.message);
+        info.detail = n.detail;
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await?;
+    }
+    Ok(())
+}
 
 /// Most COPY data one COPY statement may send (it is held, parsed, until the COPY ends, so
 /// that a bad row leaves nothing appended).

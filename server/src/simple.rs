@@ -18,7 +18,8 @@ use pgwire::messages::PgWireBackendMessage;
 
 use crate::errors::to_pg;
 use crate::query::{
-    braid_planner_words, conn_state, ends_transaction, in_failed, respond, QueryHandler,
+    braid_planner_words, conn_state, ends_transaction, in_failed, respond, send_notices,
+    QueryHandler,
 };
 
 #[async_trait]
@@ -60,6 +61,7 @@ impl SimpleQueryHandler for QueryHandler {
             }
             let unplanned = state.session.unplanned_statements();
             let executed = state.session.execute(&sql).await;
+            send_notices(client, &state.session).await?;
             if state.session.unplanned_statements() != unplanned {
                 timer.unplanned();
             }

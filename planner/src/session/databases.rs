@@ -431,9 +431,13 @@ impl Session {
                             .into(),
                     ));
                 }
-                self.engine
+                if !self
+                    .engine
                     .drop_database(name, *if_exists, &self.database)
-                    .await?;
+                    .await?
+                {
+                    self.skipped_missing("database", name);
+                }
                 Ok(command("DROP DATABASE"))
             }
         }
@@ -469,7 +473,8 @@ impl EngineInner {
 
     /// Drops database `name` (not `current`, the session's own) if no session uses it:
     /// out of the catalog, then its files.
-    async fn drop_database(&self, name: &str, if_exists: bool, current: &str) -> Result<()> {
+    /// Drops database `name`; `false` when it did not exist and `if_exists` let that pass.
+    async fn drop_database(&self, name: &str, if_exists: bool, current: &str) -> Result<bool> {
         let _ddl = self.database_ddl.lock().await;
         if !self.catalog.database_exists(name) {
             if TEMPLATE_DATABASES.contains(&name) {
@@ -478,7 +483,7 @@ impl EngineInner {
                 ));
             }
             if if_exists {
-                return Ok(());
+                return Ok(false);
             }
             return Err(Error::UndefinedDatabase(name.to_string()));
         }
@@ -545,7 +550,7 @@ impl EngineInner {
         }
         self.remove_database_files(name).await?;
         tracing::info!(database = %name, "dropped database");
-        Ok(())
+        Ok(true)
     }
 
     /// Removes database `name`'s directories, if any.

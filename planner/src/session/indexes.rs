@@ -187,6 +187,10 @@ impl Session {
                     .relation_exists(&self.database, &schema, &n)
                 {
                     if ci.if_not_exists {
+                        self.notice(
+                            "42P07",
+                            format!("relation \"{n}\" already exists, skipping"),
+                        );
                         return Ok(command("CREATE INDEX"));
                     }
                     return Err(Error::DuplicateTable(n));
@@ -280,6 +284,7 @@ impl Session {
                     )));
                 }
                 if if_exists {
+                    self.skipped_missing("index", &name);
                     continue;
                 }
                 return Err(Error::UndefinedObject(format!(

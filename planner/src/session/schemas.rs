@@ -44,6 +44,7 @@ impl Session {
         }
         if SYSTEM_SCHEMAS.contains(&name.as_str()) {
             if if_not_exists {
+                self.schema_exists_notice(&name);
                 return Ok(command("CREATE SCHEMA"));
             }
             return Err(Error::DuplicateSchema(name));
@@ -58,9 +59,19 @@ impl Session {
                 tracing::info!(schema = %name, "created schema");
                 Ok(command("CREATE SCHEMA"))
             }
-            Err(Error::DuplicateSchema(_)) if if_not_exists => Ok(command("CREATE SCHEMA")),
+            Err(Error::DuplicateSchema(_)) if if_not_exists => {
+                self.schema_exists_notice(&name);
+                Ok(command("CREATE SCHEMA"))
+            }
             Err(e) => Err(e),
         }
+    }
+
+    fn schema_exists_notice(&self, name: &str) {
+        self.notice(
+            "42P06",
+            format!("schema \"{name}\" already exists, skipping"),
+        );
     }
 
     /// A schema name, which may be qualified by the current database only.
@@ -100,6 +111,7 @@ impl Session {
             }
             if !self.engine.catalog.schema_exists(&self.database, &name) {
                 if if_exists {
+                    self.skipped_missing("schema", &name);
                     continue;
                 }
                 return Err(Error::UndefinedSchema(name));
@@ -143,6 +155,7 @@ impl Session {
             }
         }
         let _ddl = self.engine.table_ddl.lock().await;
+        let mut cascaded = Vec::new();
         for name in targets {
             let Some(tables) = self
                 .engine
@@ -156,6 +169,27 @@ impl Session {
                 self.remove_table_storage(def).await?;
             }
             tracing::info!(schema = %name, tables = tables.len(), "dropped schema");
+            let mut tables = tables;
+            tables.sort_by_key(|t| t.id);
+            cascaded.extend(tables.iter().map(|t| {
+                format!(
+                    "drop cascades to {} {}.{}",
+                    if t.is_stream() { "stream" } else { "table" },
+                    quote_ident(&name),
+                    quote_ident(&t.name)
+                )
+            }));
+        }
+        // PostgreSQL's one NOTICE for everything CASCADE took along: the object itself when it
+        // is one, else their count with one line each in the detail.
+        match cascaded.len() {
+            0 => {}
+            1 => self.notice("00000", cascaded.remove(0)),
+            n => self.notices.lock().push(super::Notice {
+                code: "00000",
+                message: format!("drop cascades to {n} other objects"),
+                detail: Some(cascaded.join("\n")),
+            }),
         }
         Ok(command("DROP SCHEMA"))
     }
