@@ -149,6 +149,9 @@ pub enum Error {
     /// a zero from non-zero operands (`underflow`), as PostgreSQL reports it.
     #[error("value out of range: {0}")]
     FloatOutOfRange(&'static str),
+    /// Interval arithmetic whose months, days or time part does not fit (22008).
+    #[error("interval out of range")]
+    IntervalOutOfRange,
     /// A statement other than ROLLBACK inside a failed transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

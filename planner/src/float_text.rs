@@ -1,4 +1,6 @@
-//! Casts of `float4` / `float8` to text, spelled as PostgreSQL spells floats.
+//! Casts of `float4` / `float8` to text, spelled as PostgreSQL spells floats; and of
+//! `interval`, spelled as PostgreSQL's `interval_out` does (`1 mon 15 days 08:00:00`, where
+//! Arrow writes `1 mons 15 days 8 hours`), with [`crate::interval_arith::interval_text`].
 //!
 //! Arrow's cast writes `2.0`, `1e20` and `inf` where PostgreSQL's `float8out` writes `2`,
 //! `1e+20` and `Infinity`; the difference shows in `x::text`, in `'v' || x` (whose cast
@@ -15,7 +17,9 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit,
+};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{internal_err, DFSchema, Result as DfResult, ScalarValue};
@@ -26,6 +30,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
+use crate::interval_arith::interval_text;
 use crate::types::{float4_text, float8_text};
 
 /// `float8out` (over Float64) or `float4out` (over Float32).
@@ -39,6 +44,16 @@ static FLOAT8_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
     ScalarUDF::new_from_impl(FloatOut {
         name: "float8out",
         signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable),
+    })
+});
+
+static INTERVAL_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
+    ScalarUDF::new_from_impl(FloatOut {
+        name: "interval_out",
+        signature: Signature::exact(
+            vec![DataType::Interval(IntervalUnit::MonthDayNano)],
+            Volatility::Immutable,
+        ),
     })
 });
 
@@ -78,6 +93,7 @@ impl ScalarUDFImpl for FloatOut {
             ColumnarValue::Scalar(s) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(match s {
                 ScalarValue::Float64(v) => v.map(float8_text),
                 ScalarValue::Float32(v) => v.map(float4_text),
+                ScalarValue::IntervalMonthDayNano(v) => v.map(interval_text),
                 other => return internal_err!("{} got {}", self.name, other.data_type()),
             }))),
             ColumnarValue::Array(a) => Ok(ColumnarValue::Array(texts(a)?)),
@@ -94,6 +110,10 @@ fn texts(a: &ArrayRef) -> DfResult<ArrayRef> {
     } else if let Some(p) = a.as_primitive_opt::<Float32Type>() {
         for v in p.iter() {
             out.append_option(v.map(float4_text));
+        }
+    } else if let Some(p) = a.as_primitive_opt::<IntervalMonthDayNanoType>() {
+        for v in p.iter() {
+            out.append_option(v.map(interval_text));
         }
     } else {
         return internal_err!("float output got {}", a.data_type());
@@ -117,6 +137,7 @@ impl FloatText {
             }
             (Ok(DataType::Float64), _) => Some(&*FLOAT8_OUT),
             (Ok(DataType::Float32), _) => Some(&*FLOAT4_OUT),
+            (Ok(DataType::Interval(IntervalUnit::MonthDayNano)), _) => Some(&*INTERVAL_OUT),
             _ => None,
         };
         match function {

@@ -20,6 +20,7 @@ pub mod error;
 mod fast_insert;
 mod float_text;
 pub mod functions;
+pub mod interval_arith;
 pub mod pg_catalog;
 pub mod rowcodec;
 pub mod rows;

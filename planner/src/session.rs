@@ -297,6 +297,7 @@ impl Engine {
         let defaults_ctx = SessionContext::new();
         crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
         crate::arithmetic::register(&defaults_ctx)?;
+        crate::interval_arith::register(&defaults_ctx)?;
         crate::float_text::register(&defaults_ctx)?;
         crate::sum_numeric::register(&defaults_ctx);
         let inner = Arc::new(EngineInner {
@@ -389,6 +390,7 @@ impl Engine {
         let path = search_path.clone();
         crate::functions::register_current_schema(&ctx, move || path.creation_schema());
         crate::arithmetic::register(&ctx)?;
+        crate::interval_arith::register(&ctx)?;
         crate::float_text::register(&ctx)?;
         crate::sum_numeric::register(&ctx);
         crate::pg_catalog::register_functions(

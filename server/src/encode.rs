@@ -6,9 +6,9 @@ use std::sync::Arc;
 use braid_planner::datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use braid_planner::datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, Field, Float16Type, Float32Type, Float64Type,
-    Int16Type, Int32Type, Int64Type, Int8Type, Schema, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    Int16Type, Int32Type, Int64Type, Int8Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use braid_planner::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use braid_planner::display_name;
@@ -48,6 +48,7 @@ fn pg_type_of(dt: &DataType) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Interval(IntervalUnit::MonthDayNano) => Type::INTERVAL,
         DataType::List(f) | DataType::LargeList(f) => match pg_type_of(f.data_type()) {
             Type::BOOL => Type::BOOL_ARRAY,
             Type::INT2 => Type::INT2_ARRAY,
@@ -234,6 +235,19 @@ fn encode_value(
         }
         DataType::List(_) | DataType::LargeList(_) if ty != Type::TEXT => {
             encode_list(enc, col, row, formatter, &ty)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            // PostgreSQL keeps microseconds; so do its text and binary forms.
+            let v = col.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            if is_text(field) {
+                encode_as_text(enc, &braid_planner::interval_arith::interval_text(v), &ty)
+            } else {
+                enc.encode_field(&pg_interval::Interval {
+                    months: v.months,
+                    days: v.days,
+                    microseconds: v.nanoseconds.div_euclid(1000),
+                })
+            }
         }
         _ => encode_text(enc, formatter, row, &ty),
     }

@@ -116,6 +116,7 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::DependentObjects(_) => "2BP01",
         Error::InFailedTransaction => "25P02",
         Error::OutOfRange(_) | Error::FloatOutOfRange(_) => "22003",
+        Error::IntervalOutOfRange => "22008",
         Error::Storage { kind, .. } => match kind {
             StorageErrorKind::DiskFull => "53100",
             StorageErrorKind::Corruption => "XX001",

@@ -1353,3 +1353,32 @@ async fn prepared_integer_overflow_fails_and_changes_nothing() -> anyhow::Result
     drop(client);
     stop_with_a_clean_log(&mut server).await
 }
+
+/// Intervals over the wire: binary results (PostgreSQL's microseconds, days, months), and
+/// `interval * $1` types `$1` as double precision, as PostgreSQL does.
+#[tokio::test]
+async fn intervals_in_binary_and_interval_times_a_parameter() -> anyhow::Result<()> {
+    use pg_interval::Interval;
+    use tokio_postgres::types::Type;
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    let stmt = client
+        .prepare("SELECT interval '1 mon 1 day' * $1, $1 * interval '1 hour'")
+        .await?;
+    assert_eq!(stmt.params(), &[Type::FLOAT8]);
+    assert_eq!(
+        stmt.columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect::<Vec<_>>(),
+        [Type::INTERVAL, Type::INTERVAL]
+    );
+    let row = client.query_one(&stmt, &[&1.5f64]).await?;
+    let hour = 3_600_000_000;
+    // 1.5 months is 1 month and 15 days; 1.5 days is 1 day and 12 hours.
+    assert_eq!(row.get::<_, Interval>(0), Interval::new(1, 16, 12 * hour));
+    assert_eq!(row.get::<_, Interval>(1), Interval::new(0, 0, 3 * hour / 2));
+    drop(client);
+    server.stop().await?;
+    Ok(())
+}

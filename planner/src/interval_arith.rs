@@ -1,0 +1,374 @@
+//! `interval * number`, `number * interval` and `interval / number`, computed as PostgreSQL
+//! computes them (its `interval_mul`, `mul_d_interval` and `interval_div`).
+//!
+//! DataFusion has no such operator: its type coercion fails `interval '1 minute' * 5` with
+//! "Cannot get result type for temporal operation", where a time-series query names its
+//! window so (`now() - interval '1 minute' * $1`). The rewrite here ([`IntervalArithmetic`],
+//! registered like the checked arithmetic: a function rewrite and an analyzer rule) turns such
+//! a product or quotient into a call of one of PostgreSQL's functions, which takes the number
+//! as `double precision`, before type coercion sees the operator.
+//!
+//! PostgreSQL's arithmetic, which this copies step for step: months and days are multiplied
+//! separately and truncated; the fraction of a month cascades down into days (30 to a month)
+//! and the fraction of a day into the time part (24 hours to a day), never up; the time part
+//! is rounded to the microsecond. So `interval '1 month' * 1.5` is `1 mon 15 days` and
+//! `interval '1 day' / 3` is `08:00:00`. A result outside the interval's range is 22008
+//! `interval out of range`; division by zero is 22012.
+//!
+//! What must stay true: a rewritten expression keeps the output name of the operator it
+//! replaces (`a * b`), so plans, column references above it and `?column?` naming do not
+//! change.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
+    IntervalUnit,
+};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{internal_err, DFSchema, Result as DfResult};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::BinaryOperator as SqlBinaryOperator;
+
+use crate::error::Error;
+
+const INTERVAL: DataType = DataType::Interval(IntervalUnit::MonthDayNano);
+
+/// PostgreSQL's `DAYS_PER_MONTH` and `SECS_PER_DAY`, the factors fractions cascade down by.
+const DAYS_PER_MONTH: f64 = 30.0;
+const SECS_PER_DAY: f64 = 86_400.0;
+const USECS_PER_SEC: f64 = 1_000_000.0;
+
+/// PostgreSQL's `TSROUND`: to the microsecond, so that float error does not make a whole
+/// number of days 0.9999999 of one.
+fn ts_round(x: f64) -> f64 {
+    (x * USECS_PER_SEC).round_ties_even() / USECS_PER_SEC
+}
+
+fn out_of_range() -> datafusion::error::DataFusionError {
+    Error::IntervalOutOfRange.into_datafusion()
+}
+
+fn fits_i32(x: f64) -> bool {
+    !x.is_nan() && x >= f64::from(i32::MIN) && x < -f64::from(i32::MIN)
+}
+
+/// `span * factor` (`span / (1 / factor)` when `divide`), as PostgreSQL's `interval_mul`
+/// and `interval_div` compute it. The time part is whole microseconds, as PostgreSQL keeps it.
+fn scale(span: IntervalMonthDayNano, factor: f64, divide: bool) -> DfResult<IntervalMonthDayNano> {
+    if divide && factor == 0.0 {
+        return Err(datafusion::error::DataFusionError::ArrowError(
+            Box::new(datafusion::arrow::error::ArrowError::DivideByZero),
+            None,
+        ));
+    }
+    let apply = |x: f64| if divide { x / factor } else { x * factor };
+    let month = apply(f64::from(span.months));
+    let day = apply(f64::from(span.days));
+    if !fits_i32(month) || !fits_i32(day) {
+        return Err(out_of_range());
+    }
+    // Truncation toward zero, as C's (int32) cast.
+    let (result_month, mut result_day) = (month as i32, day as i32);
+    let month_remainder_days = ts_round((month - f64::from(result_month)) * DAYS_PER_MONTH);
+    let mut sec_remainder = ts_round(
+        (day - f64::from(result_day) + month_remainder_days - month_remainder_days.trunc())
+            * SECS_PER_DAY,
+    );
+    if sec_remainder.abs() >= SECS_PER_DAY {
+        let whole_days = (sec_remainder / SECS_PER_DAY).trunc();
+        result_day = result_day
+            .checked_add(whole_days as i32)
+            .ok_or_else(out_of_range)?;
+        sec_remainder -= whole_days * SECS_PER_DAY;
+    }
+    result_day = result_day
+        .checked_add(month_remainder_days as i32)
+        .ok_or_else(out_of_range)?;
+    // PostgreSQL's time part is microseconds; Arrow's is nanoseconds.
+    let usecs = apply(span.nanoseconds.div_euclid(1000) as f64) + sec_remainder * USECS_PER_SEC;
+    let usecs = usecs.round_ties_even();
+    if usecs.is_nan() || usecs.abs() >= 9.2e18 / 1000.0 {
+        return Err(out_of_range());
+    }
+    Ok(IntervalMonthDayNano::new(
+        result_month,
+        result_day,
+        (usecs as i64).checked_mul(1000).ok_or_else(out_of_range)?,
+    ))
+}
+
+/// PostgreSQL's text of an interval (IntervalStyle `postgres`, its default): `1 year 2 mons
+/// 3 days 04:05:06.5`, `-1 days -02:00:00`, `00:00:00`. The time part is whole microseconds,
+/// as PostgreSQL keeps it; fractional seconds lose their trailing zeros, which pg_interval
+/// pads to six digits.
+pub fn interval_text(v: IntervalMonthDayNano) -> String {
+    let text = pg_interval::Interval {
+        months: v.months,
+        days: v.days,
+        microseconds: v.nanoseconds.div_euclid(1000),
+    }
+    .to_postgres();
+    match text.split_once('.') {
+        Some((whole, fraction)) => {
+            let fraction = fraction.trim_end_matches('0');
+            if fraction.is_empty() {
+                whole.to_string()
+            } else {
+                format!("{whole}.{fraction}")
+            }
+        }
+        None => text,
+    }
+}
+
+/// One of PostgreSQL's three functions; which argument is the interval, and whether it
+/// divides.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalFn {
+    name: &'static str,
+    /// The interval is the first argument (`interval_mul`, `interval_div`), else the second
+    /// (`mul_d_interval`).
+    interval_first: bool,
+    divide: bool,
+    signature: Signature,
+}
+
+impl IntervalFn {
+    fn new(name: &'static str, interval_first: bool, divide: bool) -> IntervalFn {
+        IntervalFn {
+            name,
+            interval_first,
+            divide,
+            signature: Signature::new(TypeSignature::Any(2), Volatility::Immutable),
+        }
+    }
+
+    fn symbol(&self) -> &'static str {
+        if self.divide {
+            "/"
+        } else {
+            "*"
+        }
+    }
+}
+
+static INTERVAL_MUL: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    Arc::new(ScalarUDF::new_from_impl(IntervalFn::new(
+        "interval_mul",
+        true,
+        false,
+    )))
+});
+static MUL_D_INTERVAL: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    Arc::new(ScalarUDF::new_from_impl(IntervalFn::new(
+        "mul_d_interval",
+        false,
+        false,
+    )))
+});
+static INTERVAL_DIV: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    Arc::new(ScalarUDF::new_from_impl(IntervalFn::new(
+        "interval_div",
+        true,
+        true,
+    )))
+});
+
+impl ScalarUDFImpl for IntervalFn {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(INTERVAL)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
+        Ok(Arc::new(Field::new(self.name, INTERVAL, nullable)))
+    }
+
+    /// The operator's own name (`t.a * 2`), so that the rewrite changes no column name.
+    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
+        match args {
+            [a, b] => Ok(format!(
+                "{} {} {}",
+                a.schema_name(),
+                self.symbol(),
+                b.schema_name()
+            )),
+            _ => internal_err!("{} takes 2 arguments", self.name),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let [a, b] = args.args.as_slice() else {
+            return internal_err!("{} takes 2 arguments", self.name);
+        };
+        let (span, factor) = if self.interval_first { (a, b) } else { (b, a) };
+        let scalar = matches!(
+            (span, factor),
+            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+        );
+        let span = cast(&span.to_array(n)?, &INTERVAL)?;
+        let factor = cast(&factor.to_array(n)?, &DataType::Float64)?;
+        let span = span.as_primitive::<IntervalMonthDayNanoType>();
+        let factor = factor.as_primitive::<Float64Type>();
+        let out = (0..n)
+            .map(|i| {
+                if span.is_null(i) || factor.is_null(i) {
+                    Ok(None)
+                } else {
+                    scale(span.value(i), factor.value(i), self.divide).map(Some)
+                }
+            })
+            .collect::<DfResult<IntervalMonthDayNanoArray>>()?;
+        let out: ArrayRef = Arc::new(out);
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
+}
+
+fn is_number(t: &DataType) -> bool {
+    t.is_numeric() || *t == DataType::Null
+}
+
+/// The call that replaces `left op right` when it multiplies or divides an interval by a
+/// number (in either order for `*`); `None` for anything else. An untyped parameter in the
+/// number's place is typed `double precision`, as PostgreSQL types it there.
+fn interval_call(op: Operator, left: &Expr, right: &Expr, schema: &DFSchema) -> Option<Expr> {
+    let ty = |e: &Expr| match e {
+        Expr::Placeholder(Placeholder { field: None, .. }) => Some(DataType::Null),
+        e => e.get_type(schema).ok(),
+    };
+    let (l, r) = (ty(left)?, ty(right)?);
+    let (function, number_left) = match op {
+        Operator::Multiply if l == INTERVAL && is_number(&r) => (&*INTERVAL_MUL, false),
+        Operator::Multiply if is_number(&l) && r == INTERVAL => (&*MUL_D_INTERVAL, true),
+        Operator::Divide if l == INTERVAL && is_number(&r) => (&*INTERVAL_DIV, false),
+        _ => return None,
+    };
+    let typed = |e: &Expr| match e {
+        Expr::Placeholder(Placeholder { id, field: None }) => Expr::Placeholder(Placeholder {
+            id: id.clone(),
+            field: Some(Arc::new(Field::new(id, DataType::Float64, true))),
+        }),
+        e => e.clone(),
+    };
+    let (left, right) = if number_left {
+        (typed(left), right.clone())
+    } else {
+        (left.clone(), typed(right))
+    };
+    Some(function.call(vec![left, right]))
+}
+
+/// Plans `interval * number`, `number * interval` and `interval / number` as PostgreSQL's
+/// functions while DataFusion's SQL planner builds the expression: its own typing of the
+/// operator would fail before any later rewrite could run.
+#[derive(Debug, Default)]
+pub struct IntervalPlanner;
+
+impl ExprPlanner for IntervalPlanner {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> DfResult<PlannerResult<RawBinaryExpr>> {
+        let op = match expr.op {
+            SqlBinaryOperator::Multiply => Operator::Multiply,
+            SqlBinaryOperator::Divide => Operator::Divide,
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        Ok(match interval_call(op, &expr.left, &expr.right, schema) {
+            Some(call) => PlannerResult::Planned(call),
+            None => PlannerResult::Original(expr),
+        })
+    }
+}
+
+/// The same rewrite over expressions made without the SQL planner (`create_physical_expr`
+/// of an expression built in code).
+#[derive(Debug, Default)]
+pub struct IntervalArithmetic;
+
+impl FunctionRewrite for IntervalArithmetic {
+    fn name(&self) -> &str {
+        "braid_interval_arithmetic"
+    }
+
+    fn rewrite(
+        &self,
+        expr: Expr,
+        schema: &DFSchema,
+        _config: &ConfigOptions,
+    ) -> DfResult<Transformed<Expr>> {
+        Ok(match &expr {
+            Expr::BinaryExpr(b) => match interval_call(b.op, &b.left, &b.right, schema) {
+                Some(call) => Transformed::yes(call),
+                None => Transformed::no(expr),
+            },
+            _ => Transformed::no(expr),
+        })
+    }
+}
+
+/// Makes `interval * number` and `interval / number` in `ctx` work as in PostgreSQL.
+pub fn register(ctx: &SessionContext) -> DfResult<()> {
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(IntervalPlanner))?;
+    crate::arithmetic::register_rewrite(ctx, Arc::new(IntervalArithmetic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(months: i32, days: i32, usecs: i64) -> IntervalMonthDayNano {
+        IntervalMonthDayNano::new(months, days, usecs * 1000)
+    }
+
+    #[test]
+    fn fractions_cascade_down_as_in_postgresql() {
+        // Each expected value is what PostgreSQL 15 prints for the same product.
+        let hour = 3_600_000_000;
+        // interval '1 month' * 1.5 = 1 mon 15 days
+        assert_eq!(scale(iv(1, 0, 0), 1.5, false).ok(), Some(iv(1, 15, 0)));
+        // interval '1 day' / 3 = 08:00:00
+        assert_eq!(scale(iv(0, 1, 0), 3.0, true).ok(), Some(iv(0, 0, 8 * hour)));
+        // interval '1 hour' * 2.5 = 02:30:00
+        assert_eq!(
+            scale(iv(0, 0, hour), 2.5, false).ok(),
+            Some(iv(0, 0, 5 * hour / 2))
+        );
+        // interval '1 mon 1 day' * -0.5 = -15 days -12:00:00
+        assert_eq!(
+            scale(iv(1, 1, 0), -0.5, false).ok(),
+            Some(iv(0, -15, -12 * hour))
+        );
+        // interval '2 days' * 2147483647 overflows the day field.
+        assert!(scale(iv(0, 2, 0), 2_147_483_647.0, false).is_err());
+        assert!(scale(iv(0, 1, 0), 0.0, true).is_err());
+    }
+}
