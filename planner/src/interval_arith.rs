@@ -3,10 +3,11 @@
 //!
 //! DataFusion has no such operator: its type coercion fails `interval '1 minute' * 5` with
 //! "Cannot get result type for temporal operation", where a time-series query names its
-//! window so (`now() - interval '1 minute' * $1`). The rewrite here ([`IntervalArithmetic`],
-//! registered like the checked arithmetic: a function rewrite and an analyzer rule) turns such
-//! a product or quotient into a call of one of PostgreSQL's functions, which takes the number
-//! as `double precision`, before type coercion sees the operator.
+//! window so (`now() - interval '1 minute' * $1`). [`IntervalPlanner`], an `ExprPlanner` the SQL
+//! planner consults for every binary operator (statements, DEFAULT expressions alike), plans
+//! such a product or quotient as a call of one of PostgreSQL's functions, which takes the
+//! number as `double precision`, before DataFusion types the operator. Nothing is left to
+//! rewrite later, so no analyzer rule walks every plan for it.
 //!
 //! PostgreSQL's arithmetic, which this copies step for step: months and days are multiplied
 //! separately and truncated; the fraction of a month cascades down into days (30 to a month)
@@ -27,12 +28,9 @@ use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
     IntervalUnit,
 };
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::Transformed;
 use datafusion::common::{internal_err, DFSchema, Result as DfResult};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::Placeholder;
-use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
@@ -307,38 +305,11 @@ impl ExprPlanner for IntervalPlanner {
     }
 }
 
-/// The same rewrite over expressions made without the SQL planner (`create_physical_expr`
-/// of an expression built in code).
-#[derive(Debug, Default)]
-pub struct IntervalArithmetic;
-
-impl FunctionRewrite for IntervalArithmetic {
-    fn name(&self) -> &str {
-        "braid_interval_arithmetic"
-    }
-
-    fn rewrite(
-        &self,
-        expr: Expr,
-        schema: &DFSchema,
-        _config: &ConfigOptions,
-    ) -> DfResult<Transformed<Expr>> {
-        Ok(match &expr {
-            Expr::BinaryExpr(b) => match interval_call(b.op, &b.left, &b.right, schema) {
-                Some(call) => Transformed::yes(call),
-                None => Transformed::no(expr),
-            },
-            _ => Transformed::no(expr),
-        })
-    }
-}
-
 /// Makes `interval * number` and `interval / number` in `ctx` work as in PostgreSQL.
 pub fn register(ctx: &SessionContext) -> DfResult<()> {
     ctx.state_ref()
         .write()
-        .register_expr_planner(Arc::new(IntervalPlanner))?;
-    crate::arithmetic::register_rewrite(ctx, Arc::new(IntervalArithmetic))
+        .register_expr_planner(Arc::new(IntervalPlanner))
 }
 
 #[cfg(test)]
