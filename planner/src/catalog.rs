@@ -115,6 +115,35 @@ pub struct IndexDef {
     /// dropped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub building: bool,
+    /// Per indexed column, DESC and NULLS FIRST as the statement gave them (empty: every
+    /// column ASC NULLS LAST). The tree is kept in ascending order either way: braid reads an
+    /// index by equality and ranges, never for its order, so only the catalog shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<IndexOrder>,
+    /// UNIQUE NULLS NOT DISTINCT: a NULL is a value like any other, so a second row with the
+    /// same values, NULLs included, conflicts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nulls_not_distinct: bool,
+}
+
+/// How one column of an index is ordered, as `CREATE INDEX ... (c DESC NULLS LAST)` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexOrder {
+    pub desc: bool,
+    pub nulls_first: bool,
+}
+
+impl IndexOrder {
+    /// PostgreSQL's words for it after the column in `pg_get_indexdef`: NULLS FIRST is the
+    /// default of DESC, NULLS LAST that of ASC.
+    pub fn suffix(&self) -> &'static str {
+        match (self.desc, self.nulls_first) {
+            (false, false) => "",
+            (false, true) => " NULLS FIRST",
+            (true, true) => " DESC",
+            (true, false) => " DESC NULLS LAST",
+        }
+    }
 }
 
 /// The slot of a dropped column in a row table's stored rows.

@@ -152,6 +152,18 @@ pub enum Error {
     /// Interval arithmetic whose months, days or time part does not fit (22008).
     #[error("interval out of range")]
     IntervalOutOfRange,
+    /// Text that is not a value of a date/time type (22007), as `'abc'::interval`.
+    #[error("invalid input syntax for type {type_name}: \"{text}\"")]
+    InvalidDatetimeInput {
+        type_name: &'static str,
+        text: String,
+    },
+    /// A field of date/time text outside its range (22015), as `'00:60:00'::interval`.
+    #[error("{type_name} field value out of range: \"{text}\"")]
+    DatetimeFieldOverflow {
+        type_name: &'static str,
+        text: String,
+    },
     /// A statement other than ROLLBACK inside a failed transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

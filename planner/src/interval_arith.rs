@@ -22,19 +22,21 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, IntervalMonthDayNanoArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
     IntervalUnit,
 };
-use datafusion::common::{internal_err, DFSchema, Result as DfResult};
+use datafusion::common::{internal_err, DFSchema, Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    binary_expr, ColumnarValue, Expr, ExprSchemable, Operator, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::BinaryOperator as SqlBinaryOperator;
@@ -108,27 +110,56 @@ fn scale(span: IntervalMonthDayNano, factor: f64, divide: bool) -> DfResult<Inte
 }
 
 /// PostgreSQL's text of an interval (IntervalStyle `postgres`, its default): `1 year 2 mons
-/// 3 days 04:05:06.5`, `-1 days -02:00:00`, `00:00:00`. The time part is whole microseconds,
-/// as PostgreSQL keeps it; fractional seconds lose their trailing zeros, which pg_interval
-/// pads to six digits.
+/// 3 days 04:05:06.5`, `-1 days -02:00:00`, `-1 years +3 days`, `00:00:00`. The time part is
+/// whole microseconds, as PostgreSQL keeps it.
 pub fn interval_text(v: IntervalMonthDayNano) -> String {
-    let text = pg_interval::Interval {
-        months: v.months,
-        days: v.days,
-        microseconds: v.nanoseconds.div_euclid(1000),
-    }
-    .to_postgres();
-    match text.split_once('.') {
-        Some((whole, fraction)) => {
-            let fraction = fraction.trim_end_matches('0');
-            if fraction.is_empty() {
-                whole.to_string()
-            } else {
-                format!("{whole}.{fraction}")
-            }
+    use std::fmt::Write;
+    // PostgreSQL's `EncodeInterval` for IntervalStyle `postgres`: years and months from the
+    // months (C's truncating division), the time part split down to microseconds; a field
+    // after a negative one says `+` when it is positive.
+    let months = i64::from(v.months);
+    let time = v.nanoseconds.div_euclid(1000);
+    let (year, mon, day) = (months / 12, months % 12, i64::from(v.days));
+    let mut out = String::new();
+    let mut is_zero = true;
+    let mut is_before = false;
+    for (value, unit) in [(year, "year"), (mon, "mon"), (day, "day")] {
+        if value == 0 {
+            continue;
         }
-        None => text,
+        let _ = write!(
+            out,
+            "{}{}{value} {unit}{}",
+            if is_zero { "" } else { " " },
+            if is_before && value > 0 { "+" } else { "" },
+            if value != 1 { "s" } else { "" },
+        );
+        is_before = value < 0;
+        is_zero = false;
     }
+    if is_zero || time != 0 {
+        let abs = time.unsigned_abs();
+        let (hour, rest) = (abs / 3_600_000_000, abs % 3_600_000_000);
+        let (min, rest) = (rest / 60_000_000, rest % 60_000_000);
+        let (sec, fsec) = (rest / 1_000_000, rest % 1_000_000);
+        let sign = if time < 0 {
+            "-"
+        } else if is_before {
+            "+"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "{}{sign}{hour:02}:{min:02}:{sec:02}",
+            if is_zero { "" } else { " " }
+        );
+        if fsec != 0 {
+            let fraction = format!("{fsec:06}");
+            let _ = write!(out, ".{}", fraction.trim_end_matches('0'));
+        }
+    }
+    out
 }
 
 /// One of PostgreSQL's three functions; which argument is the interval, and whether it
@@ -296,8 +327,28 @@ impl ExprPlanner for IntervalPlanner {
         let op = match expr.op {
             SqlBinaryOperator::Multiply => Operator::Multiply,
             SqlBinaryOperator::Divide => Operator::Divide,
+            SqlBinaryOperator::Eq => Operator::Eq,
+            SqlBinaryOperator::NotEq => Operator::NotEq,
+            SqlBinaryOperator::Lt => Operator::Lt,
+            SqlBinaryOperator::LtEq => Operator::LtEq,
+            SqlBinaryOperator::Gt => Operator::Gt,
+            SqlBinaryOperator::GtEq => Operator::GtEq,
             _ => return Ok(PlannerResult::Original(expr)),
         };
+        if !matches!(op, Operator::Multiply | Operator::Divide) {
+            let both = [&expr.left, &expr.right]
+                .iter()
+                .all(|e| e.get_type(schema).is_ok_and(|t| t == INTERVAL));
+            if !both {
+                return Ok(PlannerResult::Original(expr));
+            }
+            let value = |e: Expr| INTERVAL_CMP_VALUE.call(vec![e]);
+            return Ok(PlannerResult::Planned(binary_expr(
+                value(expr.left),
+                op,
+                value(expr.right),
+            )));
+        }
         Ok(match interval_call(op, &expr.left, &expr.right, schema) {
             Some(call) => PlannerResult::Planned(call),
             None => PlannerResult::Original(expr),
@@ -305,7 +356,75 @@ impl ExprPlanner for IntervalPlanner {
     }
 }
 
-/// Makes `interval * number` and `interval / number` in `ctx` work as in PostgreSQL.
+/// `interval_cmp_value(interval)`: the interval as one number, months counted as 30 days and
+/// days as 24 hours, which is how PostgreSQL compares intervals (`interval '1 day' =
+/// interval '24 hours'` is true, `interval '25:00:00' > interval '1 day'` too), where Arrow
+/// compares months, then days, then nanoseconds. An `i128` of nanoseconds, as a decimal.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalCmpValue {
+    signature: Signature,
+}
+
+const CMP_VALUE: DataType = DataType::Decimal128(38, 0);
+
+impl ScalarUDFImpl for IntervalCmpValue {
+    fn name(&self) -> &str {
+        "interval_cmp_value"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(CMP_VALUE)
+    }
+
+    /// The interval's own name, so that `a < b` keeps its name.
+    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
+        match args {
+            [a] => Ok(a.schema_name().to_string()),
+            _ => internal_err!("interval_cmp_value takes one argument"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        const NANOS_PER_DAY: i128 = 86_400_000_000_000;
+        let value = |v: IntervalMonthDayNano| {
+            (i128::from(v.months) * 30 + i128::from(v.days)) * NANOS_PER_DAY
+                + i128::from(v.nanoseconds)
+        };
+        let [arg] = args.args.as_slice() else {
+            return internal_err!("interval_cmp_value takes one argument");
+        };
+        match arg {
+            ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(v)) => Ok(
+                ColumnarValue::Scalar(ScalarValue::Decimal128(v.map(value), 38, 0)),
+            ),
+            ColumnarValue::Array(a) => {
+                let Some(p) = a.as_primitive_opt::<IntervalMonthDayNanoType>() else {
+                    return internal_err!("interval_cmp_value of {}", a.data_type());
+                };
+                let out: Decimal128Array = p.unary(value);
+                Ok(ColumnarValue::Array(Arc::new(
+                    out.with_precision_and_scale(38, 0)?,
+                )))
+            }
+            ColumnarValue::Scalar(other) => {
+                internal_err!("interval_cmp_value of {}", other.data_type())
+            }
+        }
+    }
+}
+
+static INTERVAL_CMP_VALUE: LazyLock<ScalarUDF> = LazyLock::new(|| {
+    ScalarUDF::new_from_impl(IntervalCmpValue {
+        signature: Signature::exact(vec![INTERVAL], Volatility::Immutable),
+    })
+});
+
+/// Makes `interval * number` and `interval / number` in `ctx` work as in PostgreSQL, and
+/// intervals compare as in PostgreSQL.
 pub fn register(ctx: &SessionContext) -> DfResult<()> {
     ctx.state_ref()
         .write()

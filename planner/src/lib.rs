@@ -21,6 +21,7 @@ mod fast_insert;
 mod float_text;
 pub mod functions;
 pub mod interval_arith;
+pub mod interval_input;
 pub mod pg_catalog;
 pub mod rowcodec;
 pub mod rows;

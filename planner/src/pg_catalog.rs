@@ -29,7 +29,7 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
 
-use crate::catalog::{ColumnDef, TableDef, DEFAULT_SCHEMA};
+use crate::catalog::{ColumnDef, IndexOrder, TableDef, DEFAULT_SCHEMA};
 use crate::types::ColumnType;
 
 pub use functions::register_functions;
@@ -82,7 +82,7 @@ pub const EMPTY_TABLES: [&str; 9] = [
     "pg_description",
 ];
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 14] = [
     "pg_database",
     "pg_tablespace",
     "pg_namespace",
@@ -95,6 +95,9 @@ const TABLES: [&str; 12] = [
     "pg_type",
     "pg_collation",
     "pg_roles",
+    // Views of the system catalogs, filled from the same snapshot.
+    "pg_tables",
+    "pg_indexes",
 ];
 
 /// Lists every table of a database with its schema name.
@@ -146,6 +149,9 @@ pub struct IndexInfo {
     pub constraint: bool,
     /// False while CREATE INDEX fills it (PostgreSQL's invalid index).
     pub valid: bool,
+    /// Each column's DESC / NULLS FIRST (empty: all ascending).
+    pub order: Vec<IndexOrder>,
+    pub nulls_not_distinct: bool,
 }
 
 impl IndexInfo {
@@ -162,24 +168,42 @@ impl IndexInfo {
     /// The definition with the table written as `table`.
     fn definition_on(&self, table: &str) -> String {
         format!(
-            "CREATE {}INDEX {} ON {} USING btree ({})",
+            "CREATE {}INDEX {} ON {} USING btree ({}){}",
             if self.unique { "UNIQUE " } else { "" },
             quote_ident(&self.name),
             table,
             self.columns
                 .iter()
-                .map(|c| quote_ident(c))
+                .enumerate()
+                .map(|(i, c)| format!(
+                    "{}{}",
+                    quote_ident(c),
+                    self.order.get(i).map_or("", IndexOrder::suffix)
+                ))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            self.nulls_clause(),
         )
     }
 
-    /// `pg_get_constraintdef(oid)`: `PRIMARY KEY (id)` or `UNIQUE (b)`.
+    /// ` NULLS NOT DISTINCT` where PostgreSQL writes it, after the column list.
+    fn nulls_clause(&self) -> &'static str {
+        if self.unique && self.nulls_not_distinct {
+            " NULLS NOT DISTINCT"
+        } else {
+            ""
+        }
+    }
+
+    /// `pg_get_constraintdef(oid)`: `PRIMARY KEY (id)`, `UNIQUE (b)` or `UNIQUE NULLS NOT
+    /// DISTINCT (b)`.
     pub fn constraint_definition(&self) -> String {
         format!(
             "{} ({})",
             if self.primary {
                 "PRIMARY KEY"
+            } else if self.nulls_not_distinct {
+                "UNIQUE NULLS NOT DISTINCT"
             } else {
                 "UNIQUE"
             },
@@ -392,6 +416,8 @@ impl Snapshot {
                 primary: true,
                 constraint: true,
                 valid: true,
+                order: Vec::new(),
+                nulls_not_distinct: false,
             });
         }
         for ix in &opts.indexes {
@@ -405,6 +431,8 @@ impl Snapshot {
                 primary: false,
                 constraint: ix.constraint,
                 valid: !ix.building,
+                order: ix.order.clone(),
+                nulls_not_distinct: ix.nulls_not_distinct,
             });
         }
         out
@@ -414,8 +442,22 @@ impl Snapshot {
         self.tables.iter().flat_map(Self::indexes_of).collect()
     }
 
-    /// `pg_get_indexdef(oid)`: the index's definition, its table qualified when the search
-    /// path would not find it unqualified (as PostgreSQL writes it).
+    /// `pg_get_indexdef(oid)` (and `pg_indexes.indexdef`): the index's definition with its
+    /// table qualified by its schema, as PostgreSQL writes it unless asked to be pretty.
+    pub fn qualified_index_definition(&self, ix: &IndexInfo) -> String {
+        let table = match self.owner_table(ix.table_oid) {
+            Some(t) => format!(
+                "{}.{}",
+                quote_ident(self.schema_of(t)),
+                quote_ident(&ix.table_name)
+            ),
+            None => quote_ident(&ix.table_name),
+        };
+        ix.definition_on(&table)
+    }
+
+    /// `pg_get_indexdef(oid, 0, true)`: the index's definition, its table qualified only when
+    /// the search path would not find it unqualified (as psql's `\d` shows it).
     pub fn index_definition(&self, ix: &IndexInfo) -> String {
         let table = self
             .display_name(ix.table_oid)
@@ -812,6 +854,23 @@ fn columns_of(name: &str) -> Option<Vec<(&'static str, C)>> {
             ("rolsuper", Bool),
             ("rolcanlogin", Bool),
         ],
+        "pg_tables" => vec![
+            ("schemaname", Text),
+            ("tablename", Text),
+            ("tableowner", Text),
+            ("tablespace", Text),
+            ("hasindexes", Bool),
+            ("hasrules", Bool),
+            ("hastriggers", Bool),
+            ("rowsecurity", Bool),
+        ],
+        "pg_indexes" => vec![
+            ("schemaname", Text),
+            ("tablename", Text),
+            ("indexname", Text),
+            ("tablespace", Text),
+            ("indexdef", Text),
+        ],
         "pg_policy" => vec![
             ("oid", Oid),
             ("polname", Text),
@@ -1006,7 +1065,7 @@ impl PgCatalogSchema {
                             i16v(n),
                             i16v(n),
                             b(ix.unique),
-                            b(false),
+                            b(ix.nulls_not_distinct),
                             b(ix.primary),
                             b(false),
                             b(true),
@@ -1105,6 +1164,41 @@ impl PgCatalogSchema {
             })
             .collect(),
             "pg_roles" => vec![vec![oid(SUPERUSER_OID), s(&self.user), b(true), b(true)]],
+            // PostgreSQL's views: tables (relkind `r`) with their owner, and every index with
+            // `pg_get_indexdef`'s definition (the table always schema-qualified). The
+            // tablespace is NULL: the database's default.
+            "pg_tables" => snap
+                .tables()
+                .iter()
+                .map(|t| {
+                    vec![
+                        s(snap.schema_of(t)),
+                        s(&t.name),
+                        s(&self.user),
+                        null_text(),
+                        b(!Snapshot::indexes_of(t).is_empty()),
+                        b(false),
+                        b(false),
+                        b(false),
+                    ]
+                })
+                .collect(),
+            "pg_indexes" => snap
+                .tables()
+                .iter()
+                .flat_map(|t| {
+                    let snap = &snap;
+                    Snapshot::indexes_of(t).into_iter().map(move |ix| {
+                        vec![
+                            s(snap.schema_of(t)),
+                            s(&t.name),
+                            s(&ix.name),
+                            null_text(),
+                            s(&snap.qualified_index_definition(&ix)),
+                        ]
+                    })
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -298,7 +298,8 @@ impl Engine {
         crate::functions::register(&defaults_ctx, DEFAULT_DATABASE, DEFAULT_DATABASE, 0);
         crate::arithmetic::register(&defaults_ctx)?;
         crate::interval_arith::register(&defaults_ctx)?;
-        crate::float_text::register(&defaults_ctx)?;
+        crate::float_text::register(&defaults_ctx, None)?;
+        crate::interval_input::register(&defaults_ctx)?;
         crate::sum_numeric::register(&defaults_ctx);
         let inner = Arc::new(EngineInner {
             catalog,
@@ -391,7 +392,8 @@ impl Engine {
         crate::functions::register_current_schema(&ctx, move || path.creation_schema());
         crate::arithmetic::register(&ctx)?;
         crate::interval_arith::register(&ctx)?;
-        crate::float_text::register(&ctx)?;
+        crate::float_text::register(&ctx, Some(time_zone.clone()))?;
+        crate::interval_input::register(&ctx)?;
         crate::sum_numeric::register(&ctx);
         crate::pg_catalog::register_functions(
             &ctx,
@@ -1478,6 +1480,8 @@ impl Session {
                 kind: PreparedKind::Empty,
             });
         };
+        // Every statement, also those run directly (a DEFAULT in CREATE TABLE, SET).
+        crate::sql::canonical_intervals(&mut stmt)?;
         let planned = match &stmt {
             Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. } => true,
             // UPDATE and DELETE of row tables run in DataFusion; on streams (and missing
@@ -2082,7 +2086,7 @@ impl Session {
         let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len());
         let mut primary_key: Option<Vec<String>> = None;
         // UNIQUE constraints: (constraint name, columns).
-        let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        let mut uniques: Vec<(Option<String>, Vec<String>, bool)> = Vec::new();
         let multiple = || {
             Error::InvalidTableDefinition(format!(
                 "multiple primary keys for table \"{name}\" are not allowed"
@@ -2129,8 +2133,12 @@ impl Session {
                         primary_key = Some(vec![cname.clone()]);
                     }
                     ColumnOption::Unique(u) => {
-                        indexes::check_unique_options(u)?;
-                        uniques.push((o.name.as_ref().map(ident_name), vec![cname.clone()]));
+                        let not_distinct = indexes::check_unique_options(u)?;
+                        uniques.push((
+                            o.name.as_ref().map(ident_name),
+                            vec![cname.clone()],
+                            not_distinct,
+                        ));
                     }
                     other => {
                         return Err(Error::Unsupported(format!(
@@ -2176,9 +2184,9 @@ impl Session {
                     primary_key = Some(cols);
                 }
                 datafusion::sql::sqlparser::ast::TableConstraint::Unique(u) => {
-                    indexes::check_unique_options(u)?;
-                    let cols = indexes::column_names(&u.columns, &columns, "unique")?;
-                    uniques.push((u.name.as_ref().map(ident_name), cols));
+                    let not_distinct = indexes::check_unique_options(u)?;
+                    let (cols, _) = indexes::column_names(&u.columns, &columns, "unique")?;
+                    uniques.push((u.name.as_ref().map(ident_name), cols, not_distinct));
                 }
                 other => {
                     return Err(Error::Unsupported(format!(
@@ -2982,6 +2990,7 @@ fn type_cast_placeholders(plan: LogicalPlan) -> Result<LogicalPlan> {
                 | DataType::Binary
                 | DataType::Date32
                 | DataType::Timestamp(..)
+                | DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
                 | DataType::Utf8
         )
     };

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use datafusion::sql::sqlparser::ast::{
     CastKind, DataType, Distinct, Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, OrderBy,
-    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
     TableAliasColumnDef, TableFactor, Value, Values, VisitMut, VisitorMut,
     WildcardAdditionalOptions,
 };
@@ -760,6 +760,33 @@ fn pg_type_name(t: &DataType) -> String {
         other => return other.to_string(),
     }
     .to_string()
+}
+
+/// Rewrites the text of every `INTERVAL '...'` constant without a field qualifier into the
+/// words Arrow's parser reads exactly, after reading it as PostgreSQL does
+/// ([`crate::interval_input`]): `interval '1 day 02:00:00'` stays a constant DataFusion folds,
+/// and text that is no interval fails here with PostgreSQL's error, not with Arrow's.
+pub fn canonical_intervals(stmt: &mut Statement) -> crate::error::Result<()> {
+    let mut failure = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Interval(iv) = e {
+            if iv.leading_field.is_none() && iv.last_field.is_none() {
+                if let Expr::Value(v) = iv.value.as_mut() {
+                    if let Value::SingleQuotedString(text) = &mut v.value {
+                        match crate::interval_input::canonical_interval_literal(text) {
+                            Ok(canonical) => *text = canonical,
+                            Err(err) => {
+                                failure = Some(err);
+                                return std::ops::ControlFlow::Break(());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    failure.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

@@ -258,6 +258,37 @@ impl Default for SessionTimeZone {
     }
 }
 
+/// PostgreSQL's text for a timestamp (`timestamp_out`, DateStyle ISO): seconds with only the
+/// fractional digits needed. `micros` counts from the Unix epoch; `None` outside chrono's range.
+pub fn timestamp_text(micros: i64) -> Option<String> {
+    let dt = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)?;
+    let base = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+    let frac = dt.timestamp_subsec_micros();
+    Some(if frac == 0 {
+        base
+    } else {
+        let frac = format!("{frac:06}");
+        format!("{base}.{}", frac.trim_end_matches('0'))
+    })
+}
+
+/// PostgreSQL's text for a timestamptz (`timestamptz_out`) shown in zone `tz`: local time,
+/// then the offset as `+hh`, `+hh:mm` or `+hh:mm:ss` (only as long as it needs).
+pub fn timestamptz_text(micros: i64, tz: SessionTimeZone) -> Option<String> {
+    let utc = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)?.naive_utc();
+    let offset = tz.offset_at(&utc);
+    let local = micros.checked_add(i64::from(offset) * 1_000_000)?;
+    let sign = if offset < 0 { '-' } else { '+' };
+    let a = offset.unsigned_abs();
+    let (h, m, s) = (a / 3600, a / 60 % 60, a % 60);
+    let zone = match (m, s) {
+        (0, 0) => format!("{sign}{h:02}"),
+        (_, 0) => format!("{sign}{h:02}:{m:02}"),
+        _ => format!("{sign}{h:02}:{m:02}:{s:02}"),
+    };
+    Some(format!("{}{zone}", timestamp_text(local)?))
+}
+
 /// Decimal digits a float4 / float8 always round-trips (`FLT_DIG`, `DBL_DIG`): PostgreSQL
 /// switches to scientific notation at this exponent.
 const FLT_DIG: i32 = 6;

@@ -12,8 +12,8 @@ use braid_planner::datafusion::arrow::datatypes::{
 };
 use braid_planner::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use braid_planner::display_name;
-use braid_planner::types::SessionTimeZone;
 use braid_planner::types::PG_TYPE_METADATA_KEY;
+use braid_planner::types::{timestamp_text, timestamptz_text, SessionTimeZone};
 use chrono::{DateTime, NaiveDate, Utc};
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
@@ -224,10 +224,14 @@ fn encode_value(
             };
             match DateTime::<Utc>::from_timestamp_micros(us) {
                 // PostgreSQL's text form, in the session's time zone (binary is UTC).
-                Some(dt) if is_text(field) && zone.is_some() => {
-                    encode_as_text(enc, &timestamptz_text(&dt, tz), &ty)
-                }
-                Some(dt) if is_text(field) => encode_as_text(enc, &timestamp_text(&dt), &ty),
+                Some(_) if is_text(field) && zone.is_some() => match timestamptz_text(us, tz) {
+                    Some(text) => encode_as_text(enc, &text, &ty),
+                    None => encode_text(enc, formatter, row, &ty),
+                },
+                Some(_) if is_text(field) => match timestamp_text(us) {
+                    Some(text) => encode_as_text(enc, &text, &ty),
+                    None => encode_text(enc, formatter, row, &ty),
+                },
                 Some(dt) if zone.is_some() => enc.encode_field(&dt),
                 Some(dt) => enc.encode_field(&dt.naive_utc()),
                 None => encode_text(enc, formatter, row, &ty),
@@ -255,34 +259,6 @@ fn encode_value(
 
 fn is_text(field: &FieldInfo) -> bool {
     field.format() == FieldFormat::Text
-}
-
-/// PostgreSQL's text for a timestamp (UTC): seconds with only the fractional digits needed.
-/// PostgreSQL's text for a timestamptz shown in zone `tz`: local time, then the offset as
-/// `+hh`, `+hh:mm` or `+hh:mm:ss` (only as long as it needs).
-fn timestamptz_text(dt: &DateTime<Utc>, tz: SessionTimeZone) -> String {
-    let offset = tz.offset_at(&dt.naive_utc());
-    let local = dt.naive_utc() + chrono::TimeDelta::seconds(i64::from(offset));
-    let sign = if offset < 0 { '-' } else { '+' };
-    let a = offset.unsigned_abs();
-    let (h, m, s) = (a / 3600, a / 60 % 60, a % 60);
-    let zone = match (m, s) {
-        (0, 0) => format!("{sign}{h:02}"),
-        (_, 0) => format!("{sign}{h:02}:{m:02}"),
-        _ => format!("{sign}{h:02}:{m:02}:{s:02}"),
-    };
-    format!("{}{zone}", timestamp_text(&local.and_utc()))
-}
-
-fn timestamp_text(dt: &DateTime<Utc>) -> String {
-    let base = dt.format("%Y-%m-%d %H:%M:%S").to_string();
-    let micros = dt.timestamp_subsec_micros();
-    if micros == 0 {
-        base
-    } else {
-        let frac = format!("{micros:06}");
-        format!("{base}.{}", frac.trim_end_matches('0'))
-    }
 }
 
 /// Writes already-rendered text for a text-format field of type `ty`.
@@ -366,6 +342,11 @@ mod tests {
         braid_planner::types::float4_text(v)
     }
 
+    fn timestamptz_text(dt: &DateTime<Utc>, tz: SessionTimeZone) -> String {
+        braid_planner::types::timestamptz_text(dt.timestamp_micros(), tz)
+            .expect("an instant in chrono's range")
+    }
+
     /// Expected values are PostgreSQL 15.18's output after the same `SET TIME ZONE`.
     #[test]
     fn timestamptz_text_follows_the_session_time_zone() {
@@ -442,7 +423,7 @@ mod tests {
 
     #[test]
     fn timestamps_keep_only_needed_fraction_digits() {
-        let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).map(|d| timestamp_text(&d));
+        let at = timestamp_text;
         assert_eq!(at(0).as_deref(), Some("1970-01-01 00:00:00"));
         assert_eq!(at(500_000).as_deref(), Some("1970-01-01 00:00:00.5"));
         assert_eq!(at(123_456).as_deref(), Some("1970-01-01 00:00:00.123456"));

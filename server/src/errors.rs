@@ -117,6 +117,8 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::InFailedTransaction => "25P02",
         Error::OutOfRange(_) | Error::FloatOutOfRange(_) => "22003",
         Error::IntervalOutOfRange => "22008",
+        Error::InvalidDatetimeInput { .. } => "22007",
+        Error::DatetimeFieldOverflow { .. } => "22015",
         Error::Storage { kind, .. } => match kind {
             StorageErrorKind::DiskFull => "53100",
             StorageErrorKind::Corruption => "XX001",

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use braid_planner::datafusion::arrow::datatypes::DataType;
+use braid_planner::datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
 use braid_planner::datafusion::common::ScalarValue;
 use braid_planner::datetime::normalize_timestamp;
 use braid_planner::types::SessionTimeZone;
@@ -31,6 +31,7 @@ pub fn param_pg_type(dt: Option<&DataType>) -> Type {
         Some(DataType::Date32) => Type::DATE,
         Some(DataType::Timestamp(_, None)) => Type::TIMESTAMP,
         Some(DataType::Timestamp(_, Some(_))) => Type::TIMESTAMPTZ,
+        Some(DataType::Interval(IntervalUnit::MonthDayNano)) => Type::INTERVAL,
         _ => Type::TEXT,
     }
 }
@@ -59,9 +60,12 @@ pub fn decode_params<S: Clone>(
             .cloned()
             .flatten()
             .unwrap_or_else(|| param_pg_type(target.as_ref()));
-        let v = match text_timestamp(portal, i, &ty, zone)? {
-            Some(v) => v,
-            None => decode_one(portal, i, &ty)?,
+        let v = if ty == Type::INTERVAL {
+            interval(portal, i, &ty)?
+        } else if let Some(v) = text_timestamp(portal, i, &ty, zone)? {
+            v
+        } else {
+            decode_one(portal, i, &ty)?
         };
         let v = match &target {
             Some(t) if &v.data_type() != t && !v.is_null() => {
@@ -110,6 +114,32 @@ fn text_timestamp<S: Clone>(
         Some(micros),
         with_zone.then(|| Arc::from("UTC")),
     )))
+}
+
+/// An interval parameter: PostgreSQL's binary form (microseconds, days, months), or text read
+/// as PostgreSQL's `interval_in` reads it, with its errors (22007, 22015, 22008).
+fn interval<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    let value = if portal.parameter_format.format_for(i) == FieldFormat::Text {
+        match portal.parameter::<String>(i, &Type::TEXT)? {
+            None => None,
+            Some(text) => Some(
+                braid_planner::interval_input::parse_interval(&text)
+                    .map_err(|e| crate::errors::to_pgwire(&e))?,
+            ),
+        }
+    } else {
+        match portal.parameter::<pg_interval::Interval>(i, ty)? {
+            None => None,
+            Some(v) => Some(IntervalMonthDayNano {
+                months: v.months,
+                days: v.days,
+                nanoseconds: v.microseconds.checked_mul(1000).ok_or_else(|| {
+                    crate::errors::to_pgwire(&braid_planner::error::Error::IntervalOutOfRange)
+                })?,
+            }),
+        }
+    };
+    Ok(ScalarValue::IntervalMonthDayNano(value))
 }
 
 fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {

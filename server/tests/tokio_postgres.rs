@@ -1378,6 +1378,42 @@ async fn intervals_in_binary_and_interval_times_a_parameter() -> anyhow::Result<
     // 1.5 months is 1 month and 15 days; 1.5 days is 1 day and 12 hours.
     assert_eq!(row.get::<_, Interval>(0), Interval::new(1, 16, 12 * hour));
     assert_eq!(row.get::<_, Interval>(1), Interval::new(0, 0, 3 * hour / 2));
+
+    // An interval parameter is announced as interval and read from PostgreSQL's binary form.
+    let stmt = client
+        .prepare("SELECT $1::interval::text, timestamp '2026-01-01 00:00:00' + $1::interval")
+        .await?;
+    assert_eq!(stmt.params(), &[Type::INTERVAL]);
+    let row = client
+        .query_one(&stmt, &[&Interval::new(14, -3, 2 * hour + 1)])
+        .await?;
+    assert_eq!(
+        row.get::<_, String>(0),
+        "1 year 2 mons -3 days +02:00:00.000001"
+    );
+    assert_eq!(
+        row.get::<_, chrono::NaiveDateTime>(1).to_string(),
+        "2027-02-26 02:00:00.000001"
+    );
+    // As text, it is read as PostgreSQL reads interval text, errors included.
+    let rows = client
+        .simple_query("SELECT '1 day 02:00:00'::interval < interval '26:00:01'")
+        .await?;
+    let first = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(first.as_deref(), Some("t"));
+    let err = client
+        .query_one("SELECT $1::text::interval", &[&"1 fortnight"])
+        .await
+        .expect_err("not an interval");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "22007");
+    assert_eq!(
+        db.message(),
+        "invalid input syntax for type interval: \"1 fortnight\""
+    );
     drop(client);
     server.stop().await?;
     Ok(())

@@ -283,13 +283,17 @@ pub fn register_functions(ctx: &SessionContext, user: &str, tables: Arc<dyn Tabl
             let snap = Snapshot::take(t.as_ref());
             let ixs = oids(a, 0, n)?;
             let cols = oids(a, 1, n)?;
+            // `pretty` (the third argument, psql's `\d`) leaves a visible table unqualified.
+            let pretty = oids(a, 2, n)?;
             Ok(text_array(
                 ixs.into_iter()
                     .zip(cols)
-                    .map(|(ix, col)| {
+                    .zip(pretty)
+                    .map(|((ix, col), pretty)| {
                         let ix = snap.index(ix?)?;
                         match col.unwrap_or(0) {
-                            0 => Some(snap.index_definition(&ix)),
+                            0 if pretty.unwrap_or(0) != 0 => Some(snap.index_definition(&ix)),
+                            0 => Some(snap.qualified_index_definition(&ix)),
                             c => ix
                                 .columns
                                 .get(usize::try_from(c).ok()?.checked_sub(1)?)

@@ -9,7 +9,8 @@
 //!   entry key: an insert that sees it fails with 23505, and two concurrent transactions that
 //!   both write it cannot both commit (the later committer fails with 40001 on the key).
 //! - plain index, or a NULL in a unique one: `cols ++ rowkey → rowkey`. NULLs never collide
-//!   (PostgreSQL's default NULLS DISTINCT).
+//!   (PostgreSQL's default NULLS DISTINCT). A unique index made NULLS NOT DISTINCT keeps
+//!   rows with NULLs in the `cols → rowkey` form too, so a second NULL conflicts.
 //!
 //! Every entry of a value starts with its `cols`, so a read by index scans the `cols` ranges
 //! the filters leave ([`super::key::key_access`] over the indexed columns), then gets each
@@ -132,7 +133,7 @@ impl IndexLayout {
     /// The entry key of a row stored under `row_key`, and whether it is a unique one.
     fn entry_key(&self, columns: &[ArrayRef], row: usize, row_key: &[u8]) -> (Vec<u8>, bool) {
         let (mut k, null) = self.cols(columns, row);
-        let unique = self.def.unique && !null;
+        let unique = self.def.unique && (!null || self.def.nulls_not_distinct);
         if !unique {
             k.extend_from_slice(row_key);
         }
@@ -165,7 +166,7 @@ impl IndexLayout {
     }
 
     /// The stored row key a unique index holds for the values of row `row`, if any (`None`
-    /// also when a value is NULL: NULLs never conflict).
+    /// also when a value is NULL, unless the index says NULLS NOT DISTINCT).
     pub(crate) async fn find(
         &self,
         txn: &Transaction,
@@ -173,7 +174,7 @@ impl IndexLayout {
         row: usize,
     ) -> Result<Option<Bytes>> {
         let (k, null) = self.cols(columns, row);
-        if !self.def.unique || null {
+        if !self.def.unique || (null && !self.def.nulls_not_distinct) {
             return Ok(None);
         }
         txn.get(self.def.id, &k).await.map_err(rows_error)
@@ -405,6 +406,8 @@ mod tests {
             unique,
             constraint: false,
             building: false,
+            order: Vec::new(),
+            nulls_not_distinct: false,
         };
         TableDef {
             id: 1,

@@ -13,33 +13,31 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{command, ident_name, object_parts, Output, Session};
-use crate::catalog::{ColumnDef, IndexDef, TableDef, TableKind};
+use crate::catalog::{ColumnDef, IndexDef, IndexOrder, TableDef, TableKind};
 use crate::error::{Error, Result};
 use crate::rows::index::{check_index_type, fill, schema_stamp};
 use crate::rows::rows_error;
 
-/// Refuses the parts of a UNIQUE constraint braid does not implement.
-pub(super) fn check_unique_options(u: &UniqueConstraint) -> Result<()> {
-    if matches!(u.nulls_distinct, NullsDistinctOption::NotDistinct) {
-        return Err(Error::Unsupported(
-            "UNIQUE NULLS NOT DISTINCT is not supported".into(),
-        ));
-    }
+/// Refuses the parts of a UNIQUE constraint braid does not implement; says whether it is
+/// NULLS NOT DISTINCT.
+pub(super) fn check_unique_options(u: &UniqueConstraint) -> Result<bool> {
     if u.characteristics.is_some() {
         return Err(Error::Unsupported(
             "deferrable UNIQUE constraints are not supported".into(),
         ));
     }
-    Ok(())
+    Ok(matches!(u.nulls_distinct, NullsDistinctOption::NotDistinct))
 }
 
-/// The column names of an index's or constraint's column list, checked against `columns`.
+/// The column names of an index's or constraint's column list, checked against `columns`,
+/// with each column's DESC / NULLS FIRST (only an index may have them).
 pub(super) fn column_names(
     list: &[IndexColumn],
     columns: &[ColumnDef],
     what: &str,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<IndexOrder>)> {
     let mut out = Vec::with_capacity(list.len());
+    let mut order = Vec::with_capacity(list.len());
     for ic in list {
         let SqlExpr::Identifier(id) = &ic.column.expr else {
             return Err(Error::Unsupported(format!(
@@ -47,10 +45,16 @@ pub(super) fn column_names(
                 ic.column.expr
             )));
         };
-        if ic.column.options.asc == Some(false) || ic.column.options.nulls_first == Some(true) {
-            return Err(Error::Unsupported(
-                "DESC and NULLS FIRST index columns are not supported".into(),
-            ));
+        let desc = ic.column.options.asc == Some(false);
+        let o = IndexOrder {
+            desc,
+            nulls_first: ic.column.options.nulls_first.unwrap_or(desc),
+        };
+        if what != "index" && o != IndexOrder::default() {
+            return Err(Error::Syntax(format!(
+                "syntax error: a {what} constraint's columns take no ordering ({})",
+                ic.column
+            )));
         }
         if ic.operator_class.is_some() {
             return Err(Error::Unsupported(
@@ -67,8 +71,13 @@ pub(super) fn column_names(
         };
         check_index_type(&n, c.ty)?;
         out.push(n);
+        order.push(o);
     }
-    Ok(out)
+    // All ascending is the default, kept as no entries at all.
+    if order.iter().all(|o| *o == IndexOrder::default()) {
+        order.clear();
+    }
+    Ok((out, order))
 }
 
 impl Session {
@@ -100,14 +109,14 @@ impl Session {
         table: &str,
         columns: &[ColumnDef],
         primary_key: &[String],
-        uniques: Vec<(Option<String>, Vec<String>)>,
+        uniques: Vec<(Option<String>, Vec<String>, bool)>,
     ) -> Result<Vec<IndexDef>> {
         let mut out: Vec<IndexDef> = Vec::new();
         let mut names: Vec<String> = vec![table.to_string()];
         if !primary_key.is_empty() {
             names.push(format!("{table}_pkey"));
         }
-        for (name, cols) in uniques {
+        for (name, cols, nulls_not_distinct) in uniques {
             for c in &cols {
                 let Some(col) = columns.iter().find(|x| &x.name == c) else {
                     return Err(Error::KeyColumnMissing(c.clone()));
@@ -139,6 +148,8 @@ impl Session {
                 unique: true,
                 constraint: true,
                 building: false,
+                order: Vec::new(),
+                nulls_not_distinct,
             });
         }
         Ok(out)
@@ -161,11 +172,6 @@ impl Session {
                 "partial indexes, INCLUDE and WITH (...) on indexes are not supported".into(),
             ));
         }
-        if ci.nulls_distinct == Some(false) {
-            return Err(Error::Unsupported(
-                "UNIQUE NULLS NOT DISTINCT is not supported".into(),
-            ));
-        }
         let rows = self.engine.rows_for(&self.database)?;
         let _ddl = self.engine.table_ddl.lock().await;
         let Some(def) = self.engine.catalog.table(&self.database, &schema, &table) else {
@@ -176,7 +182,7 @@ impl Session {
                 "CREATE INDEX is not supported on stream \"{table}\""
             )));
         }
-        let columns = column_names(&ci.columns, &def.columns, "index")?;
+        let (columns, order) = column_names(&ci.columns, &def.columns, "index")?;
         let name = match &ci.name {
             Some(n) => {
                 let parts = object_parts(n);
@@ -208,6 +214,9 @@ impl Session {
             unique: ci.unique,
             constraint: false,
             building: true,
+            order,
+            // Only a unique index treats NULLs at all (PostgreSQL accepts the words on any).
+            nulls_not_distinct: ci.nulls_distinct == Some(false),
         };
         let mut building = def.clone();
         if let TableKind::Table(o) = &mut building.kind {
