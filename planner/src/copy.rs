@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, IntervalMonthDayNanoBuilder, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::FormatOptions;
@@ -397,6 +399,17 @@ pub fn rows_to_batch(
                     },
                     Some(t) => b.append_value(t.as_bytes()),
                 }
+            }
+            Arc::new(b.finish())
+        } else if matches!(target, DataType::Interval(_)) {
+            // PostgreSQL's interval text, which Arrow's cast does not read; its errors are
+            // PostgreSQL's (22007 and the rest), as COPY reports them.
+            let mut b = IntervalMonthDayNanoBuilder::with_capacity(rows.len());
+            for t in texts {
+                b.append_option(
+                    t.map(|t| crate::interval_input::parse_interval(&t))
+                        .transpose()?,
+                );
             }
             Arc::new(b.finish())
         } else {

@@ -522,7 +522,7 @@ macro_rules! ty {
 }
 
 /// The types braid's columns can have, plus those its catalog columns use.
-pub const TYPES: [TypeInfo; 19] = [
+pub const TYPES: [TypeInfo; 20] = [
     ty!(16, "bool", 1, true, "c", "p", 0, "B"),
     ty!(17, "bytea", -1, false, "i", "x", 0, "U"),
     ty!(19, "name", 64, false, "c", "p", 950, "S"),
@@ -557,6 +557,7 @@ pub const TYPES: [TypeInfo; 19] = [
     ty!(1082, "date", 4, true, "i", "p", 0, "D"),
     ty!(1114, "timestamp", 8, true, "d", "p", 0, "D"),
     ty!(1184, "timestamptz", 8, true, "d", "p", 0, "D"),
+    ty!(1186, "interval", 16, false, "d", "p", 0, "T"),
     ty!(1700, "numeric", -1, false, "i", "m", 0, "N"),
     ty!(2950, "uuid", 16, false, "c", "p", 0, "U"),
     ty!(3802, "jsonb", -1, false, "i", "x", 0, "U"),
@@ -583,6 +584,7 @@ pub fn type_of(t: ColumnType) -> (i64, i32) {
         ColumnType::Timestamptz => (1184, -1),
         ColumnType::Jsonb => (3802, -1),
         ColumnType::Uuid => (2950, -1),
+        ColumnType::Interval => (1186, -1),
     }
 }
 

@@ -27,12 +27,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
+    IntervalMonthDayNanoBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    TimestampMicrosecondType,
+    IntervalMonthDayNano, IntervalMonthDayNanoType, TimestampMicrosecondType,
 };
 
 use crate::types::{ColumnType, UTC};
@@ -152,6 +152,12 @@ fn put_value(out: &mut Vec<u8>, ty: ColumnType, col: &ArrayRef, row: usize) {
                 .value(row)
                 .to_le_bytes(),
         ),
+        ColumnType::Interval => {
+            let v = col.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            out.extend_from_slice(&v.months.to_le_bytes());
+            out.extend_from_slice(&v.days.to_le_bytes());
+            out.extend_from_slice(&v.nanoseconds.to_le_bytes());
+        }
     }
 }
 
@@ -227,7 +233,7 @@ fn fixed_width(ty: ColumnType) -> Option<usize> {
         ColumnType::Int8 | ColumnType::Float8 | ColumnType::Timestamp | ColumnType::Timestamptz => {
             Some(8)
         }
-        ColumnType::Numeric { .. } => Some(16),
+        ColumnType::Numeric { .. } | ColumnType::Interval => Some(16),
         ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid | ColumnType::Bytea => None,
     }
 }
@@ -274,6 +280,7 @@ enum ColumnBuilder {
     Bytea(BinaryBuilder),
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, bool),
+    Interval(IntervalMonthDayNanoBuilder),
 }
 
 impl ColumnBuilder {
@@ -299,6 +306,7 @@ impl ColumnBuilder {
             ColumnType::Timestamptz => {
                 ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new(), true)
             }
+            ColumnType::Interval => ColumnBuilder::Interval(IntervalMonthDayNanoBuilder::new()),
         }
     }
 
@@ -315,6 +323,7 @@ impl ColumnBuilder {
             ColumnBuilder::Bytea(b) => b.append_null(),
             ColumnBuilder::Date(b) => b.append_null(),
             ColumnBuilder::Timestamp(b, _) => b.append_null(),
+            ColumnBuilder::Interval(b) => b.append_null(),
         }
     }
 
@@ -334,6 +343,7 @@ impl ColumnBuilder {
             ColumnBuilder::Text(b) => Arc::new(b.finish()),
             ColumnBuilder::Bytea(b) => Arc::new(b.finish()),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Interval(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b, tz) => {
                 let a = b.finish();
                 if *tz {
@@ -498,7 +508,7 @@ fn locate_values(
             | ColumnType::Float8
             | ColumnType::Timestamp
             | ColumnType::Timestamptz => 8,
-            ColumnType::Numeric { .. } => 16,
+            ColumnType::Numeric { .. } | ColumnType::Interval => 16,
             ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid | ColumnType::Bytea => {
                 usize::try_from(r.varint()?).map_err(|_| DecodeError::Varint(r.pos))?
             }
@@ -533,6 +543,16 @@ fn append_value(b: &mut ColumnBuilder, v: &[u8], col: usize) -> Result<(), Decod
         ColumnBuilder::Bytea(b) => b.append_value(v),
         ColumnBuilder::Date(b) => b.append_value(i32::from_le_bytes(fixed(v)?)),
         ColumnBuilder::Timestamp(b, _) => b.append_value(i64::from_le_bytes(fixed(v)?)),
+        ColumnBuilder::Interval(b) => {
+            let v: [u8; 16] = fixed(v)?;
+            let (months, rest) = v.split_at(4);
+            let (days, nanos) = rest.split_at(4);
+            b.append_value(IntervalMonthDayNano {
+                months: i32::from_le_bytes(fixed(months)?),
+                days: i32::from_le_bytes(fixed(days)?),
+                nanoseconds: i64::from_le_bytes(fixed(nanos)?),
+            })
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,10 @@ pub enum ColumnType {
     Int8,
     Float4,
     Float8,
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     Bytea,
     Date,
@@ -37,6 +40,8 @@ pub enum ColumnType {
     Timestamptz,
     Jsonb,
     Uuid,
+    /// PostgreSQL's `interval`: months, days and microseconds, kept apart.
+    Interval,
 }
 
 /// How a text column was declared when it was not plain `text`, so the catalog shows it as
@@ -121,6 +126,10 @@ impl ColumnType {
             }
             S::JSONB | S::JSON => ColumnType::Jsonb,
             S::Uuid => ColumnType::Uuid,
+            S::Interval {
+                fields: None,
+                precision: None,
+            } => ColumnType::Interval,
             S::Custom(name, _) => {
                 let n = name.to_string().to_ascii_lowercase();
                 match n.as_str() {
@@ -152,6 +161,7 @@ impl ColumnType {
             ColumnType::Timestamptz => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC)))
             }
+            ColumnType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
         }
     }
 
@@ -185,6 +195,7 @@ impl ColumnType {
             ColumnType::Timestamptz => "timestamp with time zone".into(),
             ColumnType::Jsonb => "jsonb".into(),
             ColumnType::Uuid => "uuid".into(),
+            ColumnType::Interval => "interval".into(),
         }
     }
 }
@@ -201,8 +212,9 @@ fn clamp_precision(p: u64) -> Result<u8> {
 
 fn unsupported_type(name: &str) -> Error {
     Error::Unsupported(format!(
-        "type {name} is not supported in streams; use boolean, smallint, integer, bigint, real, \
-         double precision, numeric, text, varchar, bytea, date, timestamp, timestamptz, jsonb or uuid"
+        "type {name} is not supported; use boolean, smallint, integer, bigint, real, double \
+         precision, numeric, text, varchar, bytea, date, timestamp, timestamptz, interval, jsonb \
+         or uuid"
     ))
 }
 

@@ -1418,3 +1418,67 @@ async fn intervals_in_binary_and_interval_times_a_parameter() -> anyhow::Result<
     server.stop().await?;
     Ok(())
 }
+
+/// An interval column of a row table and of a stream: written from a binary parameter, read
+/// back in binary, its text as PostgreSQL's; `RETURNING *` names its columns as PostgreSQL
+/// does (`id`, not `t.id`), which drivers that read rows by name depend on.
+#[tokio::test]
+async fn interval_columns_and_returning_column_names() -> anyhow::Result<()> {
+    use pg_interval::Interval;
+    let mut server = BraidServer::start_binary(env!("CARGO_BIN_EXE_braid")).await?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE spans (id int PRIMARY KEY, d interval, note text);
+             CREATE STREAM span_events (d interval, k text)",
+        )
+        .await?;
+    let hour = 3_600_000_000;
+    let rows = client
+        .query(
+            "INSERT INTO spans VALUES ($1, $2, 'x') RETURNING *",
+            &[&1i32, &Interval::new(1, -2, 3 * hour)],
+        )
+        .await?;
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["id", "d", "note"]);
+    assert_eq!(
+        rows[0].get::<_, Interval>(1),
+        Interval::new(1, -2, 3 * hour)
+    );
+    let rows = client
+        .query(
+            "UPDATE spans SET d = d * 2 WHERE id = 1 RETURNING *, d::text AS t",
+            &[],
+        )
+        .await?;
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["id", "d", "note", "t"]);
+    assert_eq!(rows[0].get::<_, String>(3), "2 mons -4 days +06:00:00");
+    client
+        .execute(
+            "INSERT INTO span_events VALUES ($1, 'k')",
+            &[&Interval::new(0, 1, hour / 2)],
+        )
+        .await?;
+    let row = client
+        .query_one("SELECT d, d::text FROM span_events", &[])
+        .await?;
+    assert_eq!(row.get::<_, Interval>(0), Interval::new(0, 1, hour / 2));
+    assert_eq!(row.get::<_, String>(1), "1 day 00:30:00");
+    // Kept on disk: the same values after a restart.
+    drop(client);
+    server.restart().await?;
+    let client = server.connect().await?;
+    let row = client
+        .query_one("SELECT d::text FROM spans WHERE id = 1", &[])
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "2 mons -4 days +06:00:00");
+    let row = client
+        .query_one("SELECT d::text FROM span_events", &[])
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "1 day 00:30:00");
+    drop(client);
+    server.stop().await?;
+    Ok(())
+}

@@ -196,6 +196,7 @@ pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
             }
             None => "numeric".into(),
         },
+        1186 => "interval".into(),
         2950 => "uuid".into(),
         3802 => "jsonb".into(),
         other => type_info(other).map_or("???".into(), |t| t.name.to_string()),

@@ -78,10 +78,14 @@ pub fn schema_stamp(def: &TableDef) -> u64 {
 /// Index columns must have an order-preserving encoding.
 pub fn check_index_type(name: &str, ty: ColumnType) -> Result<()> {
     match ty {
-        ColumnType::Numeric { .. } | ColumnType::Jsonb => Err(Error::Unsupported(format!(
-            "column \"{name}\" has type {}, which braid cannot index yet",
-            ty.sql_name()
-        ))),
+        // An interval compares by its normalized length (1 day = 24 hours), which a key
+        // encoding of its three fields would not follow.
+        ColumnType::Numeric { .. } | ColumnType::Jsonb | ColumnType::Interval => {
+            Err(Error::Unsupported(format!(
+                "column \"{name}\" has type {}, which braid cannot index yet",
+                ty.sql_name()
+            )))
+        }
         _ => Ok(()),
     }
 }

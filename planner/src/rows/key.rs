@@ -83,11 +83,15 @@ impl KeyLayout {
 /// Key columns must have an order-preserving encoding.
 pub fn check_key_type(name: &str, ty: ColumnType) -> Result<()> {
     match ty {
-        ColumnType::Numeric { .. } | ColumnType::Jsonb => Err(Error::Unsupported(format!(
+        // An interval compares by its normalized length (1 day = 24 hours), which a key
+        // encoding of its three fields would not follow.
+        ColumnType::Numeric { .. } | ColumnType::Jsonb | ColumnType::Interval => {
+            Err(Error::Unsupported(format!(
             "primary key column \"{name}\" has type {}, which braid cannot key rows by yet; use \
              an integer, text, uuid, bytea, boolean, float, date or timestamp column",
             ty.sql_name()
-        ))),
+        )))
+        }
         _ => Ok(()),
     }
 }
@@ -114,7 +118,7 @@ pub(crate) fn key_value(ty: ColumnType, a: &ArrayRef, row: usize) -> Option<KeyV
         ColumnType::Timestamp | ColumnType::Timestamptz => {
             KeyValue::Int64(a.as_primitive_opt::<TimestampMicrosecondType>()?.value(row))
         }
-        ColumnType::Numeric { .. } | ColumnType::Jsonb => return None,
+        ColumnType::Numeric { .. } | ColumnType::Jsonb | ColumnType::Interval => return None,
     })
 }
 
@@ -170,7 +174,7 @@ pub(crate) fn scalar_key(ty: ColumnType, v: &ScalarValue) -> Option<KeyValue> {
             ScalarValue::TimestampMicrosecond(Some(t), _) => KeyValue::Int64(*t),
             _ => return None,
         },
-        ColumnType::Numeric { .. } | ColumnType::Jsonb => return None,
+        ColumnType::Numeric { .. } | ColumnType::Jsonb | ColumnType::Interval => return None,
     })
 }
 

@@ -52,11 +52,12 @@ impl Returning {
         let input = Arc::new(qualified_schema(table, qualifier)?);
         let mut exprs = Vec::new();
         let all = |exprs: &mut Vec<Expr>| {
+            // Named by the column alone, as PostgreSQL names them (not `t.id`).
             for (q, f) in input.iter() {
-                exprs.push(Expr::Column(datafusion::common::Column::new(
-                    q.cloned(),
-                    f.name(),
-                )));
+                exprs.push(
+                    Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()))
+                        .alias(f.name()),
+                );
             }
         };
         for item in items {
