@@ -30,14 +30,18 @@ use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
     IntervalUnit,
 };
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{internal_err, DFSchema, Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{
     binary_expr, ColumnarValue, Expr, ExprSchemable, Operator, ReturnFieldArgs, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
+use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::BinaryOperator as SqlBinaryOperator;
 
@@ -423,9 +427,48 @@ static INTERVAL_CMP_VALUE: LazyLock<ScalarUDF> = LazyLock::new(|| {
     })
 });
 
+/// ORDER BY an interval sorts by [`IntervalCmpValue`], as PostgreSQL's btree order does
+/// (`1 day` before `25:00:00`), where Arrow would sort months, then days, then nanoseconds.
+/// Only the sort key changes: the rows and their columns are the same.
+#[derive(Debug)]
+struct IntervalOrder;
+
+impl AnalyzerRule for IntervalOrder {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|p| {
+            let LogicalPlan::Sort(mut sort) = p else {
+                return Ok(Transformed::no(p));
+            };
+            let schema = sort.input.schema().clone();
+            let mut changed = false;
+            for e in &mut sort.expr {
+                if e.expr.get_type(&schema).is_ok_and(|t| t == INTERVAL) {
+                    let inner =
+                        std::mem::replace(&mut e.expr, Expr::Literal(ScalarValue::Null, None));
+                    e.expr = INTERVAL_CMP_VALUE.call(vec![inner]);
+                    changed = true;
+                }
+            }
+            let plan = LogicalPlan::Sort(sort);
+            Ok(if changed {
+                Transformed::yes(plan)
+            } else {
+                Transformed::no(plan)
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "braid_interval_order"
+    }
+}
+
 /// Makes `interval * number` and `interval / number` in `ctx` work as in PostgreSQL, and
 /// intervals compare as in PostgreSQL.
+/// ORDER BY an interval sorts as in PostgreSQL.
 pub fn register(ctx: &SessionContext) -> DfResult<()> {
+    ctx.add_analyzer_rule(Arc::new(IntervalOrder));
     ctx.state_ref()
         .write()
         .register_expr_planner(Arc::new(IntervalPlanner))
