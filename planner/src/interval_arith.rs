@@ -340,17 +340,40 @@ impl ExprPlanner for IntervalPlanner {
             _ => return Ok(PlannerResult::Original(expr)),
         };
         if !matches!(op, Operator::Multiply | Operator::Divide) {
-            let both = [&expr.left, &expr.right]
-                .iter()
-                .all(|e| e.get_type(schema).is_ok_and(|t| t == INTERVAL));
-            if !both {
+            let is_interval = |e: &Expr| e.get_type(schema).is_ok_and(|t| t == INTERVAL);
+            // The other side of a comparison with an interval is an interval too when it has
+            // no type of its own: an untyped `$n`, or a string constant PostgreSQL would read
+            // as an interval (`d > '1 day'`).
+            let as_interval = |e: Expr| -> Option<Expr> {
+                match e {
+                    e if is_interval(&e) => Some(e),
+                    Expr::Placeholder(Placeholder { id, field: None }) => {
+                        let field = Arc::new(Field::new(&id, INTERVAL, true));
+                        Some(Expr::Placeholder(Placeholder {
+                            id,
+                            field: Some(field),
+                        }))
+                    }
+                    e @ Expr::Literal(ScalarValue::Utf8(Some(_)), _) => {
+                        Some(datafusion::logical_expr::cast(e, INTERVAL))
+                    }
+                    _ => None,
+                }
+            };
+            if !is_interval(&expr.left) && !is_interval(&expr.right) {
                 return Ok(PlannerResult::Original(expr));
             }
+            let (Some(left), Some(right)) = (
+                as_interval(expr.left.clone()),
+                as_interval(expr.right.clone()),
+            ) else {
+                return Ok(PlannerResult::Original(expr));
+            };
             let value = |e: Expr| INTERVAL_CMP_VALUE.call(vec![e]);
             return Ok(PlannerResult::Planned(binary_expr(
-                value(expr.left),
+                value(left),
                 op,
-                value(expr.right),
+                value(right),
             )));
         }
         Ok(match interval_call(op, &expr.left, &expr.right, schema) {

@@ -78,9 +78,25 @@ pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
             } else {
                 format.format_for(i)
             };
+            let size = type_size(&ty);
             FieldInfo::new(display_name(f.name()).to_string(), None, None, ty, fmt)
+                .with_type_size(size)
         })
         .collect()
+}
+
+/// `pg_type.typlen` of a type braid sends, which RowDescription carries: the fixed width of
+/// a value, -1 for a variable-length one (JDBC-based tools read it).
+fn type_size(ty: &Type) -> i16 {
+    match *ty {
+        Type::BOOL | Type::CHAR => 1,
+        Type::INT2 => 2,
+        Type::INT4 | Type::FLOAT4 | Type::DATE | Type::OID => 4,
+        Type::INT8 | Type::FLOAT8 | Type::TIMESTAMP | Type::TIMESTAMPTZ | Type::TIME => 8,
+        Type::INTERVAL | Type::UUID => 16,
+        Type::NAME => 64,
+        _ => -1,
+    }
 }
 
 fn is_text_native(dt: &DataType) -> bool {

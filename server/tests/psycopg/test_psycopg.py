@@ -147,6 +147,29 @@ def test_copy(conn):
         assert cur.fetchall() == [(100, "c1"), (101, None), (102, "x,y"), (103, None)]
 
 
+def test_intervals_and_column_sizes(conn):
+    # RowDescription carries pg_type.typlen (psycopg's internal_size), as PostgreSQL's does.
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1::int4 AS a, 2::int8 AS b, 'x'::text AS c, "
+                    "interval '1 day 02:00' AS d, now() AS e")
+        assert [c.internal_size for c in cur.description] == [4, 8, None, 16, 8]
+        # timedelta parameters (psycopg's text "1 day 2:00:00" and "-1 day 23:59:58.500000")
+        # are read as PostgreSQL reads them; results load back as the same timedelta.
+        cur.execute("CREATE TABLE spans_py (id int PRIMARY KEY, d interval)")
+        cur.execute("INSERT INTO spans_py VALUES (%s, %s), (%s, %s)",
+                    (1, datetime.timedelta(days=1, hours=2),
+                     2, datetime.timedelta(seconds=-1.5)), prepare=True)
+        cur.execute("SELECT d, d::text FROM spans_py ORDER BY id")
+        assert cur.fetchall() == [
+            (datetime.timedelta(days=1, hours=2), "1 day 02:00:00"),
+            (datetime.timedelta(seconds=-1.5), "-1 days +23:59:58.5"),
+        ]
+    with conn.cursor(binary=True) as cur:
+        cur.execute("SELECT id FROM spans_py WHERE d > %s ORDER BY id",
+                    (datetime.timedelta(hours=25),))
+        assert cur.fetchall() == [(1,)]
+
+
 def main():
     server = Server()
     passed = failed = 0
@@ -154,7 +177,8 @@ def main():
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             for test in [test_prepared_parameters, test_binary_results, test_errors,
                          test_transaction_abort, test_copy,
-                         test_text_timestamps_in_the_session_zone]:
+                         test_text_timestamps_in_the_session_zone,
+                         test_intervals_and_column_sizes]:
                 try:
                     test(conn)
                     passed += 1
