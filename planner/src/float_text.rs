@@ -41,84 +41,68 @@ use datafusion::prelude::SessionContext;
 use crate::interval_arith::interval_text;
 use crate::types::{float4_text, float8_text, timestamp_text, timestamptz_text, SessionTimeZone};
 
-/// `float8out` (over Float64) or `float4out` (over Float32).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct FloatOut {
-    name: &'static str,
-    signature: Signature,
-}
-
-static FLOAT8_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
-    ScalarUDF::new_from_impl(FloatOut {
-        name: "float8out",
-        signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable),
-    })
-});
-
-static INTERVAL_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
-    ScalarUDF::new_from_impl(FloatOut {
-        name: "interval_out",
-        signature: Signature::exact(
-            vec![DataType::Interval(IntervalUnit::MonthDayNano)],
-            Volatility::Immutable,
-        ),
-    })
-});
-
-static FLOAT4_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
-    ScalarUDF::new_from_impl(FloatOut {
-        name: "float4out",
-        signature: Signature::exact(vec![DataType::Float32], Volatility::Immutable),
-    })
-});
-
-impl ScalarUDFImpl for FloatOut {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    /// The cast's own name: its operand's.
-    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
-        match args {
-            [a] => Ok(a.schema_name().to_string()),
-            _ => internal_err!("{} takes one argument", self.name),
-        }
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let [arg] = args.args.as_slice() else {
-            return internal_err!("{} takes one argument", self.name);
-        };
-        match arg {
-            ColumnarValue::Scalar(s) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(match s {
-                ScalarValue::Float64(v) => v.map(float8_text),
-                ScalarValue::Float32(v) => v.map(float4_text),
-                ScalarValue::IntervalMonthDayNano(v) => v.map(interval_text),
-                other => return internal_err!("{} got {}", self.name, other.data_type()),
-            }))),
-            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(texts(a)?)),
-        }
-    }
-}
-
-/// `timestamp_out` / `timestamptz_out`: a timestamp as PostgreSQL's text, a timestamptz in
-/// the session's TimeZone (read when the call runs, so `SET TIME ZONE` counts).
+/// One of PostgreSQL's output functions: `float8out`, `float4out`, `interval_out`,
+/// `timestamp_out`, or `timestamptz_out`, which writes in the session's TimeZone (read when
+/// the call runs, so `SET TIME ZONE` counts).
 #[derive(Debug)]
-struct TimestampOut {
+struct TextOut {
     name: &'static str,
     zone: Option<Arc<parking_lot::Mutex<SessionTimeZone>>>,
     signature: Signature,
 }
 
-impl PartialEq for TimestampOut {
+impl TextOut {
+    fn udf(name: &'static str, input: Option<DataType>) -> ScalarUDF {
+        let signature = match input {
+            Some(t) => Signature::exact(vec![t], Volatility::Immutable),
+            None => Signature::any(1, Volatility::Immutable),
+        };
+        ScalarUDF::new_from_impl(TextOut {
+            name,
+            zone: None,
+            signature,
+        })
+    }
+
+    /// The text of each value of `a`, a float, interval or timestamp array.
+    fn texts(&self, a: &ArrayRef) -> DfResult<ArrayRef> {
+        let mut out = StringBuilder::with_capacity(a.len(), a.len() * 8);
+        if let Some(p) = a.as_primitive_opt::<Float64Type>() {
+            p.iter().for_each(|v| out.append_option(v.map(float8_text)));
+        } else if let Some(p) = a.as_primitive_opt::<Float32Type>() {
+            p.iter().for_each(|v| out.append_option(v.map(float4_text)));
+        } else if let Some(p) = a.as_primitive_opt::<IntervalMonthDayNanoType>() {
+            p.iter()
+                .for_each(|v| out.append_option(v.map(interval_text)));
+        } else if let DataType::Timestamp(_, tz) = a.data_type() {
+            let zone = tz
+                .is_some()
+                .then(|| self.zone.as_ref().map(|z| *z.lock()).unwrap_or_default());
+            let micros = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            for v in micros.as_primitive::<TimestampMicrosecondType>().iter() {
+                let Some(us) = v else {
+                    out.append_null();
+                    continue;
+                };
+                let text = match zone {
+                    Some(tz) => timestamptz_text(us, tz),
+                    None => timestamp_text(us),
+                };
+                let Some(text) = text else {
+                    return Err(DataFusionError::Execution(format!(
+                        "timestamp out of range: {us} microseconds"
+                    )));
+                };
+                out.append_value(text);
+            }
+        } else {
+            return internal_err!("{} got {}", self.name, a.data_type());
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+impl PartialEq for TextOut {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
             && match (&self.zone, &other.zone) {
@@ -129,15 +113,30 @@ impl PartialEq for TimestampOut {
     }
 }
 
-impl Eq for TimestampOut {}
+impl Eq for TextOut {}
 
-impl std::hash::Hash for TimestampOut {
+impl std::hash::Hash for TextOut {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.name.hash(state);
     }
 }
 
-impl ScalarUDFImpl for TimestampOut {
+static FLOAT8_OUT: LazyLock<ScalarUDF> =
+    LazyLock::new(|| TextOut::udf("float8out", Some(DataType::Float64)));
+
+static FLOAT4_OUT: LazyLock<ScalarUDF> =
+    LazyLock::new(|| TextOut::udf("float4out", Some(DataType::Float32)));
+
+static INTERVAL_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| {
+    TextOut::udf(
+        "interval_out",
+        Some(DataType::Interval(IntervalUnit::MonthDayNano)),
+    )
+});
+
+static TIMESTAMP_OUT: LazyLock<ScalarUDF> = LazyLock::new(|| TextOut::udf("timestamp_out", None));
+
+impl ScalarUDFImpl for TextOut {
     fn name(&self) -> &str {
         self.name
     }
@@ -162,28 +161,7 @@ impl ScalarUDFImpl for TimestampOut {
         let [arg] = args.args.as_slice() else {
             return internal_err!("{} takes one argument", self.name);
         };
-        let zone = self.zone.as_ref().map(|z| *z.lock());
-        let text = |us: i64| match zone {
-            Some(tz) => timestamptz_text(us, tz),
-            None => timestamp_text(us),
-        };
-        let a = arg.to_array(args.number_rows)?;
-        let micros = cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 24);
-        for v in micros.as_primitive::<TimestampMicrosecondType>().iter() {
-            match v {
-                None => out.append_null(),
-                Some(us) => match text(us) {
-                    Some(t) => out.append_value(t),
-                    None => {
-                        return Err(DataFusionError::Execution(format!(
-                            "timestamp out of range: {us} microseconds"
-                        )))
-                    }
-                },
-            }
-        }
-        let out: ArrayRef = Arc::new(out.finish());
+        let out = self.texts(&arg.to_array(args.number_rows)?)?;
         Ok(match arg {
             ColumnarValue::Scalar(_) => {
                 ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
@@ -191,34 +169,6 @@ impl ScalarUDFImpl for TimestampOut {
             ColumnarValue::Array(_) => ColumnarValue::Array(out),
         })
     }
-}
-
-static TIMESTAMP_OUT: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-    Arc::new(ScalarUDF::new_from_impl(TimestampOut {
-        name: "timestamp_out",
-        zone: None,
-        signature: Signature::any(1, Volatility::Immutable),
-    }))
-});
-
-fn texts(a: &ArrayRef) -> DfResult<ArrayRef> {
-    let mut out = StringBuilder::with_capacity(a.len(), a.len() * 8);
-    if let Some(p) = a.as_primitive_opt::<Float64Type>() {
-        for v in p.iter() {
-            out.append_option(v.map(float8_text));
-        }
-    } else if let Some(p) = a.as_primitive_opt::<Float32Type>() {
-        for v in p.iter() {
-            out.append_option(v.map(float4_text));
-        }
-    } else if let Some(p) = a.as_primitive_opt::<IntervalMonthDayNanoType>() {
-        for v in p.iter() {
-            out.append_option(v.map(interval_text));
-        }
-    } else {
-        return internal_err!("float output got {}", a.data_type());
-    }
-    Ok(Arc::new(out.finish()))
 }
 
 /// Rewrites a cast of a float, an interval or a timestamp to a string type into the output
@@ -242,7 +192,7 @@ impl FloatText {
             (Ok(DataType::Float64), _) => Some(&*FLOAT8_OUT),
             (Ok(DataType::Float32), _) => Some(&*FLOAT4_OUT),
             (Ok(DataType::Interval(IntervalUnit::MonthDayNano)), _) => Some(&*INTERVAL_OUT),
-            (Ok(DataType::Timestamp(_, None)), _) => Some(TIMESTAMP_OUT.as_ref()),
+            (Ok(DataType::Timestamp(_, None)), _) => Some(&*TIMESTAMP_OUT),
             (Ok(DataType::Timestamp(_, Some(_))), _) => Some(self.timestamptz_out.as_ref()),
             _ => None,
         };
@@ -281,7 +231,7 @@ pub fn register(
     zone: Option<Arc<parking_lot::Mutex<SessionTimeZone>>>,
 ) -> DfResult<()> {
     let zone = zone.unwrap_or_default();
-    let timestamptz_out = Arc::new(ScalarUDF::new_from_impl(TimestampOut {
+    let timestamptz_out = Arc::new(ScalarUDF::new_from_impl(TextOut {
         name: "timestamptz_out",
         zone: Some(zone),
         // Stable, not immutable: the text depends on the session's TimeZone.
