@@ -805,6 +805,17 @@ impl FunctionRewrite for IntervalText {
     }
 }
 
+/// `expr` with its casts of text to interval read as PostgreSQL reads them, for code that
+/// simplifies (folds constants) an expression itself, before any function rewrite of a
+/// session would run.
+pub fn read_text_casts(expr: Expr, schema: &DFSchema) -> DfResult<Expr> {
+    use datafusion::common::tree_node::TreeNode;
+    let options = ConfigOptions::default();
+    Ok(expr
+        .transform_up(|e| IntervalText.rewrite(e, schema, &options))?
+        .data)
+}
+
 /// Makes every cast of text to interval in `ctx` read the text as PostgreSQL does.
 pub fn register(ctx: &SessionContext) -> DfResult<()> {
     crate::arithmetic::register_rewrite(ctx, Arc::new(IntervalText))

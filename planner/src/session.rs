@@ -1480,8 +1480,12 @@ impl Session {
                 kind: PreparedKind::Empty,
             });
         };
-        // Every statement, also those run directly (a DEFAULT in CREATE TABLE, SET).
-        crate::sql::canonical_intervals(&mut stmt)?;
+        // Every statement, also those run directly (SET), but DDL: a column DEFAULT is kept in
+        // the catalog as the user wrote it, and read when it is planned
+        // (`rows::default::plan_default`).
+        if !matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_)) {
+            crate::sql::canonical_intervals(&mut stmt)?;
+        }
         let planned = match &stmt {
             Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. } => true,
             // UPDATE and DELETE of row tables run in DataFusion; on streams (and missing

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use datafusion::sql::sqlparser::ast::{
     CastKind, DataType, Distinct, Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, OrderBy,
-    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
     TableAliasColumnDef, TableFactor, Value, Values, VisitMut, VisitorMut,
     WildcardAdditionalOptions,
 };
@@ -766,9 +766,9 @@ fn pg_type_name(t: &DataType) -> String {
 /// words Arrow's parser reads exactly, after reading it as PostgreSQL does
 /// ([`crate::interval_input`]): `interval '1 day 02:00:00'` stays a constant DataFusion folds,
 /// and text that is no interval fails here with PostgreSQL's error, not with Arrow's.
-pub fn canonical_intervals(stmt: &mut Statement) -> crate::error::Result<()> {
+pub fn canonical_intervals<T: VisitMut>(node: &mut T) -> crate::error::Result<()> {
     let mut failure = None;
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(stmt, |e| {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(node, |e| {
         if let Expr::Interval(iv) = e {
             if iv.leading_field.is_none() && iv.last_field.is_none() {
                 if let Expr::Value(v) = iv.value.as_mut() {

@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -51,11 +51,10 @@ pub fn check_default(state: &SessionState, column: &ColumnDef, expr: &SqlExpr) -
     if let ControlFlow::Break(m) = refused {
         return Err(Error::Unsupported(m.into()));
     }
-    let logical = plan_default(state, expr)?;
     // Simplifying folds constants, so a literal that does not convert to the column's type
     // fails here with the cast's error (22P02), as PostgreSQL's CREATE TABLE does.
     let empty = Arc::new(DFSchema::empty());
-    let cast = logical.cast_to(&column.ty.arrow_type(), empty.as_ref())?;
+    let cast = default_as(state, expr, &column.ty.arrow_type())?;
     let ctx = SimplifyContext::builder()
         .with_schema(empty)
         .with_current_time()
@@ -64,11 +63,19 @@ pub fn check_default(state: &SessionState, column: &ColumnDef, expr: &SqlExpr) -
     Ok(expr.to_string())
 }
 
+/// The default `expr` planned and cast to the column's type `ty`. A cast of text to interval
+/// is read as PostgreSQL reads it here: the callers fold the expression themselves, before the
+/// session's rewrites would run.
+fn default_as(state: &SessionState, expr: &SqlExpr, ty: &DataType) -> Result<Expr> {
+    let empty = DFSchema::empty();
+    let cast = plan_default(state, expr)?.cast_to(ty, &empty)?;
+    Ok(crate::interval_input::read_text_casts(cast, &empty)?)
+}
+
 fn plan_default(state: &SessionState, expr: &SqlExpr) -> Result<Expr> {
-    let with_alias = ExprWithAlias {
-        expr: expr.clone(),
-        alias: None,
-    };
+    let mut expr = expr.clone();
+    crate::sql::canonical_intervals(&mut expr)?;
+    let with_alias = ExprWithAlias { expr, alias: None };
     let logical = state.create_logical_expr_from_sql_expr(with_alias, &DFSchema::empty())?;
     // Its callers fold it to a constant before making a physical expression: checked first,
     // so `DEFAULT 9223372036854775807 + 1` fails as in PostgreSQL instead of wrapping.
@@ -84,10 +91,9 @@ pub fn missing_value(
     column: &ColumnDef,
     expr: &SqlExpr,
 ) -> Result<Option<String>> {
-    let logical = plan_default(state, expr)?;
     let empty = Arc::new(DFSchema::empty());
     let ty = column.ty.arrow_type();
-    let cast = logical.cast_to(&ty, empty.as_ref())?;
+    let cast = default_as(state, expr, &ty)?;
     let ctx = SimplifyContext::builder()
         .with_schema(empty)
         .with_current_time()
@@ -109,15 +115,18 @@ pub fn missing_value(
     Ok(crate::rowcodec::encode_value(column.ty, &array, 0).map(|b| crate::rows::encode_hex(&b)))
 }
 
-/// Parses a stored default back into SQL.
+/// Parses a stored default back into SQL, its interval constants in the words DataFusion
+/// reads (they are stored as the user wrote them).
 pub fn parse_default(text: &str) -> Result<SqlExpr> {
-    Parser::new(&PostgreSqlDialect {})
+    let mut expr = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| Error::CatalogCorrupt {
             path: "catalog".into(),
             reason: format!("a column default does not parse ({text}): {e}"),
-        })
+        })?;
+    crate::sql::canonical_intervals(&mut expr)?;
+    Ok(expr)
 }
 
 /// The planned defaults of `def`'s columns, by column name (columns without one are absent).
@@ -173,8 +182,7 @@ impl LeftOutDefaults {
                 continue;
             }
             let ty = c.ty.arrow_type();
-            let logical =
-                plan_default(state, &parse_default(text)?)?.cast_to(&ty, empty.as_ref())?;
+            let logical = default_as(state, &parse_default(text)?, &ty)?;
             let ctx = SimplifyContext::builder()
                 .with_schema(empty.clone())
                 .with_current_time()
