@@ -61,7 +61,7 @@ pub fn decode_params<S: Clone>(
             .flatten()
             .unwrap_or_else(|| param_pg_type(target.as_ref()));
         let v = if ty == Type::INTERVAL {
-            interval(portal, i, &ty)?
+            interval(portal, i)?
         } else if let Some(v) = text_timestamp(portal, i, &ty, zone)? {
             v
         } else {
@@ -116,9 +116,10 @@ fn text_timestamp<S: Clone>(
     )))
 }
 
-/// An interval parameter: PostgreSQL's binary form (microseconds, days, months), or text read
-/// as PostgreSQL's `interval_in` reads it, with its errors (22007, 22015, 22008).
-fn interval<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+/// An interval parameter: PostgreSQL's binary form (microseconds, days, months: 16 bytes,
+/// another length is 22P03 as in PostgreSQL, never a panic), or text read as PostgreSQL's `interval_in` reads
+/// it, with its errors (22007, 22015, 22008).
+fn interval<S: Clone>(portal: &Portal<S>, i: usize) -> PgWireResult<ScalarValue> {
     let value = if portal.parameter_format.format_for(i) == FieldFormat::Text {
         match portal.parameter::<String>(i, &Type::TEXT)? {
             None => None,
@@ -128,18 +129,33 @@ fn interval<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<S
             ),
         }
     } else {
-        match portal.parameter::<pg_interval::Interval>(i, ty)? {
+        match portal.parameters.get(i).and_then(|p| p.as_deref()) {
             None => None,
-            Some(v) => Some(IntervalMonthDayNano {
-                months: v.months,
-                days: v.days,
-                nanoseconds: v.microseconds.checked_mul(1000).ok_or_else(|| {
+            Some(raw) => {
+                let Ok(raw) = <&[u8; 16]>::try_from(raw) else {
+                    return Err(pgwire::error::PgWireError::UserError(Box::new(error_info(
+                        "22P03",
+                        format!("incorrect binary data format in bind parameter {}", i + 1),
+                    ))));
+                };
+                Some(binary_interval(raw).ok_or_else(|| {
                     crate::errors::to_pgwire(&braid_planner::error::Error::IntervalOutOfRange)
-                })?,
-            }),
+                })?)
+            }
         }
     };
     Ok(ScalarValue::IntervalMonthDayNano(value))
+}
+
+/// PostgreSQL's `interval_recv`: a big-endian i64 of microseconds, i32 days, i32 months.
+/// `None` when the microseconds do not fit Arrow's nanoseconds.
+fn binary_interval(raw: &[u8; 16]) -> Option<IntervalMonthDayNano> {
+    let [m0, m1, m2, m3, m4, m5, m6, m7, d0, d1, d2, d3, o0, o1, o2, o3] = *raw;
+    Some(IntervalMonthDayNano {
+        months: i32::from_be_bytes([o0, o1, o2, o3]),
+        days: i32::from_be_bytes([d0, d1, d2, d3]),
+        nanoseconds: i64::from_be_bytes([m0, m1, m2, m3, m4, m5, m6, m7]).checked_mul(1000)?,
+    })
 }
 
 fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {

@@ -219,3 +219,110 @@ fn replies_to_a_round_arrive_together() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
+
+/// A binary interval parameter of the wrong length is 22P03, as in PostgreSQL (`incorrect
+/// binary data format in bind parameter 1`), not a dropped connection; the same connection then
+/// binds a well-formed one. Sent as raw messages: a driver would not send malformed bytes.
+#[test]
+fn malformed_binary_interval_parameter_is_an_error() -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = tempfile_dir()?;
+    let port = free_port()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("BRAID_HTTP_LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting braid")?;
+    let result = (|| -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut sock = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => return Err(e).context("connecting"),
+            }
+        };
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut startup = 196608u32.to_be_bytes().to_vec();
+        for kv in ["user", "postgres", "database", "postgres"] {
+            startup.extend_from_slice(kv.as_bytes());
+            startup.push(0);
+        }
+        startup.push(0);
+        let mut msg = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+        msg.extend_from_slice(&startup);
+        sock.write_all(&msg)?;
+        let mut buf = Vec::new();
+        read_until_ready(&mut sock, &mut buf)?;
+        // $1 typed interval (OID 1186) by the Parse message itself.
+        let mut parse = b"s1\0SELECT $1::text\0".to_vec();
+        parse.extend_from_slice(&1u16.to_be_bytes());
+        parse.extend_from_slice(&1186u32.to_be_bytes());
+        let bind = |value: &[u8]| {
+            let mut b = b"\0s1\0".to_vec();
+            b.extend_from_slice(&1u16.to_be_bytes()); // one parameter format: binary
+            b.extend_from_slice(&1u16.to_be_bytes());
+            b.extend_from_slice(&1u16.to_be_bytes()); // one parameter
+            b.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            b.extend_from_slice(value);
+            b.extend_from_slice(&0u16.to_be_bytes()); // results: text
+            let mut round = frontend(b'B', &b);
+            round.extend(frontend(b'E', b"\0\0\0\0\0"));
+            round.extend(frontend(b'S', &[]));
+            round
+        };
+        let mut round = frontend(b'P', &parse);
+        round.extend(frontend(b'S', &[]));
+        sock.write_all(&round)?;
+        buf.clear();
+        read_until_ready(&mut sock, &mut buf)?;
+        anyhow::ensure!(buf.first() == Some(&b'1'), "ParseComplete first: {buf:?}");
+        sock.write_all(&bind(&[1, 2, 3]))?;
+        buf.clear();
+        read_until_ready(&mut sock, &mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        let kinds: Vec<u8> = {
+            let mut at = 0;
+            let mut k = Vec::new();
+            while let Some(head) = buf.get(at..at + 5) {
+                k.push(head[0]);
+                at += 1 + u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            }
+            k
+        };
+        // braid reads parameters at Execute, so BindComplete may come before the error.
+        anyhow::ensure!(
+            kinds.contains(&b'E') && !kinds.contains(&b'D'),
+            "an ErrorResponse and no row: {text}"
+        );
+        anyhow::ensure!(text.contains("22P03"), "SQLSTATE 22P03: {text}");
+        anyhow::ensure!(
+            text.contains("incorrect binary data format in bind parameter 1"),
+            "PostgreSQL's message: {text}"
+        );
+        // 1 day and 2 hours: microseconds, days, months, big-endian.
+        let mut good = 7_200_000_000i64.to_be_bytes().to_vec();
+        good.extend_from_slice(&1i32.to_be_bytes());
+        good.extend_from_slice(&0i32.to_be_bytes());
+        sock.write_all(&bind(&good))?;
+        buf.clear();
+        read_until_ready(&mut sock, &mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        anyhow::ensure!(
+            text.contains("1 day 02:00:00"),
+            "the interval's text: {text}"
+        );
+        sock.write_all(&frontend(b'X', &[]))?;
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
