@@ -202,6 +202,9 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Rows a decoder's builders have room for when the caller does not say: Arrow's own default.
+pub(crate) const DEFAULT_ROWS: usize = 1024;
+
 /// Builds Arrow arrays for a set of projected columns from encoded rows.
 ///
 /// A row is walked once, slot by slot, only as far as the last projected slot: values of
@@ -210,9 +213,11 @@ impl<'a> Reader<'a> {
 pub struct RowDecoder {
     /// (index in the catalog column list, builder)
     columns: Vec<(usize, ColumnBuilder)>,
-    types: Vec<ColumnType>,
+    /// Shared with the table's layout: a point read builds a decoder per statement, and
+    /// copying these per decoder showed in its profile.
+    types: Arc<[ColumnType]>,
     /// Per column: the value a row too short to hold it reads instead of NULL.
-    missing: Vec<Option<Vec<u8>>>,
+    missing: Arc<[Option<Vec<u8>>]>,
     /// Slots a row is read up to (one past the last projected slot).
     slots_needed: usize,
     /// Where each slot's value is in the row being decoded (reused across rows).
@@ -284,29 +289,34 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(ty: ColumnType) -> Self {
+    /// A builder with room for `rows` values (text: `rows` values of 16 bytes) before it grows.
+    fn new(ty: ColumnType, rows: usize) -> Self {
         match ty {
-            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-            ColumnType::Int2 => ColumnBuilder::Int2(Int16Builder::new()),
-            ColumnType::Int4 => ColumnBuilder::Int4(Int32Builder::new()),
-            ColumnType::Int8 => ColumnBuilder::Int8(Int64Builder::new()),
-            ColumnType::Float4 => ColumnBuilder::Float4(Float32Builder::new()),
-            ColumnType::Float8 => ColumnBuilder::Float8(Float64Builder::new()),
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Int2 => ColumnBuilder::Int2(Int16Builder::with_capacity(rows)),
+            ColumnType::Int4 => ColumnBuilder::Int4(Int32Builder::with_capacity(rows)),
+            ColumnType::Int8 => ColumnBuilder::Int8(Int64Builder::with_capacity(rows)),
+            ColumnType::Float4 => ColumnBuilder::Float4(Float32Builder::with_capacity(rows)),
+            ColumnType::Float8 => ColumnBuilder::Float8(Float64Builder::with_capacity(rows)),
             ColumnType::Numeric { precision, scale } => {
-                ColumnBuilder::Numeric(Decimal128Builder::new(), precision, scale)
+                ColumnBuilder::Numeric(Decimal128Builder::with_capacity(rows), precision, scale)
             }
             ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => {
-                ColumnBuilder::Text(StringBuilder::new())
+                ColumnBuilder::Text(StringBuilder::with_capacity(rows, rows * 16))
             }
-            ColumnType::Bytea => ColumnBuilder::Bytea(BinaryBuilder::new()),
-            ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
-            ColumnType::Timestamp => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new(), false)
+            ColumnType::Bytea => ColumnBuilder::Bytea(BinaryBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            ColumnType::Timestamp => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows),
+                false,
+            ),
+            ColumnType::Timestamptz => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows),
+                true,
+            ),
+            ColumnType::Interval => {
+                ColumnBuilder::Interval(IntervalMonthDayNanoBuilder::with_capacity(rows))
             }
-            ColumnType::Timestamptz => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new(), true)
-            }
-            ColumnType::Interval => ColumnBuilder::Interval(IntervalMonthDayNanoBuilder::new()),
         }
     }
 
@@ -360,16 +370,22 @@ impl RowDecoder {
     /// A decoder for the catalog columns `types`, producing arrays for `projection` (indexes
     /// into `types`) in that order.
     pub fn new(types: &[ColumnType], projection: &[usize]) -> Self {
+        Self::shared(types.into(), projection, DEFAULT_ROWS)
+    }
+
+    /// [`new`](Self::new) over types the caller keeps, with builders sized for `rows` rows
+    /// (they grow past it): a point read decodes one row, a scan a batch.
+    pub fn shared(types: Arc<[ColumnType]>, projection: &[usize], rows: usize) -> Self {
         let columns: Vec<(usize, ColumnBuilder)> = projection
             .iter()
-            .filter_map(|&i| types.get(i).map(|t| (i, ColumnBuilder::new(*t))))
+            .filter_map(|&i| types.get(i).map(|t| (i, ColumnBuilder::new(*t, rows))))
             .collect();
         let slots_needed = columns.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
-        let fixed = fixed_places(types, &columns);
+        let fixed = fixed_places(&types, &columns);
         RowDecoder {
             columns,
-            types: types.to_vec(),
-            missing: Vec::new(),
+            types,
+            missing: Arc::new([]),
             slots_needed,
             spans: Vec::with_capacity(slots_needed),
             fixed,
@@ -378,7 +394,7 @@ impl RowDecoder {
 
     /// Values (from [`encode_value`]) that rows written before a column existed read for it,
     /// indexed like `types`; columns without one read NULL.
-    pub fn with_missing(mut self, missing: Vec<Option<Vec<u8>>>) -> Self {
+    pub fn with_missing(mut self, missing: Arc<[Option<Vec<u8>>]>) -> Self {
         self.missing = missing;
         self
     }

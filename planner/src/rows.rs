@@ -42,6 +42,7 @@ pub mod write;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use braid_ingest::key::{decode_key, KeyValue};
 use braid_ingest::rows::{RowStore, RowStoreOptions, TableId, Transaction};
@@ -60,14 +61,14 @@ use key::KeyAccess;
 /// columns plus dropped columns' slots).
 #[derive(Debug, Clone)]
 pub struct StoredLayout {
-    /// Types of the stored slots.
-    types: Vec<ColumnType>,
+    /// Types of the stored slots (shared with every decoder made from this layout).
+    types: Arc<[ColumnType]>,
     /// Per slot: the column stored there (`None`: a dropped column).
     column_of_slot: Vec<Option<usize>>,
     /// Per column: its slot.
     slot_of_column: Vec<usize>,
     /// Per slot: what a row too short to hold it reads.
-    missing: Vec<Option<Vec<u8>>>,
+    missing: Arc<[Option<Vec<u8>>]>,
 }
 
 impl StoredLayout {
@@ -107,20 +108,21 @@ impl StoredLayout {
             }
         }
         Ok(StoredLayout {
-            types,
+            types: types.into(),
             column_of_slot,
             slot_of_column,
-            missing,
+            missing: missing.into(),
         })
     }
 
-    /// A decoder producing the columns `projection` (column indexes) from stored rows.
-    pub fn decoder(&self, projection: &[usize]) -> RowDecoder {
+    /// A decoder producing the columns `projection` (column indexes) from stored rows, sized
+    /// for `rows` rows.
+    pub fn decoder(&self, projection: &[usize], rows: usize) -> RowDecoder {
         let slots: Vec<usize> = projection
             .iter()
             .filter_map(|c| self.slot_of_column.get(*c).copied())
             .collect();
-        RowDecoder::new(&self.types, &slots).with_missing(self.missing.clone())
+        RowDecoder::shared(self.types.clone(), &slots, rows).with_missing(self.missing.clone())
     }
 
     /// Encodes row `row` of `columns` (every column, in catalog order) as a stored row.
@@ -393,7 +395,7 @@ mod tests {
 
     fn decode(def: &TableDef, row: &[u8]) -> Vec<ArrayRef> {
         let all: Vec<usize> = (0..def.columns.len()).collect();
-        let mut dec = StoredLayout::of(def).expect("layout").decoder(&all);
+        let mut dec = StoredLayout::of(def).expect("layout").decoder(&all, 1);
         dec.append(row).expect("decodes");
         dec.finish()
     }

@@ -472,11 +472,13 @@ impl RowPoint {
         {
             // Nothing to evaluate: the result is the named columns of the row read.
             let rows = self.read(&access, block).await?;
-            let batch = self.writer.decode(columns, rows.iter().map(|(_, v)| v))?;
+            let (columns, n) = self
+                .writer
+                .decode_columns(columns, rows.iter().map(|(_, v)| v))?;
             let out = RecordBatch::try_new_with_options(
                 schema.clone(),
-                batch.columns().to_vec(),
-                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(n)),
             )
             .map_err(|e| Error::DataFusion(e.into()))?;
             return Ok(Some(Output::Rows {

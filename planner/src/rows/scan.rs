@@ -411,7 +411,11 @@ impl ExecutionPlan for RowScanExec {
         let table_name = self.def.name.clone();
         let decoder = StoredLayout::of(&self.def)
             .map_err(Error::into_datafusion)?
-            .decoder(&self.projection);
+            .decoder(
+                &self.projection,
+                self.limit
+                    .map_or(crate::rowcodec::DEFAULT_ROWS, |l| l.clamp(1, crate::rowcodec::DEFAULT_ROWS)),
+            );
         let remaining = self.limit.unwrap_or(usize::MAX);
         let out_schema = schema.clone();
         let parts = self.parts.clone();

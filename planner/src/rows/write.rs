@@ -183,17 +183,9 @@ impl RowWriter {
     pub(crate) fn decode<'a>(
         &self,
         indices: &[usize],
-        values: impl Iterator<Item = &'a Bytes>,
+        values: impl ExactSizeIterator<Item = &'a Bytes>,
     ) -> Result<RecordBatch> {
-        let mut dec = self.stored.decoder(indices);
-        let mut n = 0;
-        for v in values {
-            dec.append(v).map_err(|e| Error::Storage {
-                kind: StorageErrorKind::Corruption,
-                message: format!("could not decode a row of table \"{}\": {e}", self.def.name),
-            })?;
-            n += 1;
-        }
+        let (columns, n) = self.decode_columns(indices, values)?;
         let whole = indices.len() == self.schema.fields().len()
             && indices.iter().enumerate().all(|(i, c)| i == *c);
         let schema = if whole {
@@ -207,10 +199,28 @@ impl RowWriter {
         };
         RecordBatch::try_new_with_options(
             schema,
-            dec.finish(),
+            columns,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )
         .map_err(|e| Error::DataFusion(e.into()))
+    }
+
+    /// [`decode`](Self::decode)'s arrays and row count, for a caller that has its own schema.
+    pub(crate) fn decode_columns<'a>(
+        &self,
+        indices: &[usize],
+        values: impl ExactSizeIterator<Item = &'a Bytes>,
+    ) -> Result<(Vec<ArrayRef>, usize)> {
+        let mut dec = self.stored.decoder(indices, values.len());
+        let mut n = 0;
+        for v in values {
+            dec.append(v).map_err(|e| Error::Storage {
+                kind: StorageErrorKind::Corruption,
+                message: format!("could not decode a row of table \"{}\": {e}", self.def.name),
+            })?;
+            n += 1;
+        }
+        Ok((dec.finish(), n))
     }
 
     pub(crate) fn encode(&self, columns: &[ArrayRef], row: usize) -> Vec<u8> {
