@@ -22,6 +22,7 @@ mod float_text;
 pub mod functions;
 pub mod interval_arith;
 pub mod interval_input;
+mod numeric_ops;
 pub mod pg_catalog;
 pub mod rowcodec;
 pub mod rows;

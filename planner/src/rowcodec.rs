@@ -304,16 +304,16 @@ impl ColumnBuilder {
             ColumnType::Text | ColumnType::Jsonb | ColumnType::Uuid => {
                 ColumnBuilder::Text(StringBuilder::with_capacity(rows, rows * 16))
             }
-            ColumnType::Bytea => ColumnBuilder::Bytea(BinaryBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Bytea => {
+                ColumnBuilder::Bytea(BinaryBuilder::with_capacity(rows, rows * 16))
+            }
             ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
-            ColumnType::Timestamp => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(rows),
-                false,
-            ),
-            ColumnType::Timestamptz => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(rows),
-                true,
-            ),
+            ColumnType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows), false)
+            }
+            ColumnType::Timestamptz => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows), true)
+            }
             ColumnType::Interval => {
                 ColumnBuilder::Interval(IntervalMonthDayNanoBuilder::with_capacity(rows))
             }

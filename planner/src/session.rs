@@ -366,6 +366,10 @@ impl Engine {
         // it; the session's TimeZone only changes how it is read and shown. Without this
         // DataFusion makes `'…'::timestamptz` a timestamp without a zone.
         config.options_mut().execution.time_zone = Some(crate::types::UTC.to_string());
+        // `1.5` is `numeric`, as in PostgreSQL: `0.1 + 0.2` is exactly `0.3`, and `price * 1.1`
+        // stays a `numeric`. [`crate::sql::numeric_literals`] first rewrites the constants
+        // Decimal128 cannot hold as they are written.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         let config = config
             .with_extension(txn.clone())
             .with_extension(rows_txn.clone())
@@ -395,6 +399,7 @@ impl Engine {
         crate::float_text::register(&ctx, Some(time_zone.clone()))?;
         crate::interval_input::register(&ctx)?;
         crate::sum_numeric::register(&ctx);
+        crate::numeric_ops::register(&ctx)?;
         crate::pg_catalog::register_functions(
             &ctx,
             user,
@@ -1485,6 +1490,7 @@ impl Session {
         // (`rows::default::plan_default`).
         if !matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_)) {
             crate::sql::canonical_intervals(&mut stmt)?;
+            crate::sql::numeric_literals(&mut stmt);
         }
         let planned = match &stmt {
             Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. } => true,

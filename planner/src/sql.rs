@@ -789,6 +789,85 @@ pub fn canonical_intervals<T: VisitMut>(node: &mut T) -> crate::error::Result<()
     failure.map_or(Ok(()), Err)
 }
 
+/// Rewrites the numeric constants DataFusion cannot read as a Decimal128 as written: one
+/// with an exponent that leaves no fraction digits (`1e3`, read with a negative scale Arrow's
+/// casts mishandle) becomes its digits cast to `numeric(p, 0)`; one of more than 38 digits
+/// (`1e308`, and PostgreSQL's `numeric` holds it) becomes `double precision`, the closest
+/// type braid has.
+pub fn numeric_literals<T: VisitMut>(node: &mut T) {
+    use datafusion::sql::sqlparser::ast::{CastKind, DataType, ExactNumberInfo};
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(node, |e| {
+        let Expr::Value(v) = e else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        let Value::Number(text, _) = &v.value else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let Some((digits, scale)) = decimal_digits(text) else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let significant = digits.trim_start_matches('0').len().max(1);
+        let (expr, data_type) = if significant > 38 || scale > 38 {
+            let text = text.clone();
+            (
+                Expr::Value(Value::SingleQuotedString(text).into()),
+                DataType::DoublePrecision,
+            )
+        } else if scale < 0 && text.contains(['e', 'E']) {
+            let whole = format!(
+                "{}{}",
+                digits.trim_start_matches('0'),
+                "0".repeat(scale.unsigned_abs() as usize)
+            );
+            let whole = if whole.is_empty() {
+                "0".to_string()
+            } else {
+                whole
+            };
+            let precision = whole.len() as u64;
+            if precision > 38 {
+                (
+                    Expr::Value(Value::SingleQuotedString(text.clone()).into()),
+                    DataType::DoublePrecision,
+                )
+            } else {
+                (
+                    Expr::Value(Value::Number(whole, false).into()),
+                    DataType::Decimal(ExactNumberInfo::PrecisionAndScale(precision, 0)),
+                )
+            }
+        } else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        *e = Expr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(expr),
+            data_type,
+            array: false,
+            format: None,
+        };
+        std::ops::ControlFlow::Continue(())
+    });
+}
+
+/// A constant with a point or an exponent as its digits (no point) and its scale (fraction
+/// digits; negative when the exponent adds zeros): `1.50` is ("150", 2), `1e3` ("1", -3).
+/// `None` for an integer, which stays an integer.
+fn decimal_digits(text: &str) -> Option<(String, i64)> {
+    if !text.contains(['.', 'e', 'E']) {
+        return None;
+    }
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((format!("{int}{frac}"), frac.len() as i64 - exp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -413,8 +413,9 @@ impl ExecutionPlan for RowScanExec {
             .map_err(Error::into_datafusion)?
             .decoder(
                 &self.projection,
-                self.limit
-                    .map_or(crate::rowcodec::DEFAULT_ROWS, |l| l.clamp(1, crate::rowcodec::DEFAULT_ROWS)),
+                self.limit.map_or(crate::rowcodec::DEFAULT_ROWS, |l| {
+                    l.clamp(1, crate::rowcodec::DEFAULT_ROWS)
+                }),
             );
         let remaining = self.limit.unwrap_or(usize::MAX);
         let out_schema = schema.clone();
