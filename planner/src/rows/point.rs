@@ -381,12 +381,13 @@ impl RowPoint {
             .map(physical)
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let kind = if let Some(exprs) = select {
+            let exprs = exprs
+                .into_iter()
+                .map(physical)
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
             PointKind::Select {
-                exprs: exprs
-                    .into_iter()
-                    .map(physical)
-                    .collect::<datafusion::error::Result<Vec<_>>>()?,
-                schema: Arc::new(plan.schema().as_arrow().clone()),
+                schema: result_schema(plan.schema().as_arrow(), &exprs, &input_schema)?,
+                exprs,
             }
         } else if delete {
             PointKind::Delete
@@ -770,6 +771,31 @@ pub(crate) fn statement_time() -> Result<ScalarValue> {
         Some(ns),
         Some("+00:00".into()),
     ))
+}
+
+/// The statement's result schema, with a `numeric` column's scale taken from the expression
+/// that computes it: a rewrite made while creating the physical expression (`numeric / numeric`
+/// in [`crate::numeric_ops`]) can give another scale than the plan, planned before it, says,
+/// and the planned path returns the rewritten one.
+fn result_schema(
+    planned: &Schema,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    input: &Schema,
+) -> Result<SchemaRef> {
+    let mut fields = Vec::with_capacity(planned.fields().len());
+    for (f, e) in planned.fields().iter().zip(exprs) {
+        let computed = e.data_type(input)?;
+        fields.push(match (f.data_type(), &computed) {
+            (DataType::Decimal128(..), DataType::Decimal128(..)) => {
+                f.as_ref().clone().with_data_type(computed)
+            }
+            _ => f.as_ref().clone(),
+        });
+    }
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        planned.metadata().clone(),
+    )))
 }
 
 fn one_batch(schema: SchemaRef, batch: RecordBatch) -> SendableRecordBatchStream {
