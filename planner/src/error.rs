@@ -149,6 +149,9 @@ pub enum Error {
     /// a zero from non-zero operands (`underflow`), as PostgreSQL reports it.
     #[error("value out of range: {0}")]
     FloatOutOfRange(&'static str),
+    /// A numeric constant larger than any value braid can hold (22003), as `1e999999`.
+    #[error("value overflows numeric format")]
+    NumericOverflow,
     /// Interval arithmetic whose months, days or time part does not fit (22008).
     #[error("interval out of range")]
     IntervalOutOfRange,

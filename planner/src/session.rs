@@ -1490,7 +1490,7 @@ impl Session {
         // (`rows::default::plan_default`).
         if !matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_)) {
             crate::sql::canonical_intervals(&mut stmt)?;
-            crate::sql::numeric_literals(&mut stmt);
+            crate::sql::numeric_literals(&mut stmt)?;
         }
         let planned = match &stmt {
             Statement::Query(_) | Statement::Insert(_) | Statement::Explain { .. } => true,

@@ -793,8 +793,10 @@ pub fn canonical_intervals<T: VisitMut>(node: &mut T) -> crate::error::Result<()
 /// with an exponent that leaves no fraction digits (`1e3`, read with a negative scale Arrow's
 /// casts mishandle) becomes its digits cast to `numeric(p, 0)`; one of more than 38 digits
 /// (`1e308`, and PostgreSQL's `numeric` holds it) becomes `double precision`, the closest
-/// type braid has.
-pub fn numeric_literals<T: VisitMut>(node: &mut T) {
+/// type braid has; one beyond `double precision` too is 22003, as PostgreSQL refuses one
+/// beyond its `numeric`.
+pub fn numeric_literals<T: VisitMut>(node: &mut T) -> crate::error::Result<()> {
+    let mut overflow = false;
     use datafusion::sql::sqlparser::ast::{CastKind, DataType, ExactNumberInfo};
     let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(node, |e| {
         let Expr::Value(v) = e else {
@@ -806,36 +808,31 @@ pub fn numeric_literals<T: VisitMut>(node: &mut T) {
         let Some((digits, scale)) = decimal_digits(text) else {
             return std::ops::ControlFlow::Continue(());
         };
-        let significant = digits.trim_start_matches('0').len().max(1);
-        let (expr, data_type) = if significant > 38 || scale > 38 {
-            let text = text.clone();
+        let significant = digits.trim_start_matches('0');
+        // Digits the value needs as a Decimal128: checked before any are written out, so a
+        // constant like `1e999999999` costs nothing.
+        let whole_digits = (scale < 0).then(|| significant.len().max(1) as i64 - scale);
+        let fits = significant.len() <= 38 && scale <= 38 && whole_digits.is_none_or(|d| d <= 38);
+        let (expr, data_type) = if !fits {
+            if text.parse::<f64>().is_ok_and(f64::is_infinite) {
+                overflow = true;
+                return std::ops::ControlFlow::Break(());
+            }
             (
-                Expr::Value(Value::SingleQuotedString(text).into()),
+                Expr::Value(Value::SingleQuotedString(text.clone()).into()),
                 DataType::DoublePrecision,
             )
         } else if scale < 0 && text.contains(['e', 'E']) {
-            let whole = format!(
-                "{}{}",
-                digits.trim_start_matches('0'),
-                "0".repeat(scale.unsigned_abs() as usize)
-            );
-            let whole = if whole.is_empty() {
+            let whole = if significant.is_empty() {
                 "0".to_string()
             } else {
-                whole
+                format!("{significant}{}", "0".repeat(scale.unsigned_abs() as usize))
             };
             let precision = whole.len() as u64;
-            if precision > 38 {
-                (
-                    Expr::Value(Value::SingleQuotedString(text.clone()).into()),
-                    DataType::DoublePrecision,
-                )
-            } else {
-                (
-                    Expr::Value(Value::Number(whole, false).into()),
-                    DataType::Decimal(ExactNumberInfo::PrecisionAndScale(precision, 0)),
-                )
-            }
+            (
+                Expr::Value(Value::Number(whole, false).into()),
+                DataType::Decimal(ExactNumberInfo::PrecisionAndScale(precision, 0)),
+            )
         } else {
             return std::ops::ControlFlow::Continue(());
         };
@@ -848,6 +845,10 @@ pub fn numeric_literals<T: VisitMut>(node: &mut T) {
         };
         std::ops::ControlFlow::Continue(())
     });
+    if overflow {
+        return Err(crate::error::Error::NumericOverflow);
+    }
+    Ok(())
 }
 
 /// A constant with a point or an exponent as its digits (no point) and its scale (fraction
@@ -865,12 +866,25 @@ fn decimal_digits(text: &str) -> Option<(String, i64)> {
     if !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
         return None;
     }
-    Some((format!("{int}{frac}"), frac.len() as i64 - exp))
+    Some((
+        format!("{int}{frac}"),
+        (frac.len() as i64).checked_sub(exp)?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_constants_as_decimal_digits() {
+        assert_eq!(decimal_digits("1.50"), Some(("150".into(), 2)));
+        assert_eq!(decimal_digits("1e3"), Some(("1".into(), -3)));
+        assert_eq!(decimal_digits("1.5E-3"), Some(("15".into(), 4)));
+        assert_eq!(decimal_digits("42"), None);
+        // An exponent that would overflow the scale is left to DataFusion, which refuses it.
+        assert_eq!(decimal_digits(&format!("1e{}", i64::MIN)), None);
+    }
 
     #[test]
     fn splits_on_top_level_semicolons_only() {

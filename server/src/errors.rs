@@ -115,7 +115,7 @@ pub fn sqlstate(e: &Error) -> (&'static str, String) {
         Error::UndefinedObject(_) => "42704",
         Error::DependentObjects(_) => "2BP01",
         Error::InFailedTransaction => "25P02",
-        Error::OutOfRange(_) | Error::FloatOutOfRange(_) => "22003",
+        Error::OutOfRange(_) | Error::FloatOutOfRange(_) | Error::NumericOverflow => "22003",
         Error::IntervalOutOfRange => "22008",
         Error::InvalidDatetimeInput { .. } => "22007",
         Error::DatetimeFieldOverflow { .. } => "22015",
