@@ -177,12 +177,15 @@ fn divide(
         let mut num = i256::from_i128(a.value(i));
         let mut den = d;
         // A negative shift (an operand with more fraction digits than the quotient keeps)
-        // scales the divisor up instead; both stay within 256 bits for 38-digit operands.
+        // scales the divisor up instead. A shift can reach 76 digits (numeric(38,0) divided
+        // by numeric(38,38)), past 256 bits for a large operand: that is 22003, never a
+        // wrapped value.
+        let overflow = || Error::OutOfRange("numeric").into_datafusion();
         for _ in 0..shift.max(0) {
-            num = num.wrapping_mul(ten);
+            num = num.checked_mul(ten).ok_or_else(overflow)?;
         }
         for _ in 0..(-shift).max(0) {
-            den = den.wrapping_mul(ten);
+            den = den.checked_mul(ten).ok_or_else(overflow)?;
         }
         let q = num.wrapping_div(den);
         let r = num.wrapping_rem(den);
@@ -421,5 +424,8 @@ mod tests {
         assert!(div(1, 0, 0, 0, 16).is_err());
         // 10^37 / 0.01 needs 40 digits.
         assert!(div(10_i128.pow(37), 0, 1, 2, 0).is_err());
+        // A 76-digit shift of a 38-digit dividend passes 256 bits: an error, not a wrapped
+        // quotient.
+        assert!(div(10_i128.pow(37), 0, 10_i128.pow(37), 38, 38).is_err());
     }
 }
